@@ -1,0 +1,13 @@
+/* cmd_bench.c — `fedkd bench WHAT`: each benchmark prints its figure and its
+ * peer's figure from the same run. */
+#include "commands.h"
+
+static const fkd_command benches[] = {
+    {"train", cmd_bench_train, "training step of student-S vs PyTorch (tokens/s, memory)"},
+};
+
+int cmd_bench(int argc, char **argv)
+{
+    return fkd_dispatch(benches, (int)(sizeof benches / sizeof benches[0]), "fedkd bench",
+                        argc - 1, argv + 1);
+}

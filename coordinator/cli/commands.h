@@ -1,0 +1,22 @@
+/* commands.h — the subcommands of the fedkd executable. Each lives in its
+ * own cmd_*.c file, takes (argc, argv) with argv[0] = its name, and returns
+ * the process exit code (0 ok, 1 failure, 2 usage error). */
+#ifndef FKD_COMMANDS_H
+#define FKD_COMMANDS_H
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} fkd_command;
+
+int cmd_train(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_bench_train(int argc, char **argv);
+
+/* Runs the command named by argv[0] from the table, or prints the table. */
+int fkd_dispatch(const fkd_command *table, int n, const char *program, int argc, char **argv);
+
+#endif

@@ -219,11 +219,16 @@ typedef struct {
     int recompute;           /* 1: keep only layer inputs, recompute the rest in backward */
     const uint8_t *frozen;   /* optional (FKD_T_COUNT): 1 = tensor gets no gradient */
     size_t act_floats;       /* size of the activation arena, for reports */
+    int owns_params;         /* 0 when made by fkd_model_init_borrowed */
 } fkd_model;
 
 /* Takes ownership of params (moved in; the caller's copy is cleared). */
 int fkd_model_init(fkd_model *m, fkd_params *params, int B, int T, int recompute,
                    fkd_error *err);
+/* Same, but borrows params: they must outlive m and are not freed with it
+ * (evaluation and soft labels on a model someone else owns). */
+int fkd_model_init_borrowed(fkd_model *m, const fkd_params *params, int B, int T, int recompute,
+                            fkd_error *err);
 void fkd_model_free(fkd_model *m);
 /* Bytes the activations of a (B,T) batch need, without allocating them. */
 size_t fkd_model_activation_bytes(const fkd_model_config *cfg, int B, int T, int recompute);
@@ -300,12 +305,16 @@ void fkd_infer_reset(fkd_infer *st);
 float *fkd_infer_step(fkd_infer *st, int32_t token);
 
 typedef struct {
+    float prob;
+    int32_t id;
+} fkd_prob_index;
+
+typedef struct {
     float temperature;      /* 0 = greedy */
     int top_k;              /* 0 = off */
     float top_p;            /* 1 = off */
     fkd_rng rng;
-    int32_t *index_scratch; /* (V) */
-    float *prob_scratch;    /* (V) */
+    fkd_prob_index *candidates; /* (V) scratch */
     int vocab;
 } fkd_sampler;
 
@@ -357,5 +366,331 @@ int fkd_tokenizer_encode(int32_t *tokens, size_t capacity, size_t *n_tokens,
 int fkd_tokenizer_decode(uint8_t *out, size_t capacity, size_t *n_bytes,
                          const fkd_tokenizer *tok, const int32_t *tokens, size_t n_tokens,
                          fkd_error *err);
+
+/* ======================================================================== *
+ * Data (issue 3): corpora split into natural clients, token streams and
+ * batches, soft-label files and the teacher pass that writes them, the
+ * reusable training loop, and the one evaluation every result is reported
+ * with. docs/data.md describes the formats and the choices.
+ * ======================================================================== */
+#define FKD_DATA_DEFAULT_DIR "/usr/share/games/fortunes"
+#define FKD_DATA_WORDS_PATH "/usr/share/dict/words"
+#define FKD_DATA_MAX_FILE_BYTES ((size_t)64 << 20) /* one corpus file */
+#define FKD_DATA_MAX_NAME 64                       /* partition / client names */
+#define FKD_DATA_SEPARATOR_BYTE 0x1E               /* ASCII record separator */
+
+/* How a file's documents were told apart (docs/data.md, "Documents"). */
+enum fkd_doc_format { FKD_DOCS_PERCENT = 0, FKD_DOCS_BLANK_LINE = 1, FKD_DOCS_WHOLE_FILE = 2 };
+/* Which categories to load: the server's public ones, the clients' private
+ * ones, or all (the split is a list of partition names). */
+enum fkd_corpus_side { FKD_SIDE_ALL = 0, FKD_SIDE_PUBLIC = 1, FKD_SIDE_PRIVATE = 2 };
+
+/* The default public/private split of the fortunes categories (comma lists). */
+extern const char fkd_data_default_public[];
+extern const char fkd_data_default_excluded[];
+
+typedef struct {
+    uint64_t offset;     /* into fkd_corpus.text */
+    uint32_t bytes;
+    uint32_t partition;  /* index into fkd_corpus.parts */
+} fkd_doc;
+
+typedef struct {
+    char name[FKD_DATA_MAX_NAME]; /* file or sub-directory name */
+    int format;                   /* enum fkd_doc_format (of its first file) */
+    uint32_t first_doc, n_docs;   /* its documents are contiguous */
+    uint64_t bytes;               /* text bytes of its documents */
+} fkd_partition_info;
+
+typedef struct {
+    uint8_t *text;               /* all documents, back to back */
+    uint64_t text_bytes;
+    fkd_doc *docs;
+    uint32_t n_docs;
+    fkd_partition_info *parts;
+    int n_parts;
+    uint32_t n_duplicates;       /* documents dropped as exact repeats of earlier ones */
+} fkd_corpus;
+
+typedef struct {
+    int side;                 /* enum fkd_corpus_side */
+    const char *public_list;  /* comma-separated names; NULL = fkd_data_default_public */
+    const char *exclude_list; /* never loaded; NULL = fkd_data_default_excluded */
+    uint64_t max_bytes;       /* stop after this much text; 0 = no limit */
+} fkd_corpus_options;
+
+fkd_corpus_options fkd_corpus_defaults(int side);
+/* Loads a directory whose entries (sorted by name) are the partitions: a
+ * file, or a sub-directory whose files are read in name order. Skips hidden
+ * entries and fortune index files (*.dat, *.u8). Empty documents and exact
+ * duplicates are dropped, so no text can land in two splits. */
+int fkd_corpus_load(fkd_corpus *c, const char *dir, const fkd_corpus_options *opt,
+                    fkd_error *err);
+void fkd_corpus_free(fkd_corpus *c);
+/* Splits one file's bytes into documents (exposed for tests and tools):
+ * calls fn(ctx, start, bytes) per non-empty document; returns the format. */
+int fkd_docs_split(const uint8_t *text, size_t bytes,
+                   int (*fn)(void *ctx, const uint8_t *doc, size_t doc_bytes), void *ctx);
+int fkd_corpus_find_partition(const fkd_corpus *c, const char *name); /* -1 if absent */
+
+/* ---- partitions into clients, and train/validation/test splits --------- */
+enum fkd_partitioner { FKD_PARTITION_NATURAL = 0, FKD_PARTITION_IID = 1, FKD_PARTITION_DIRICHLET = 2 };
+enum fkd_split { FKD_SPLIT_TRAIN = 0, FKD_SPLIT_VAL = 1, FKD_SPLIT_TEST = 2, FKD_SPLIT_COUNT = 3 };
+
+typedef struct {
+    int kind;                  /* enum fkd_partitioner */
+    int n_clients;             /* IID and Dirichlet; natural: ignored */
+    float alpha;               /* Dirichlet concentration (small = skewed) */
+    uint64_t max_client_bytes; /* natural: a larger partition becomes several clients */
+    float val_share, test_share; /* of each client's documents */
+    uint32_t min_docs;         /* clients (and partitions, for natural) with fewer are dropped */
+    uint64_t seed;
+} fkd_partition_config;
+
+fkd_partition_config fkd_partition_defaults(void);
+int fkd_partition_parse_kind(const char *name); /* "natural" | "iid" | "dirichlet"; -1 */
+
+typedef struct {
+    char name[FKD_DATA_MAX_NAME];        /* "law", "songs-poems.2", "iid.7" */
+    uint32_t *docs[FKD_SPLIT_COUNT];     /* document indices, ascending */
+    uint32_t n_docs[FKD_SPLIT_COUNT];
+    uint64_t bytes[FKD_SPLIT_COUNT];
+    uint32_t *label_docs;                /* (n_parts) documents per source partition */
+} fkd_client_data;
+
+typedef struct {
+    fkd_client_data *clients;
+    int n_clients;
+    int n_parts;                         /* of the corpus, the "labels" */
+} fkd_federation;
+
+int fkd_federation_build(fkd_federation *fed, const fkd_corpus *c,
+                         const fkd_partition_config *cfg, fkd_error *err);
+void fkd_federation_free(fkd_federation *fed);
+/* All clients' documents of one split, ascending (caller frees *docs). */
+int fkd_federation_docs(uint32_t **docs, uint32_t *n_docs, const fkd_federation *fed, int split,
+                        fkd_error *err);
+
+/* ---- token streams and batches -------------------------------------------
+ * A stream is its documents encoded and joined by a separator token:
+ *   SEP d0 SEP d1 SEP ... d(n-1) SEP
+ * so the model learns where a document starts and ends, and every token of a
+ * document is predicted. Windows may cross a separator (as in GPT-2's
+ * training), never without one. SEP is the tokenizer's eos when it has one,
+ * else the token of byte 0x1E. Optional soft labels are aligned with the
+ * tokens: soft label i is the teacher's distribution of token i+1. */
+typedef struct {
+    int32_t *tokens;
+    int64_t n;
+    int64_t text_bytes;    /* bytes the predicted tokens encode: docs + 1 per separator */
+    int64_t n_docs;
+    int soft_k;            /* 0 when there are no soft labels */
+    const int32_t *soft_ids;  /* (n, soft_k) */
+    const float *soft_probs;  /* (n, soft_k) */
+    int owned;             /* 1: tokens is freed by fkd_token_stream_free */
+} fkd_token_stream;
+
+int32_t fkd_data_separator(const fkd_tokenizer *tok);
+int fkd_token_stream_from_docs(fkd_token_stream *s, const fkd_corpus *c, const uint32_t *docs,
+                               uint32_t n_docs, const fkd_tokenizer *tok, fkd_error *err);
+/* One split of the whole federation (client < 0) or of one client. */
+int fkd_token_stream_from_split(fkd_token_stream *s, const fkd_corpus *c,
+                                const fkd_federation *fed, int client, int split,
+                                const fkd_tokenizer *tok, fkd_error *err);
+void fkd_token_stream_free(fkd_token_stream *s);
+
+typedef struct {
+    int B, T, k;
+    int32_t *inputs;       /* (B,T) */
+    int32_t *targets;      /* (B,T); -1 = no target (padding) */
+    int32_t *soft_ids;     /* (B,T,k) when k > 0 */
+    float *soft_probs;     /* (B,T,k) when k > 0; all 0 = no soft label */
+    fkd_soft_labels soft;  /* view for the loss */
+    int has_soft;          /* this batch carries soft labels (pass &soft to the loss) */
+} fkd_batch;
+
+/* k = the largest soft-label k the batch will carry (0 for none). */
+int fkd_batch_init(fkd_batch *b, int B, int T, int k, fkd_error *err);
+void fkd_batch_free(fkd_batch *b);
+/* Batch number index of random windows: a pure function of (stream, seed,
+ * index), so a resumed run sees exactly the batches it would have seen. */
+int fkd_batch_random(fkd_batch *b, const fkd_token_stream *s, uint64_t seed, int64_t index,
+                     fkd_error *err);
+/* Consecutive windows first_window.. (window w starts at token w*T); returns
+ * how many rows hold data (rows beyond are padding with targets -1). */
+int fkd_batch_sequential(fkd_batch *b, const fkd_token_stream *s, int64_t first_window);
+int64_t fkd_batch_window_count(const fkd_token_stream *s, int T);
+
+/* ---- soft-label files ----------------------------------------------------
+ * A shard holds a piece of the transfer set: its tokens and, per position,
+ * the teacher's top-k ids and quantized probabilities; the rest mass is
+ * implied (1 - sum). Little-endian, CRC-32 trailer; the same bytes are the
+ * file and the network payload. Layout in docs/data.md. */
+#define FKD_SOFT_MAGIC "FKDSOFT"        /* 8 bytes with its NUL */
+#define FKD_SOFT_VERSION 1
+#define FKD_SOFT_HEADER_BYTES 64
+#define FKD_SOFT_MAX_K 64
+#define FKD_SOFT_MAX_VOCAB (1 << 24)
+#define FKD_SOFT_MAX_POSITIONS ((int64_t)1 << 28)
+enum fkd_soft_quant { FKD_SOFT_Q8_SQRT = 1, FKD_SOFT_Q16 = 2 };
+
+typedef struct {
+    int vocab, k;
+    int quant;                /* enum fkd_soft_quant (used when encoding) */
+    float temperature;
+    uint32_t shard_index, shard_count;
+    uint64_t first_position;  /* of this shard in the whole transfer stream */
+    int64_t n;                /* positions */
+    int32_t *tokens;          /* (n) */
+    int32_t *ids;             /* (n,k) */
+    float *probs;             /* (n,k), as dequantized */
+} fkd_softlabel_shard;
+
+int fkd_softlabels_alloc(fkd_softlabel_shard *s, int64_t n, int k, int vocab, fkd_error *err);
+void fkd_softlabels_free(fkd_softlabel_shard *s);
+size_t fkd_softlabels_encoded_bytes(int64_t n, int k, int vocab, int quant);
+int fkd_softlabels_encode(uint8_t **data, size_t *bytes, const fkd_softlabel_shard *s,
+                          fkd_error *err);
+/* Bounded: refuses anything malformed, never reads past bytes. */
+int fkd_softlabels_decode(fkd_softlabel_shard *s, const uint8_t *data, size_t bytes,
+                          fkd_error *err);
+int fkd_softlabels_save(const char *path, const fkd_softlabel_shard *s, fkd_error *err);
+int fkd_softlabels_load(fkd_softlabel_shard *s, const char *path, fkd_error *err);
+/* Rounds probs (k, descending or not) to what a decoder will read back. */
+void fkd_softlabels_quantize(float *probs, int k, int quant);
+/* A view of a shard as a token stream with soft labels (no copy). */
+void fkd_token_stream_from_shard(fkd_token_stream *s, const fkd_softlabel_shard *shard);
+
+/* ---- the teacher pass ---------------------------------------------------- */
+typedef struct {
+    int k;               /* ids kept per position */
+    float temperature;   /* softmax temperature of the soft labels */
+    int quant;           /* enum fkd_soft_quant */
+    int n_shards;
+    int batch;           /* windows per forward pass */
+    int window;          /* context per window; 0 = teacher's max_seq */
+} fkd_teacher_config;
+
+typedef struct {
+    int64_t positions;
+    double kl_truncation;  /* mean KL(p || top-k + uniform rest), nats/position */
+    double kl_total;       /* same after quantization */
+    double top1_mass;      /* mean probability of the top id */
+    double kept_mass;      /* mean mass of the k ids */
+    uint64_t encoded_bytes;     /* all shards */
+    uint64_t dense_fp32_bytes;  /* n * vocab * 4 */
+    double seconds;
+} fkd_softlabel_stats;
+
+fkd_teacher_config fkd_teacher_defaults(void);
+/* Runs the teacher over the transfer stream and fills shards[cfg->n_shards]
+ * (each allocated here; free with fkd_softlabels_free). */
+int fkd_teacher_softlabels(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                           const fkd_params *teacher, const fkd_token_stream *transfer,
+                           const fkd_teacher_config *cfg, fkd_error *err);
+
+/* ---- the training loop ----------------------------------------------------
+ * Steps of accum micro-batches of (m->B, m->T) random windows; a share of the
+ * micro-batches may come from a transfer stream with soft labels. Validation
+ * every eval_every steps; a training state (weights, optimizer moments, step)
+ * saved atomically every ckpt_every steps to state_path and resumed from it
+ * when present, so an interrupted run continues to the same weights. */
+typedef struct {
+    int64_t steps;             /* total optimizer steps of the run */
+    int accum;                 /* micro-batches per step */
+    fkd_optimizer_config opt;  /* total_steps = steps when 0 */
+    fkd_loss_config loss;
+    float transfer_share;      /* of micro-batches drawn from the transfer stream */
+    int eval_every;            /* steps; 0 = only at the end */
+    int64_t eval_max_tokens;   /* validation tokens per evaluation; 0 = all */
+    int ckpt_every;            /* steps; 0 = only at the end (when state_path) */
+    const char *state_path;    /* NULL: no state file, no resume */
+    uint64_t seed;             /* of the batches */
+    double time_limit_s;       /* stop (after saving) once exceeded; 0 = none */
+    int progress;              /* draw a progress line on a terminal */
+    FILE *log;                 /* one line per validation; NULL = quiet */
+    const char *label;         /* for the progress line and log */
+    const float *prox_ref;     /* FedProx reference weights, or NULL */
+    const uint8_t *mask;       /* pruning mask, or NULL */
+} fkd_trainer_config;
+
+typedef struct {
+    int64_t step;              /* steps done in total (including before a resume) */
+    int64_t steps_run;         /* in this call */
+    int64_t tokens;            /* trained on in this call */
+    double train_loss;         /* mean over the last eval interval */
+    double val_loss, val_ppl, val_bpb, val_accuracy; /* last validation; 0 without val */
+    double seconds;
+    int resumed;               /* 1: continued from state_path */
+    int stopped_early;         /* 1: time_limit_s ended the run */
+} fkd_trainer_result;
+
+fkd_trainer_config fkd_trainer_defaults(void);
+int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_stream *train,
+                    const fkd_token_stream *transfer, const fkd_token_stream *val,
+                    const fkd_trainer_config *cfg, fkd_error *err);
+
+/* ---- evaluation report --------------------------------------------------- *
+ * Hallucination rate (docs/data.md): the share of words, runs of ASCII
+ * letters compared case-insensitively, in sampled continuations of held-out
+ * prompts that are in neither the known-word set (the training-side corpora
+ * and the system word list) ; a word cut off by the token limit is not
+ * counted. */
+typedef struct fkd_wordset fkd_wordset;
+int fkd_wordset_new(fkd_wordset **ws, fkd_error *err);
+void fkd_wordset_destroy(fkd_wordset **ws);
+int fkd_wordset_add_text(fkd_wordset *ws, const uint8_t *text, size_t bytes, fkd_error *err);
+int fkd_wordset_add_file(fkd_wordset *ws, const char *path, fkd_error *err);
+int fkd_wordset_add_corpus(fkd_wordset *ws, const fkd_corpus *c, const uint32_t *docs,
+                           uint32_t n_docs, fkd_error *err);
+int fkd_wordset_contains(const fkd_wordset *ws, const uint8_t *word, size_t len);
+size_t fkd_wordset_size(const fkd_wordset *ws);
+/* Counts the words of text and those not in ws; the last word counts only
+ * when last_complete (a word ended by the text's end may be unfinished). */
+void fkd_words_count(int64_t *unknown, int64_t *total, const fkd_wordset *ws,
+                     const uint8_t *text, size_t bytes, int last_complete);
+
+typedef struct {
+    int window;           /* context of the loss evaluation; 0 = max_seq */
+    int64_t max_tokens;   /* tokens of the text evaluated; 0 = all */
+    int n_prompts;        /* held-out documents used as prompts */
+    int prompt_bytes;     /* opening of each document, cut back to a word boundary */
+    int gen_tokens;       /* sampled per prompt */
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t seed;
+} fkd_eval_config;
+
+typedef struct {
+    fkd_eval_result lm;          /* perplexity, bits per byte, accuracy */
+    double halluc_rate;          /* unknown words / counted words */
+    int64_t halluc_unknown, halluc_words;
+    int n_prompts;
+    size_t n_params;
+    uint64_t model_bytes_fp32;
+    double flops_per_token;      /* forward, at the evaluation window */
+    double peak_rss_mb;          /* of this process, after the evaluation */
+    double ms_per_token;         /* per generated token (sampling included) */
+    double tokens_per_s_eval;    /* of the loss evaluation */
+} fkd_eval_report;
+
+fkd_eval_config fkd_eval_defaults(void);
+/* Evaluates params on the documents docs of c: the loss metrics on their
+ * token stream, the hallucination rate on continuations of their openings
+ * (known: the known-word set; NULL skips the hallucination rate). */
+int fkd_eval_report_run(fkd_eval_report *r, const fkd_params *params, const fkd_tokenizer *tok,
+                        const fkd_corpus *c, const uint32_t *docs, uint32_t n_docs,
+                        const fkd_wordset *known, const fkd_eval_config *cfg, fkd_error *err);
+/* A table when json == 0, one JSON object otherwise. */
+void fkd_eval_report_print(FILE *f, const fkd_eval_report *r, const char *title, int json);
+
+/* Samples up to max_new tokens after prompt (stopping at stop_token unless
+ * it is < 0) and decodes them into out (cap bytes). *ms_per_token gets the
+ * mean time per sampled token; *stopped is 1 when stop_token ended it. */
+int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *ms_per_token,
+                 fkd_infer *st, fkd_sampler *sm, const fkd_tokenizer *tok,
+                 const int32_t *prompt, size_t n_prompt, int max_new, int32_t stop_token,
+                 fkd_error *err);
 
 #endif

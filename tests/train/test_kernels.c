@@ -1,0 +1,171 @@
+/* test_kernels.c — each forward/backward pair of train/ against central
+ * finite differences: loss = sum(out * R) for a fixed random R, so
+ * dloss/dout = R and backward(R) must equal the numerical gradient. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fkd_train.h"
+#include "gradcheck.h"
+
+enum { N = 6, C = 8, OC = 5, V = 11 };
+
+/* ---- matmul ---- */
+typedef struct { float x[N * C], w[OC * C], out[N * OC], r[N * OC]; } matmul_ctx;
+static double matmul_loss(void *p)
+{
+    matmul_ctx *c = p;
+    fkd_matmul_forward(c->out, c->x, c->w, N, C, OC, 0.0f);
+    return dot_double(c->out, c->r, N * OC);
+}
+static void test_matmul(void **state)
+{
+    matmul_ctx c;
+    fill_normal(c.x, N * C, 1, 1);
+    fill_normal(c.w, OC * C, 1, 2);
+    fill_normal(c.r, N * OC, 1, 3);
+    float dx[N * C] = {0}, dw[OC * C] = {0};
+    fkd_matmul_backward(dx, dw, c.r, c.x, c.w, N, C, OC);
+    gradcheck(c.x, N * C, dx, matmul_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "matmul dx");
+    gradcheck(c.w, OC * C, dw, matmul_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "matmul dw");
+}
+
+/* ---- rmsnorm ---- */
+typedef struct { float x[N * C], g[C], out[N * C], rstd[N], r[N * C]; } rms_ctx;
+static double rms_loss(void *p)
+{
+    rms_ctx *c = p;
+    fkd_rmsnorm_forward(c->out, c->rstd, c->x, c->g, N, C, 1e-5f);
+    return dot_double(c->out, c->r, N * C);
+}
+static void test_rmsnorm(void **state)
+{
+    rms_ctx c;
+    fill_normal(c.x, N * C, 1, 4);
+    fill_normal(c.g, C, 1, 5);
+    fill_normal(c.r, N * C, 1, 6);
+    rms_loss(&c);
+    float dx[N * C] = {0}, dg[C] = {0};
+    fkd_rmsnorm_backward(dx, dg, c.r, c.x, c.g, c.rstd, N, C);
+    gradcheck(c.x, N * C, dx, rms_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "rmsnorm dx");
+    gradcheck(c.g, C, dg, rms_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "rmsnorm dg");
+}
+
+/* ---- embedding ---- */
+typedef struct { float emb[V * C], out[N * C], r[N * C]; int32_t tok[N]; } emb_ctx;
+static double emb_loss(void *p)
+{
+    emb_ctx *c = p;
+    fkd_embedding_forward(c->out, c->tok, c->emb, N, C);
+    return dot_double(c->out, c->r, N * C);
+}
+static void test_embedding(void **state)
+{
+    emb_ctx c;
+    int32_t tok[N] = {3, 0, 3, 10, 7, 3}; /* repeats: gradients must add */
+    memcpy(c.tok, tok, sizeof tok);
+    fill_normal(c.emb, V * C, 1, 7);
+    fill_normal(c.r, N * C, 1, 8);
+    float demb[V * C] = {0};
+    fkd_embedding_backward(demb, c.r, c.tok, N, C);
+    gradcheck(c.emb, V * C, demb, emb_loss, &c, 1e-2f, 1e-3, 1e-2, 200, "embedding");
+}
+
+/* ---- rope ---- */
+enum { RB = 2, RT = 3, RH = 2, RD = 4 };
+typedef struct { float x[RB * RT * RH * RD], y[RB * RT * RH * RD], r[RB * RT * RH * RD];
+                 float cs[16 * RD / 2], sn[16 * RD / 2]; } rope_ctx;
+static double rope_loss(void *p)
+{
+    rope_ctx *c = p;
+    memcpy(c->y, c->x, sizeof c->x);
+    fkd_rope_forward(c->y, c->cs, c->sn, RB, RT, RH, RD, 5);
+    return dot_double(c->y, c->r, RB * RT * RH * RD);
+}
+static void test_rope(void **state)
+{
+    rope_ctx c;
+    fkd_rope_tables(c.cs, c.sn, 16, RD, 10000.0f);
+    fill_normal(c.x, sizeof c.x / 4, 1, 9);
+    fill_normal(c.r, sizeof c.r / 4, 1, 10);
+    float d[RB * RT * RH * RD];
+    memcpy(d, c.r, sizeof d);
+    fkd_rope_backward(d, c.cs, c.sn, RB, RT, RH, RD, 5);
+    gradcheck(c.x, sizeof c.x / 4, d, rope_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "rope");
+    /* position 0 is the identity */
+    float z[RD] = {1, 2, 3, 4};
+    fkd_rope_forward(z, c.cs, c.sn, 1, 1, 1, RD, 0);
+    assert_float_equal(z[0], 1, 1e-6);
+    assert_float_equal(z[3], 4, 1e-6);
+}
+
+/* ---- attention (grouped-query: 4 query heads over 2 kv heads) ---- */
+enum { AB = 2, AT = 5, AH = 4, AKV = 2, AD = 4 };
+typedef struct {
+    float q[AB * AT * AH * AD], k[AB * AT * AKV * AD], v[AB * AT * AKV * AD];
+    float out[AB * AT * AH * AD], att[AB * AH * AT * AT], r[AB * AT * AH * AD];
+} att_ctx;
+static double att_loss(void *p)
+{
+    att_ctx *c = p;
+    fkd_attention_forward(c->out, c->att, c->q, c->k, c->v, AB, AT, AH, AKV, AD);
+    return dot_double(c->out, c->r, AB * AT * AH * AD);
+}
+static void test_attention(void **state)
+{
+    att_ctx c;
+    fill_normal(c.q, sizeof c.q / 4, 1, 11);
+    fill_normal(c.k, sizeof c.k / 4, 1, 12);
+    fill_normal(c.v, sizeof c.v / 4, 1, 13);
+    fill_normal(c.r, sizeof c.r / 4, 1, 14);
+    att_loss(&c);
+    float dq[sizeof c.q / 4], dk[sizeof c.k / 4], dv[sizeof c.v / 4], datt[sizeof c.att / 4];
+    fkd_attention_backward(dq, dk, dv, datt, c.r, c.att, c.q, c.k, c.v, AB, AT, AH, AKV, AD);
+    gradcheck(c.q, sizeof c.q / 4, dq, att_loss, &c, 1e-2f, 1e-3, 1e-2, 200, "attention dq");
+    gradcheck(c.k, sizeof c.k / 4, dk, att_loss, &c, 1e-2f, 1e-3, 1e-2, 200, "attention dk");
+    gradcheck(c.v, sizeof c.v / 4, dv, att_loss, &c, 1e-2f, 1e-3, 1e-2, 200, "attention dv");
+    /* causality: the first position attends to itself only */
+    assert_float_equal(c.att[0], 1.0f, 1e-6);
+    assert_float_equal(c.att[1], 0.0f, 0);
+}
+
+/* ---- swiglu ---- */
+typedef struct { float a[N * C], b[N * C], out[N * C], r[N * C]; } swi_ctx;
+static double swi_loss(void *p)
+{
+    swi_ctx *c = p;
+    fkd_swiglu_forward(c->out, c->a, c->b, N, C);
+    return dot_double(c->out, c->r, N * C);
+}
+static void test_swiglu(void **state)
+{
+    swi_ctx c;
+    fill_normal(c.a, N * C, 2, 15);
+    fill_normal(c.b, N * C, 1, 16);
+    fill_normal(c.r, N * C, 1, 17);
+    float da[N * C], db[N * C];
+    fkd_swiglu_backward(da, db, c.r, c.a, c.b, N, C);
+    gradcheck(c.a, N * C, da, swi_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "swiglu da");
+    gradcheck(c.b, N * C, db, swi_loss, &c, 1e-2f, 1e-3, 1e-2, 100, "swiglu db");
+    /* in place on dout, as the model uses it */
+    float dd[N * C];
+    memcpy(dd, c.r, sizeof dd);
+    float db2[N * C];
+    fkd_swiglu_backward(dd, db2, dd, c.a, c.b, N, C);
+    assert_memory_equal(dd, da, sizeof da);
+}
+
+int main(void)
+{
+    fkd_train_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul),    cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_embedding), cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,68 @@
+/* eval.c — loss, perplexity, bits per byte and next-token accuracy of a
+ * model on a token stream. The stream is cut into windows of `window`
+ * tokens (each predicting its next tokens); windows run as one batch of the
+ * training forward pass, so evaluation is as fast as training's forward. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { EVAL_BATCH = 8 };
+
+int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_t *tokens,
+                    int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err)
+{
+    memset(res, 0, sizeof *res);
+    if (window < 1 || window > params->cfg.max_seq)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "eval window %d outside [1, %d]", window,
+                             params->cfg.max_seq);
+    if (n_tokens < 2)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "eval needs at least 2 tokens, got %lld",
+                             (long long)n_tokens);
+    fkd_model m;
+    if (fkd_model_init_borrowed(&m, params, EVAL_BATCH, window, 0, err) != 0) return -1;
+
+    int32_t *inp = malloc((size_t)EVAL_BATCH * window * sizeof(int32_t));
+    int32_t *tgt = malloc((size_t)EVAL_BATCH * window * sizeof(int32_t));
+    if (!inp || !tgt) {
+        free(inp);
+        free(tgt);
+        fkd_model_free(&m);
+        return fkd_error_set(err, FKD_E_NOMEM, "eval: out of memory");
+    }
+    double nats = 0.0;
+    int64_t counted = 0, correct = 0;
+    int64_t n_windows = (n_tokens - 1 + window - 1) / window;
+    for (int64_t w0 = 0; w0 < n_windows; w0 += EVAL_BATCH) {
+        for (int b = 0; b < EVAL_BATCH; b++) {
+            int64_t start = (w0 + b) * window;
+            for (int t = 0; t < window; t++) {
+                int64_t i = start + t;
+                int valid = w0 + b < n_windows && i + 1 < n_tokens;
+                inp[b * window + t] = valid ? tokens[i] : 0;
+                tgt[b * window + t] = valid ? tokens[i + 1] : -1;
+            }
+        }
+        float *logits;
+        fkd_model_forward(&m, inp, &logits);
+        fkd_loss_stats st;
+        fkd_loss_forward_backward(logits, &st, logits, tgt, NULL, NULL,
+                                  EVAL_BATCH * window, params->cfg.vocab);
+        nats += st.ce * (double)st.n_ce;
+        counted += st.n_ce;
+        correct += st.n_correct;
+    }
+    free(inp);
+    free(tgt);
+    fkd_model_free(&m);
+
+    res->tokens = counted;
+    res->mean_loss = counted ? nats / (double)counted : 0.0;
+    res->perplexity = exp(res->mean_loss);
+    res->accuracy = counted ? (double)correct / (double)counted : 0.0;
+    /* Bits per byte over the bytes whose tokens were predicted. */
+    double bytes = text_bytes > 0 ? (double)text_bytes * counted / (double)n_tokens : counted;
+    res->bits_per_byte = nats / M_LN2 / bytes;
+    return 0;
+}

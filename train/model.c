@@ -1,0 +1,342 @@
+/* model.c — the transformer's training pass: forward over a (B,T) batch,
+ * loss, and backward into one gradient arena.
+ *
+ * Activations live in one arena sized at init. Per layer we keep what the
+ * backward pass needs (normalised inputs, q/k/v after RoPE, attention
+ * probabilities, the attention output, the FFN pre-activations); the SwiGLU
+ * product is recomputed in backward because it is cheap and large. With
+ * `recompute` set only each layer's input is kept, and a layer's activations
+ * are recomputed just before its backward: memory for one layer instead of L.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    float *ln1, *rstd1;   /* (N,C), (N) */
+    float *q, *k, *v;     /* (N,QD), (N,KVD), (N,KVD) after RoPE */
+    float *att;           /* (B,H,T,T) */
+    float *atty;          /* (N,QD) */
+    float *resid2;        /* (N,C) after the attention residual */
+    float *ln2, *rstd2;   /* (N,C), (N) */
+    float *h1, *h3;       /* (N,F) */
+} layer_acts;
+
+struct fkd_acts {
+    float *memory;
+    float *resid;         /* (L+1, N, C): input of each layer, then the last output */
+    layer_acts *layers;   /* L entries, or 1 when recomputing */
+    int n_layer_acts;
+    float *lnf, *rstd_f;  /* (N,C), (N) */
+    float *logits;        /* (N,V); holds dlogits during backward */
+    /* backward scratch, shared by all layers */
+    float *dresid, *dln;  /* (N,C) */
+    float *dq, *dk, *dv, *datty; /* (N,QD), (N,KVD), (N,KVD), (N,QD) */
+    float *datt;          /* (B,H,T,T) */
+    float *fbuf1, *fbuf2; /* (N,F) */
+};
+
+typedef struct {
+    size_t N, C, QD, KVD, F, V, att, L;
+} dims;
+
+static dims model_dims(const fkd_model_config *c, int B, int T)
+{
+    int hd = c->dim / c->n_heads;
+    return (dims){.N = (size_t)B * T, .C = (size_t)c->dim, .QD = (size_t)c->n_heads * hd,
+                  .KVD = (size_t)c->n_kv_heads * hd, .F = (size_t)c->ffn_hidden,
+                  .V = (size_t)c->vocab, .att = (size_t)B * c->n_heads * T * T,
+                  .L = (size_t)c->n_layers};
+}
+
+static size_t layer_floats(const dims *d)
+{
+    return 2 * d->N * d->C + 2 * d->N + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
+           d->N * d->C + 2 * d->N * d->F;
+}
+
+static size_t acts_floats(const dims *d, int recompute)
+{
+    size_t n_layers = recompute ? 1 : d->L;
+    return (d->L + 1) * d->N * d->C + n_layers * layer_floats(d) + d->N * d->C + d->N +
+           d->N * d->V + 2 * d->N * d->C + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
+           2 * d->N * d->F;
+}
+
+size_t fkd_model_activation_bytes(const fkd_model_config *cfg, int B, int T, int recompute)
+{
+    dims d = model_dims(cfg, B, T);
+    return acts_floats(&d, recompute) * sizeof(float);
+}
+
+/* Hands out consecutive slices of the arena. */
+static float *take(float **cursor, size_t n)
+{
+    float *p = *cursor;
+    *cursor += n;
+    return p;
+}
+
+static void bind_acts(fkd_acts *a, const dims *d)
+{
+    float *cur = a->memory;
+    a->resid = take(&cur, (d->L + 1) * d->N * d->C);
+    for (int l = 0; l < a->n_layer_acts; l++) {
+        layer_acts *la = &a->layers[l];
+        la->ln1 = take(&cur, d->N * d->C);
+        la->rstd1 = take(&cur, d->N);
+        la->q = take(&cur, d->N * d->QD);
+        la->k = take(&cur, d->N * d->KVD);
+        la->v = take(&cur, d->N * d->KVD);
+        la->att = take(&cur, d->att);
+        la->atty = take(&cur, d->N * d->QD);
+        la->resid2 = take(&cur, d->N * d->C);
+        la->ln2 = take(&cur, d->N * d->C);
+        la->rstd2 = take(&cur, d->N);
+        la->h1 = take(&cur, d->N * d->F);
+        la->h3 = take(&cur, d->N * d->F);
+    }
+    a->lnf = take(&cur, d->N * d->C);
+    a->rstd_f = take(&cur, d->N);
+    a->logits = take(&cur, d->N * d->V);
+    a->dresid = take(&cur, d->N * d->C);
+    a->dln = take(&cur, d->N * d->C);
+    a->dq = take(&cur, d->N * d->QD);
+    a->dk = take(&cur, d->N * d->KVD);
+    a->dv = take(&cur, d->N * d->KVD);
+    a->datty = take(&cur, d->N * d->QD);
+    a->datt = take(&cur, d->att);
+    a->fbuf1 = take(&cur, d->N * d->F);
+    a->fbuf2 = take(&cur, d->N * d->F);
+}
+
+static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err);
+
+int fkd_model_init(fkd_model *m, fkd_params *params, int B, int T, int recompute,
+                   fkd_error *err)
+{
+    memset(m, 0, sizeof *m);
+    m->params = *params;
+    m->owns_params = 1;
+    if (model_setup(m, B, T, recompute, err) != 0) return -1;
+    memset(params, 0, sizeof *params); /* moved in only on success */
+    return 0;
+}
+
+int fkd_model_init_borrowed(fkd_model *m, const fkd_params *params, int B, int T, int recompute,
+                            fkd_error *err)
+{
+    memset(m, 0, sizeof *m);
+    m->params = *params;
+    m->owns_params = 0;
+    return model_setup(m, B, T, recompute, err);
+}
+
+static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err)
+{
+    const fkd_model_config *c = &m->params.cfg;
+    if (B < 1 || T < 1 || T > c->max_seq) {
+        m->owns_params = 0;
+        memset(&m->params, 0, sizeof m->params);
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "batch %dx%d: need B >= 1 and 1 <= T <= %d",
+                             B, T, c->max_seq);
+    }
+    m->B = B;
+    m->T = T;
+    m->recompute = recompute ? 1 : 0;
+    dims d = model_dims(c, B, T);
+    int hd = c->dim / c->n_heads;
+    m->grads = fkd_alloc_floats(m->params.n_params);
+    m->acts = calloc(1, sizeof *m->acts);
+    m->rope_cos = fkd_alloc_floats((size_t)c->max_seq * hd / 2);
+    m->rope_sin = fkd_alloc_floats((size_t)c->max_seq * hd / 2);
+    m->act_floats = acts_floats(&d, m->recompute);
+    if (m->acts) {
+        m->acts->n_layer_acts = m->recompute ? 1 : c->n_layers;
+        m->acts->layers = calloc((size_t)m->acts->n_layer_acts, sizeof(layer_acts));
+        m->acts->memory = fkd_alloc_floats(m->act_floats);
+    }
+    if (!m->grads || !m->acts || !m->acts->layers || !m->acts->memory || !m->rope_cos ||
+        !m->rope_sin) {
+        m->owns_params = 0; /* on failure the caller keeps its params */
+        fkd_model_free(m);
+        return fkd_error_set(err, FKD_E_NOMEM,
+                             "cannot allocate the model (%zu MB of activations for batch %dx%d); "
+                             "lower the batch or use a memory budget",
+                             m->act_floats * sizeof(float) >> 20, B, T);
+    }
+    bind_acts(m->acts, &d);
+    fkd_param_ptrs_bind(&m->g, m->grads, m->params.tensors, c->tie_embeddings);
+    fkd_rope_tables(m->rope_cos, m->rope_sin, c->max_seq, hd, c->rope_theta);
+    return 0;
+}
+
+void fkd_model_free(fkd_model *m)
+{
+    if (m->acts) {
+        free(m->acts->memory);
+        free(m->acts->layers);
+        free(m->acts);
+    }
+    free(m->grads);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    if (m->owns_params) fkd_params_free(&m->params);
+    memset(m, 0, sizeof *m);
+}
+
+void fkd_model_zero_grad(fkd_model *m)
+{
+    memset(m->grads, 0, m->params.n_params * sizeof(float));
+}
+
+/* Pointers to layer l's weights (or gradients) in a parameter layout. */
+typedef struct {
+    float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w1, *w3, *w2;
+} layer_weights;
+
+static layer_weights layer_of(const fkd_param_ptrs *p, const dims *d, int l)
+{
+    return (layer_weights){
+        .attn_norm = p->attn_norm + l * d->C, .wq = p->wq + l * d->QD * d->C,
+        .wk = p->wk + l * d->KVD * d->C, .wv = p->wv + l * d->KVD * d->C,
+        .wo = p->wo + l * d->C * d->QD, .ffn_norm = p->ffn_norm + l * d->C,
+        .w1 = p->w1 + l * d->F * d->C, .w3 = p->w3 + l * d->F * d->C,
+        .w2 = p->w2 + l * d->C * d->F};
+}
+
+static void layer_forward(fkd_model *m, const dims *d, int l, layer_acts *la, const float *x,
+                          float *out)
+{
+    const fkd_model_config *c = &m->params.cfg;
+    layer_weights w = layer_of(&m->params.p, d, l);
+    int N = (int)d->N, C = (int)d->C, QD = (int)d->QD, KVD = (int)d->KVD, F = (int)d->F;
+    int hd = C / c->n_heads;
+    fkd_rmsnorm_forward(la->ln1, la->rstd1, x, w.attn_norm, N, C, c->norm_eps);
+    fkd_matmul_forward(la->q, la->ln1, w.wq, N, C, QD, 0.0f);
+    fkd_matmul_forward(la->k, la->ln1, w.wk, N, C, KVD, 0.0f);
+    fkd_matmul_forward(la->v, la->ln1, w.wv, N, C, KVD, 0.0f);
+    fkd_rope_forward(la->q, m->rope_cos, m->rope_sin, m->B, m->T, c->n_heads, hd, 0);
+    fkd_rope_forward(la->k, m->rope_cos, m->rope_sin, m->B, m->T, c->n_kv_heads, hd, 0);
+    fkd_attention_forward(la->atty, la->att, la->q, la->k, la->v, m->B, m->T, c->n_heads,
+                          c->n_kv_heads, hd);
+    memcpy(la->resid2, x, d->N * d->C * sizeof(float));
+    fkd_matmul_forward(la->resid2, la->atty, w.wo, N, QD, C, 1.0f);
+    fkd_rmsnorm_forward(la->ln2, la->rstd2, la->resid2, w.ffn_norm, N, C, c->norm_eps);
+    fkd_matmul_forward(la->h1, la->ln2, w.w1, N, C, F, 0.0f);
+    fkd_matmul_forward(la->h3, la->ln2, w.w3, N, C, F, 0.0f);
+    float *gated = m->acts->fbuf1; /* scratch: recomputed in backward */
+    fkd_swiglu_forward(gated, la->h1, la->h3, N, F);
+    memcpy(out, la->resid2, d->N * d->C * sizeof(float));
+    fkd_matmul_forward(out, gated, w.w2, N, F, C, 1.0f);
+}
+
+static layer_acts *acts_of_layer(fkd_model *m, int l)
+{
+    return &m->acts->layers[m->recompute ? 0 : l];
+}
+
+void fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
+{
+    const fkd_model_config *c = &m->params.cfg;
+    dims d = model_dims(c, m->B, m->T);
+    fkd_acts *a = m->acts;
+    int N = (int)d.N, C = (int)d.C;
+    fkd_embedding_forward(a->resid, tokens, m->params.p.tok_emb, N, C);
+    for (int l = 0; l < c->n_layers; l++)
+        layer_forward(m, &d, l, acts_of_layer(m, l), a->resid + l * d.N * d.C,
+                      a->resid + (l + 1) * d.N * d.C);
+    float *last = a->resid + d.L * d.N * d.C;
+    fkd_rmsnorm_forward(a->lnf, a->rstd_f, last, m->params.p.final_norm, N, C, c->norm_eps);
+    fkd_matmul_forward(a->logits, a->lnf, m->params.p.head, N, C, (int)d.V, 0.0f);
+    if (logits_out) *logits_out = a->logits;
+}
+
+/* dW pointer, or NULL when that tensor is frozen. */
+static float *grad_or_null(const fkd_model *m, int tensor, float *g)
+{
+    return (m->frozen && m->frozen[tensor]) ? NULL : g;
+}
+
+/* dx = dout·W (overwrite, beta 0) or accumulate (beta 1); dW += doutᵀ·x. */
+static void linear_backward(float *dx, float beta, float *dw, const float *dout, const float *x,
+                            const float *w, int N, int C, int OC)
+{
+    if (dx) fkd_sgemm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, beta, dx, C, 0);
+    if (dw) fkd_sgemm(1, 0, OC, C, N, 1.0f, dout, OC, x, C, 1.0f, dw, C, 0);
+}
+
+static void layer_backward(fkd_model *m, const dims *d, int l, layer_acts *la, const float *x)
+{
+    /* On entry a->dresid holds dL/d(layer output); on exit dL/d(layer input). */
+    const fkd_model_config *c = &m->params.cfg;
+    fkd_acts *a = m->acts;
+    layer_weights w = layer_of(&m->params.p, d, l);
+    layer_weights g = layer_of(&m->g, d, l);
+    int N = (int)d->N, C = (int)d->C, QD = (int)d->QD, KVD = (int)d->KVD, F = (int)d->F;
+    int hd = C / c->n_heads;
+
+    /* MLP: out = resid2 + W2·(silu(h1)*h3) */
+    float *gated = a->fbuf1, *dgated = a->fbuf2;
+    fkd_swiglu_forward(gated, la->h1, la->h3, N, F);
+    linear_backward(dgated, 0.0f, grad_or_null(m, FKD_T_W2, g.w2), a->dresid, gated, w.w2, N, F,
+                    C);
+    float *dh1 = dgated, *dh3 = gated; /* both free now: reuse in place */
+    fkd_swiglu_backward(dh1, dh3, dgated, la->h1, la->h3, N, F);
+    linear_backward(a->dln, 0.0f, grad_or_null(m, FKD_T_W1, g.w1), dh1, la->ln2, w.w1, N, C, F);
+    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_W3, g.w3), dh3, la->ln2, w.w3, N, C, F);
+    fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_FFN_NORM, g.ffn_norm), a->dln,
+                         la->resid2, w.ffn_norm, la->rstd2, N, C);
+
+    /* Attention: resid2 = x + Wo·attn(q, k, v) */
+    linear_backward(a->datty, 0.0f, grad_or_null(m, FKD_T_WO, g.wo), a->dresid, la->atty, w.wo,
+                    N, QD, C);
+    fkd_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, la->att, la->q, la->k, la->v,
+                           m->B, m->T, c->n_heads, c->n_kv_heads, hd);
+    fkd_rope_backward(a->dq, m->rope_cos, m->rope_sin, m->B, m->T, c->n_heads, hd, 0);
+    fkd_rope_backward(a->dk, m->rope_cos, m->rope_sin, m->B, m->T, c->n_kv_heads, hd, 0);
+    linear_backward(a->dln, 0.0f, grad_or_null(m, FKD_T_WQ, g.wq), a->dq, la->ln1, w.wq, N, C, QD);
+    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_WK, g.wk), a->dk, la->ln1, w.wk, N, C,
+                    KVD);
+    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_WV, g.wv), a->dv, la->ln1, w.wv, N, C,
+                    KVD);
+    fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_ATTN_NORM, g.attn_norm), a->dln, x,
+                         w.attn_norm, la->rstd1, N, C);
+}
+
+void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targets,
+                        const fkd_soft_labels *soft, const fkd_loss_config *lc,
+                        fkd_loss_stats *stats, float grad_scale)
+{
+    const fkd_model_config *c = &m->params.cfg;
+    dims d = model_dims(c, m->B, m->T);
+    fkd_acts *a = m->acts;
+    int N = (int)d.N, C = (int)d.C, V = (int)d.V;
+
+    float *dlogits = a->logits; /* the loss overwrites logits with their gradient */
+    fkd_loss_forward_backward(dlogits, stats, a->logits, targets, soft, lc, N, V);
+    if (grad_scale != 1.0f)
+        for (size_t i = 0; i < d.N * d.V; i++) dlogits[i] *= grad_scale;
+
+    /* Head and final norm. A tied head adds into the embedding's gradient. */
+    int head_tensor = c->tie_embeddings ? FKD_T_TOK_EMB : FKD_T_HEAD;
+    linear_backward(a->dln, 0.0f, grad_or_null(m, head_tensor, m->g.head), dlogits, a->lnf,
+                    m->params.p.head, N, C, V);
+    memset(a->dresid, 0, d.N * d.C * sizeof(float));
+    fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_FINAL_NORM, m->g.final_norm), a->dln,
+                         a->resid + d.L * d.N * d.C, m->params.p.final_norm, a->rstd_f, N, C);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const float *x = a->resid + l * d.N * d.C;
+        layer_acts *la = acts_of_layer(m, l);
+        /* With recompute the one activation slot holds the last layer's
+         * forward; any other layer is rebuilt from its saved input. It
+         * rewrites resid[l+1] with the values forward wrote there. */
+        if (m->recompute && l != c->n_layers - 1)
+            layer_forward(m, &d, l, la, x, a->resid + (l + 1) * d.N * d.C);
+        layer_backward(m, &d, l, la, x);
+    }
+    if (!(m->frozen && m->frozen[FKD_T_TOK_EMB]))
+        fkd_embedding_backward(m->g.tok_emb, a->dresid, tokens, N, C);
+}

@@ -1,0 +1,124 @@
+/* optimizer.c — AdamW (decoupled weight decay) and SGD with momentum, with
+ * global-norm gradient clipping, a warmup + cosine/linear learning-rate
+ * schedule, the FedProx proximal term, and pruning masks that keep pruned
+ * weights at exactly zero. Moments live in one arena. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+fkd_optimizer_config fkd_optimizer_defaults(void)
+{
+    return (fkd_optimizer_config){.kind = FKD_OPT_ADAMW, .lr = 1e-3f, .beta1 = 0.9f,
+                                  .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
+                                  .momentum = 0.9f, .grad_clip = 1.0f,
+                                  .schedule = FKD_LR_COSINE, .warmup_steps = 0,
+                                  .total_steps = 0, .min_lr_ratio = 0.1f, .prox_mu = 0.0f};
+}
+
+int fkd_optimizer_init(fkd_optimizer *opt, const fkd_optimizer_config *cfg,
+                       const fkd_params *params, fkd_error *err)
+{
+    memset(opt, 0, sizeof *opt);
+    if (!(cfg->lr >= 0) || cfg->kind < FKD_OPT_ADAMW || cfg->kind > FKD_OPT_SGD)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "optimizer: bad kind %d or lr %g", cfg->kind,
+                             cfg->lr);
+    opt->cfg = *cfg;
+    opt->n = params->n_params;
+    opt->tensors = params->tensors;
+    size_t moments = cfg->kind == FKD_OPT_ADAMW ? 2 * opt->n : opt->n;
+    opt->m = fkd_alloc_floats(moments);
+    if (!opt->m)
+        return fkd_error_set(err, FKD_E_NOMEM, "cannot allocate %zu MB of optimizer moments",
+                             moments * sizeof(float) >> 20);
+    opt->v = cfg->kind == FKD_OPT_ADAMW ? opt->m + opt->n : NULL;
+    return 0;
+}
+
+void fkd_optimizer_free(fkd_optimizer *opt)
+{
+    free(opt->m);
+    memset(opt, 0, sizeof *opt);
+}
+
+float fkd_optimizer_lr(const fkd_optimizer *opt)
+{
+    const fkd_optimizer_config *c = &opt->cfg;
+    double step = (double)opt->step;
+    if (c->warmup_steps > 0 && step < c->warmup_steps) return c->lr * (float)((step + 1) / c->warmup_steps);
+    if (c->schedule == FKD_LR_CONSTANT || c->total_steps <= c->warmup_steps) return c->lr;
+    double progress = (step - c->warmup_steps) / (double)(c->total_steps - c->warmup_steps);
+    if (progress > 1) progress = 1;
+    double floor = c->min_lr_ratio, shape;
+    if (c->schedule == FKD_LR_COSINE)
+        shape = 0.5 * (1 + cos(M_PI * progress));
+    else
+        shape = 1 - progress;
+    return c->lr * (float)(floor + (1 - floor) * shape);
+}
+
+static double grad_norm(const float *g, size_t n)
+{
+    /* Chunked partial sums in a fixed order: the same norm for any thread count. */
+    enum { CHUNK = 1 << 16 };
+    size_t n_chunks = (n + CHUNK - 1) / CHUNK;
+    double total = 0.0;
+    for (size_t c0 = 0; c0 < n_chunks; c0 += 64) {
+        double part[64] = {0};
+        size_t c1 = c0 + 64 < n_chunks ? c0 + 64 : n_chunks;
+#pragma omp parallel for schedule(static)
+        for (size_t c = c0; c < c1; c++) {
+            size_t i1 = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
+            double s = 0.0;
+            for (size_t i = c * CHUNK; i < i1; i++) s += (double)g[i] * g[i];
+            part[c - c0] = s;
+        }
+        for (size_t c = c0; c < c1; c++) total += part[c - c0];
+    }
+    return sqrt(total);
+}
+
+/* Weight decay applies to weight matrices, not to norm gains. */
+static void decay_flags(uint8_t *is_matrix_of_tensor, const fkd_tensor_info *t)
+{
+    for (int i = 0; i < FKD_T_COUNT; i++) is_matrix_of_tensor[i] = (uint8_t)t[i].is_matrix;
+}
+
+float fkd_optimizer_step(fkd_optimizer *opt, float *params, float *grads)
+{
+    const fkd_optimizer_config *c = &opt->cfg;
+    float norm = (float)grad_norm(grads, opt->n);
+    float clip = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f;
+    float lr = fkd_optimizer_lr(opt);
+    opt->step++;
+    float b1 = c->beta1, b2 = c->beta2;
+    float bc1 = 1.0f - powf(b1, (float)opt->step), bc2 = 1.0f - powf(b2, (float)opt->step);
+    uint8_t decays[FKD_T_COUNT];
+    decay_flags(decays, opt->tensors);
+    float mu = c->prox_mu;
+    const float *ref = opt->prox_ref;
+    for (int t = 0; t < FKD_T_COUNT; t++) {
+        const fkd_tensor_info *ti = &opt->tensors[t];
+        float wd = decays[t] ? c->weight_decay : 0.0f;
+        size_t i0 = ti->offset, i1 = ti->offset + ti->count;
+#pragma omp parallel for schedule(static)
+        for (size_t i = i0; i < i1; i++) {
+            if (opt->mask && !opt->mask[i]) {
+                params[i] = 0.0f;
+                continue;
+            }
+            float g = grads[i] * clip;
+            if (mu > 0 && ref) g += mu * (params[i] - ref[i]);
+            if (c->kind == FKD_OPT_ADAMW) {
+                float m = opt->m[i] = b1 * opt->m[i] + (1 - b1) * g;
+                float v = opt->v[i] = b2 * opt->v[i] + (1 - b2) * g * g;
+                params[i] -= lr * ((m / bc1) / (sqrtf(v / bc2) + c->eps) + wd * params[i]);
+            } else {
+                float m = opt->m[i] = c->momentum * opt->m[i] + g;
+                params[i] -= lr * (m + wd * params[i]);
+            }
+        }
+    }
+    return norm;
+}

@@ -1,0 +1,277 @@
+/* fkd_compress.h — fedkd's compression library: what makes the student small
+ * enough for the device and its updates small enough for the uplink.
+ *
+ *  1. Block quantization (ggml's layouts, bit for bit, so a GGUF writer can
+ *     copy blocks as they are): Q8_0, Q4_0, Q4_1, plus F16 and F32 tensors.
+ *  2. Quantized kernels: int8 dot products between weight blocks and an
+ *     activation vector quantized to 8-bit blocks, with a portable scalar
+ *     path and AVX2 / AVX-512 VNNI paths chosen at run time. All paths give
+ *     bit-identical results: SIMD computes the exact integer sum of each
+ *     block, the float combination is one shared scalar loop.
+ *  3. The quantized student (fkd_qmodel): per-tensor format, optional pruning
+ *     mask, a strictly validated serialization (it is the task's weights on
+ *     the wire), dequantization to fkd_params, and a llama2.c-style forward
+ *     pass (fkd_qinfer) that runs on the blocks without dequantizing tensors.
+ *  4. Pruning masks: unstructured magnitude and 2:4 structured.
+ *  5. Update compression (client -> coordinator): top-k by magnitude with
+ *     error feedback, int8 / int4 / ternary values (optionally stochastic
+ *     rounding), delta+varint or bitmap indices (the smaller one), in a
+ *     self-describing format with a bounds-checked decoder.
+ *
+ * Format policy of the quantized student (fkd_qmodel_quantize):
+ *  - norm gains stay F32: they are a few thousand floats and multiply every
+ *    activation, so their error would be paid everywhere for no saving;
+ *  - the token embedding and the output head are never below Q8_0: the head
+ *    writes the logits directly (its error is the perplexity error), and a
+ *    byte-level vocabulary makes them a small share of the bytes;
+ *  - every other matrix takes the scheme's format (Q8_0, Q4_0 or Q4_1).
+ *
+ * Not here: the network, encryption, who sends what (wire/, client/,
+ * coordinator/). GGUF files are read and written by compress/gguf*.c, which
+ * reuses the block functions below.
+ */
+#ifndef FKD_COMPRESS_H
+#define FKD_COMPRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fkd_train.h" /* brings fkd_common.h */
+
+/* ======================================================================== *
+ * Block formats (ggml layouts; little-endian fp16 scales)
+ *   Q8_0: { fp16 d; int8 qs[32]; }           x = d * q
+ *   Q4_0: { fp16 d; uint8 qs[16]; }          x = d * (q - 8)
+ *   Q4_1: { fp16 d; fp16 m; uint8 qs[16]; }  x = d * q + m
+ * In Q4 blocks, byte j holds value j in its low nibble and value j+16 in its
+ * high nibble.
+ * ======================================================================== */
+#define FKD_QK 32                 /* values per block */
+#define FKD_Q8_0_BLOCK_BYTES 34
+#define FKD_Q4_0_BLOCK_BYTES 18
+#define FKD_Q4_1_BLOCK_BYTES 20
+
+/* Tensor formats. The numeric values are ggml's type ids (also GGUF's). */
+enum fkd_qtype {
+    FKD_QTYPE_F32 = 0,
+    FKD_QTYPE_F16 = 1,
+    FKD_QTYPE_Q4_0 = 2,
+    FKD_QTYPE_Q4_1 = 3,
+    FKD_QTYPE_Q8_0 = 8,
+};
+
+/* 1 when t is one of the formats above. */
+int fkd_qtype_valid(int t);
+const char *fkd_qtype_name(int t);              /* "q8_0", ...; "?" when invalid */
+int fkd_qtype_from_name(const char *name);      /* -1 when unknown */
+/* Values per block (1 for F32/F16) and bytes per block. */
+size_t fkd_qtype_block_values(int t);
+size_t fkd_qtype_block_bytes(int t);
+/* Bytes of a row of n values; 0 when n is not a multiple of the block. */
+size_t fkd_qtype_row_bytes(int t, size_t n);
+
+/* Row functions: n must be a multiple of FKD_QK (the caller checks). */
+void fkd_q8_0_quantize_row(uint8_t *blocks, const float *x, size_t n);
+void fkd_q4_0_quantize_row(uint8_t *blocks, const float *x, size_t n);
+void fkd_q4_1_quantize_row(uint8_t *blocks, const float *x, size_t n);
+void fkd_q8_0_dequantize_row(float *x, const uint8_t *blocks, size_t n);
+void fkd_q4_0_dequantize_row(float *x, const uint8_t *blocks, size_t n);
+void fkd_q4_1_dequantize_row(float *x, const uint8_t *blocks, size_t n);
+/* Any format (F32/F16 included); n a multiple of the type's block. Returns
+ * -1 for an invalid type or n. */
+int fkd_quantize_row(uint8_t *out, int type, const float *x, size_t n);
+int fkd_dequantize_row(float *x, int type, const uint8_t *data, size_t n);
+
+/* ======================================================================== *
+ * Quantized kernels
+ * ======================================================================== */
+/* An activation vector quantized to 8-bit blocks (internal, not a file
+ * format): per block a float scale d, the exact sum of its codes (for Q4_1's
+ * minimum) and 32 codes in [-127, 127]. */
+typedef struct {
+    float d;
+    int32_t sum;
+    int8_t qs[FKD_QK];
+} fkd_q8_act;
+
+void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n);
+
+enum fkd_qkernel { FKD_QKERNEL_AUTO = 0, FKD_QKERNEL_SCALAR, FKD_QKERNEL_AVX2, FKD_QKERNEL_VNNI };
+/* Best kernel this CPU supports (checked once with __builtin_cpu_supports). */
+int fkd_qkernel_best(void);
+int fkd_qkernel_supported(int kernel);
+const char *fkd_qkernel_name(int kernel);
+
+/* Dot product of one weight row (n values of type, n a multiple of FKD_QK,
+ * type Q8_0/Q4_0/Q4_1) with a quantized activation. */
+float fkd_qdot(int kernel, int type, const uint8_t *row, const fkd_q8_act *x, size_t n);
+
+/* out (rows) = W (rows, n) · x. W of any type: F32/F16 rows use the float
+ * activation xf, block rows the quantized xq (both describe the same x; xq
+ * may be NULL for F32/F16 and xf may be NULL for block types). */
+void fkd_qmatvec(int kernel, float *out, int type, const uint8_t *w, const float *xf,
+                 const fkd_q8_act *xq, size_t rows, size_t n);
+/* Small batch: out (B, rows) = x (B, n) · Wᵀ, reading each weight row once. */
+void fkd_qmatmul(int kernel, float *out, int type, const uint8_t *w, const float *xf,
+                 const fkd_q8_act *xq, size_t B, size_t rows, size_t n);
+
+/* ======================================================================== *
+ * Quantized student
+ * ======================================================================== */
+typedef struct {
+    int type;          /* enum fkd_qtype */
+    size_t count;      /* values (0 for a tied head) */
+    size_t row_len;    /* values per row (the input dimension; count for vectors) */
+    size_t bytes;
+    uint8_t *data;     /* into the model's arena */
+} fkd_qtensor;
+
+typedef struct {
+    fkd_model_config cfg;
+    fkd_tensor_info tensors[FKD_T_COUNT];
+    fkd_qtensor q[FKD_T_COUNT];
+    size_t n_params;   /* floats of the dense arena */
+    uint8_t *mask;     /* NULL or (n_params): 0 = pruned weight (dequantizes to 0) */
+    uint8_t *memory;   /* one arena: tensor data, then the mask */
+    size_t data_bytes; /* sum of the tensors' bytes */
+} fkd_qmodel;
+
+/* Schemes for fkd_qmodel_quantize: the format of the block matrices. */
+#define FKD_QMODEL_MAX_PARAMS ((size_t)1 << 31)   /* refuse larger models from bytes */
+#define FKD_QMODEL_VERSION 1
+
+/* Quantizes params with `type` for the block matrices and the policy above
+ * for the rest. mask (n_params, may be NULL) is copied into the model. */
+int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, const uint8_t *mask,
+                        fkd_error *err);
+/* Per-tensor formats chosen by the caller (types[FKD_T_COUNT]); a format the
+ * tensor's rows cannot take (row length not a multiple of 32) is an error. */
+int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
+                              const uint8_t *mask, fkd_error *err);
+void fkd_qmodel_free(fkd_qmodel *qm);
+/* Dequantizes into a fresh params (initialised here); pruned weights are 0. */
+int fkd_qmodel_dequantize(fkd_params *params, const fkd_qmodel *qm, fkd_error *err);
+/* Bytes the serialized model takes (header, tensors, mask bitmap, CRC). */
+size_t fkd_qmodel_encoded_bytes(const fkd_qmodel *qm);
+
+/* Serialization, little-endian:
+ *   "FKDQMDL\0", u32 version, u32 flags (bit 0: mask present),
+ *   config (8 x i32: vocab dim n_layers n_heads n_kv_heads ffn_hidden max_seq
+ *   tie_embeddings; 2 x f32: rope_theta norm_eps), u32 tensor count,
+ *   per tensor { u32 type, u64 values, u64 bytes }, the tensors' data in
+ *   order, the mask as a bitmap over n_params (bit i = byte i/8, bit i%8;
+ *   1 = kept) when flagged, then a CRC-32 of everything before it.
+ * The decoder checks every field against the config's layout, refuses
+ * non-finite block scales, models above FKD_QMODEL_MAX_PARAMS and any size
+ * that does not add up, and never reads past `bytes`. */
+int fkd_qmodel_encode(uint8_t **data, size_t *bytes, const fkd_qmodel *qm, fkd_error *err);
+int fkd_qmodel_decode(fkd_qmodel *qm, const uint8_t *data, size_t bytes, fkd_error *err);
+int fkd_qmodel_save(const char *path, const fkd_qmodel *qm, fkd_error *err); /* atomic */
+int fkd_qmodel_load(fkd_qmodel *qm, const char *path, fkd_error *err);
+
+/* Forward pass on the quantized student, one token at a time (same math as
+ * fkd_infer_step: RMSNorm, interleaved-pair RoPE, GQA, SwiGLU). */
+typedef struct {
+    const fkd_qmodel *qm;
+    int kernel;             /* enum fkd_qkernel in use */
+    float *memory;          /* one arena for the float buffers below */
+    float *x, *xb, *xb2, *q, *k, *v, *att, *h1, *h3, *logits;
+    float *key_cache, *value_cache; /* (L, max_seq, KV*hd) */
+    float *rope_cos, *rope_sin;     /* (max_seq, hd/2) */
+    float *norms;           /* norm gains as float (F32/F16 tensors) */
+    float *hb;              /* SwiGLU output (F) */
+    fkd_q8_act *xq;         /* the quantized activation, max(C, H*hd, F) values */
+    int pos;
+} fkd_qinfer;
+
+int fkd_qinfer_init(fkd_qinfer *st, const fkd_qmodel *qm, int kernel, fkd_error *err);
+void fkd_qinfer_free(fkd_qinfer *st);
+void fkd_qinfer_reset(fkd_qinfer *st);
+/* Feeds one token at st->pos and returns the logits (V); NULL when the
+ * context is full (pos == max_seq) or the token is outside the vocabulary. */
+float *fkd_qinfer_step(fkd_qinfer *st, int32_t token);
+
+/* Perplexity with any one-token step function: windows of `window` tokens
+ * (<= max_seq), state reset at each window, every next token scored. */
+typedef float *(*fkd_step_fn)(void *state, int32_t token);
+typedef void (*fkd_reset_fn)(void *state);
+int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
+                            fkd_reset_fn reset, int vocab, const int32_t *tokens,
+                            int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
+/* Adapters for the two models. */
+float *fkd_qinfer_step_fn(void *st, int32_t token);
+void fkd_qinfer_reset_fn(void *st);
+float *fkd_infer_step_fn(void *st, int32_t token);
+void fkd_infer_reset_fn(void *st);
+
+/* ======================================================================== *
+ * Pruning masks: one uint8 per float of the parameter arena, 1 = kept.
+ * Only the block matrices (wq wk wv wo w1 w3 w2) are pruned, each layer's
+ * slice on its own; embeddings, head and norm gains are kept whole (every
+ * embedding row is used by some token; gains are not weights to remove).
+ * ======================================================================== */
+/* Keeps the largest |w| of each slice; `sparsity` in [0, 1) is the share
+ * zeroed (ties broken by position, so the count is exact). */
+int fkd_prune_magnitude(uint8_t *mask, const fkd_params *params, float sparsity, fkd_error *err);
+/* 2:4: in every group of 4 consecutive weights of a row, keeps the 2 largest. */
+int fkd_prune_2_4(uint8_t *mask, const fkd_params *params, fkd_error *err);
+/* weights[i] = 0 where mask[i] == 0. */
+void fkd_prune_apply(float *weights, const uint8_t *mask, size_t n);
+/* Share of zeros in the mask over the prunable tensors. */
+double fkd_prune_sparsity(const uint8_t *mask, const fkd_params *params);
+
+/* ======================================================================== *
+ * Update compression
+ * ======================================================================== */
+enum fkd_uvalue { FKD_UVAL_F32 = 0, FKD_UVAL_INT8 = 1, FKD_UVAL_INT4 = 2, FKD_UVAL_TERNARY = 3 };
+enum fkd_uindex { FKD_UIDX_ALL = 0, FKD_UIDX_VARINT = 1, FKD_UIDX_BITMAP = 2 };
+
+#define FKD_UPDATE_VERSION 1
+#define FKD_UPDATE_HEADER_BYTES 32
+#define FKD_UPDATE_CHUNK 256            /* selected values per scale */
+#define FKD_UPDATE_MAX_N ((uint64_t)1 << 32)
+
+typedef struct {
+    float fraction;     /* share of entries sent, in (0, 1]; 1 = dense */
+    int value_format;   /* enum fkd_uvalue */
+    int stochastic;     /* 1: stochastic rounding (unbiased) with rng */
+    fkd_rng *rng;       /* required when stochastic */
+} fkd_update_config;
+
+typedef struct {
+    size_t n;              /* dense length */
+    size_t k;              /* entries sent */
+    size_t bytes_dense;    /* 4 n */
+    size_t bytes;          /* compressed */
+    double ratio;          /* bytes_dense / bytes */
+    double rel_error;      /* ||decoded - input|| / ||input|| (0 when input is 0) */
+    int index_coding;      /* enum fkd_uindex chosen */
+} fkd_update_stats;
+
+/* Compresses update (n) into a fresh malloc'ed buffer. When residual is not
+ * NULL (error feedback), it is added to the update first and then replaced
+ * by what was not sent: residual' = (update + residual) - decoded, so the
+ * sum of everything decoded plus the residual equals the sum of updates.
+ * stats may be NULL. */
+int fkd_update_compress(uint8_t **data, size_t *bytes, fkd_update_stats *stats,
+                        const float *update, float *residual, size_t n,
+                        const fkd_update_config *cfg, fkd_error *err);
+/* Decodes into dense (n floats, overwritten); refuses any input whose header
+ * disagrees with n, whose fields do not add up to exactly `bytes`, with
+ * out-of-range or unordered indices, invalid codes, non-finite scales or a
+ * bad CRC. Never reads past bytes. */
+int fkd_update_decompress(float *dense, size_t n, const uint8_t *data, size_t bytes,
+                          fkd_error *err);
+/* Header fields, for logs and the coordinator's checks (no full decode). */
+int fkd_update_peek(size_t *n, size_t *k, int *value_format, int *index_coding,
+                    const uint8_t *data, size_t bytes, fkd_error *err);
+
+/* update = after - before (n). */
+void fkd_update_diff(float *update, const float *after, const float *before, size_t n);
+
+/* The error-feedback residual on disk: "FKDRESID", u32 version, u64 n,
+ * n floats, CRC-32. Saved atomically; load refuses another n. */
+int fkd_residual_save(const char *path, const float *residual, size_t n, fkd_error *err);
+int fkd_residual_load(float *residual, size_t n, const char *path, fkd_error *err);
+
+#endif

@@ -232,7 +232,7 @@ enum fkd_uindex { FKD_UIDX_ALL = 0, FKD_UIDX_VARINT = 1, FKD_UIDX_BITMAP = 2 };
 #define FKD_UPDATE_MAX_N ((uint64_t)1 << 32)
 
 typedef struct {
-    float fraction;     /* share of entries sent, in (0, 1]; 1 = dense */
+    float fraction;     /* share of entries sent, in (0, 1]: k = round(fraction n) >= 1; 1 = dense */
     int value_format;   /* enum fkd_uvalue */
     int stochastic;     /* 1: stochastic rounding (unbiased) with rng */
     fkd_rng *rng;       /* required when stochastic */
@@ -273,5 +273,130 @@ void fkd_update_diff(float *update, const float *after, const float *before, siz
  * n floats, CRC-32. Saved atomically; load refuses another n. */
 int fkd_residual_save(const char *path, const float *residual, size_t n, fkd_error *err);
 int fkd_residual_load(float *residual, size_t n, const char *path, fkd_error *err);
+
+/* ======================================================================== *
+ * GGUF (compress/gguf.c, compress/gguf_llama.c)
+ * GGUF v3, the interchange format of llama.cpp and the other GGUF tools.
+ * fkd_gguf_open memory-maps a file and validates all of it before returning:
+ * counts and string lengths within the file, known value and tensor types,
+ * dims x type size without overflow, each tensor aligned, inside the data
+ * section and overlapping no other, no key or tensor name twice. Errors name
+ * the field. Values and tensor data then point into the mapping.
+ * ======================================================================== */
+enum fkd_gguf_vtype {
+    FKD_GGUF_U8 = 0, FKD_GGUF_I8, FKD_GGUF_U16, FKD_GGUF_I16, FKD_GGUF_U32, FKD_GGUF_I32,
+    FKD_GGUF_F32, FKD_GGUF_BOOL, FKD_GGUF_STR, FKD_GGUF_ARR, FKD_GGUF_U64, FKD_GGUF_I64,
+    FKD_GGUF_F64, FKD_GGUF_VTYPE_COUNT
+};
+#define FKD_GGML_BF16 30                  /* read (as f32) besides the fkd_qtype formats */
+#define FKD_GGUF_VERSION 3
+#define FKD_GGUF_DEFAULT_ALIGNMENT 32
+#define FKD_GGUF_MAX_ALIGNMENT 65536
+#define FKD_GGUF_MAX_DIMS 4
+#define FKD_GGUF_MAX_NAME 65535           /* bytes of a key or tensor name */
+#define FKD_GGUF_MAX_VALUES ((uint64_t)1 << 40) /* values in one tensor */
+
+typedef struct {
+    const char *key;       /* NUL-terminated copy */
+    int type;              /* enum fkd_gguf_vtype */
+    int elem_type;         /* arrays: the elements' type; otherwise = type */
+    uint64_t count;        /* arrays: elements; otherwise 1 */
+    const uint8_t *data;   /* scalar: its bytes; string: its characters (no NUL);
+                              array: the first element (strings keep their u64 lengths) */
+    uint64_t bytes;        /* bytes at data */
+} fkd_gguf_kv;
+
+typedef struct {
+    const char *name;      /* NUL-terminated copy */
+    int type;              /* ggml type id (enum fkd_qtype or FKD_GGML_BF16) */
+    int n_dims;
+    uint64_t ne[FKD_GGUF_MAX_DIMS]; /* ne[0] innermost (a matrix's input dim); unused = 1 */
+    uint64_t n_values;
+    uint64_t offset;       /* within the data section */
+    uint64_t bytes;
+    const uint8_t *data;   /* into the file */
+} fkd_gguf_tensor;
+
+typedef struct {
+    const uint8_t *base;   /* the file's bytes */
+    size_t size;
+    int mapped;            /* 1: base is our mapping */
+    uint32_t version, alignment;
+    uint64_t n_kv, n_tensors, data_offset;
+    fkd_gguf_kv *kv;
+    fkd_gguf_tensor *tensors;
+    char *names;           /* keys and tensor names */
+} fkd_gguf;
+
+int fkd_gguf_open(fkd_gguf *g, const char *path, fkd_error *err);
+/* The same over bytes in memory, which must outlive g. */
+int fkd_gguf_parse(fkd_gguf *g, const uint8_t *data, size_t bytes, fkd_error *err);
+void fkd_gguf_close(fkd_gguf *g);
+
+const fkd_gguf_kv *fkd_gguf_find(const fkd_gguf *g, const char *key);   /* NULL if absent */
+const fkd_gguf_tensor *fkd_gguf_find_tensor(const fkd_gguf *g, const char *name);
+/* Typed getters: a missing key, another type or a value out of range is an
+ * error that names the key. get_int takes any integer type. */
+int fkd_gguf_get_int(int64_t *v, const fkd_gguf *g, const char *key, int64_t min, int64_t max,
+                     fkd_error *err);
+int fkd_gguf_get_f32(float *v, const fkd_gguf *g, const char *key, fkd_error *err);
+int fkd_gguf_get_bool(int *v, const fkd_gguf *g, const char *key, fkd_error *err);
+int fkd_gguf_get_str(const char **s, size_t *len, const fkd_gguf *g, const char *key,
+                     fkd_error *err);
+int fkd_gguf_get_array(const fkd_gguf_kv **kv, const fkd_gguf *g, const char *key, int elem_type,
+                       fkd_error *err);
+/* The strings of a string array: strs[i], lens[i] for i < kv->count. */
+int fkd_gguf_array_strings(const char **strs, uint32_t *lens, const fkd_gguf_kv *kv,
+                           fkd_error *err);
+
+const char *fkd_gguf_vtype_name(int t);
+const char *fkd_ggml_type_name(int t);         /* every ggml type, "unknown" otherwise */
+int fkd_gguf_tensor_type_supported(int t);     /* f32 f16 bf16 q8_0 q4_0 q4_1 */
+/* Bytes of a tensor of this type and shape; refuses unsupported types,
+ * zero or overflowing dims and rows that are not whole blocks. */
+int fkd_gguf_tensor_bytes(uint64_t *bytes, int type, const uint64_t *ne, int n_dims,
+                          fkd_error *err);
+/* All of t as floats (out has t->n_values). */
+int fkd_gguf_tensor_to_f32(float *out, const fkd_gguf_tensor *t, fkd_error *err);
+
+/* Writer: key/values in the order added, tensors laid out back to back at
+ * the default alignment. Tensor data is referenced, not copied, until
+ * write, which is atomic. After a failed add, write refuses. */
+typedef struct fkd_gguf_writer fkd_gguf_writer;
+int fkd_gguf_writer_new(fkd_gguf_writer **w, fkd_error *err);
+void fkd_gguf_writer_free(fkd_gguf_writer **w);
+int fkd_gguf_writer_add(fkd_gguf_writer *w, const char *key, int type, const void *value,
+                        fkd_error *err);   /* a scalar of a numeric or bool type */
+int fkd_gguf_writer_add_u32(fkd_gguf_writer *w, const char *key, uint32_t v, fkd_error *err);
+int fkd_gguf_writer_add_f32(fkd_gguf_writer *w, const char *key, float v, fkd_error *err);
+int fkd_gguf_writer_add_str(fkd_gguf_writer *w, const char *key, const char *s, size_t len,
+                            fkd_error *err);
+int fkd_gguf_writer_add_array(fkd_gguf_writer *w, const char *key, int elem_type,
+                              const void *values, uint64_t count, fkd_error *err);
+int fkd_gguf_writer_add_str_array(fkd_gguf_writer *w, const char *key, const char *const *strs,
+                                  const uint32_t *lens, uint64_t count, fkd_error *err);
+int fkd_gguf_writer_copy_kv(fkd_gguf_writer *w, const fkd_gguf_kv *kv, fkd_error *err);
+int fkd_gguf_writer_add_tensor(fkd_gguf_writer *w, const char *name, int type,
+                               const uint64_t *ne, int n_dims, const void *data, uint64_t bytes,
+                               fkd_error *err);
+int fkd_gguf_writer_write(const fkd_gguf_writer *w, const char *path, fkd_error *err);
+
+/* The llama architecture. Config from the metadata (required: block_count,
+ * embedding_length, feed_forward_length, attention.head_count, context_length,
+ * attention.layer_norm_rms_epsilon; head_count_kv, rope.freq_base, vocab_size
+ * optional; a tied head when output.weight is absent). max_seq > 0 caps the
+ * file's context length (the KV cache is sized from it). */
+int fkd_gguf_llama_config(fkd_model_config *cfg, const fkd_gguf *g, int max_seq, fkd_error *err);
+/* All weights dequantized to f32 into fresh params; any tensor that is not
+ * part of the llama model is refused by name. */
+int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err);
+/* The byte-level BPE tokenizer of tokenizer.ggml.* (model "gpt2"). */
+int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err);
+/* Writes params as a llama GGUF: norm gains f32, matrices matrix_type (f32,
+ * f16, q8_0, q4_0, q4_1; f32 for rows that are not whole blocks). The
+ * tokenizer.* keys are copied from tokenizer_src, or, when it is NULL, the
+ * byte vocabulary is written as a merge-free GPT-2 vocabulary (vocab 256). */
+int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
+                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
 
 #endif

@@ -242,11 +242,13 @@ static int check_config(const fkd_update_config *cfg, size_t n, fkd_error *err)
     return 0;
 }
 
+/* round(fraction * n), at least 1: 0.3 of 5000 is 1500 although 0.3f is
+ * slightly above 0.3. */
 static size_t top_k_count(float fraction, size_t n)
 {
     if (n == 0) return 0;
     if (fraction >= 1.0f) return n;
-    double k = ceil((double)fraction * (double)n);
+    double k = floor((double)fraction * (double)n + 0.5);
     return k < 1.0 ? 1 : (k > (double)n ? n : (size_t)k);
 }
 

@@ -1,0 +1,391 @@
+/* test_update.c — update compression: round trips within each value
+ * format's bound, the automatic index coding, error feedback that loses
+ * nothing over rounds, unbiased stochastic rounding, the residual file, and
+ * a decoder that refuses every truncation and every forged field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fkd_compress.h"
+
+static float *normal_vec(size_t n, uint64_t seed, float scale)
+{
+    float *x = malloc(n * sizeof *x);
+    fkd_rng rng;
+    fkd_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = scale * fkd_rng_normal(&rng);
+    return x;
+}
+
+static int compress(uint8_t **data, size_t *bytes, fkd_update_stats *st, const float *u,
+                    float *residual, size_t n, float fraction, int fmt, fkd_rng *rng)
+{
+    fkd_update_config cfg = {fraction, fmt, rng != NULL, rng};
+    fkd_error err;
+    int rc = fkd_update_compress(data, bytes, st, u, residual, n, &cfg, &err);
+    if (rc < 0) print_error("%s\n", err.msg);
+    return rc;
+}
+
+/* ---- round trips ------------------------------------------------------------------- */
+static void test_round_trips(void **state)
+{
+    (void)state;
+    const size_t n = 5000;
+    const float fractions[] = {1.0f, 0.3f, 0.05f, 0.001f};
+    const int fmts[] = {FKD_UVAL_F32, FKD_UVAL_INT8, FKD_UVAL_INT4, FKD_UVAL_TERNARY};
+    float *u = normal_vec(n, 1, 0.01f), *d = malloc(n * sizeof *d);
+    float amax = 0;
+    for (size_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(u[i]));
+    for (size_t f = 0; f < 4; f++) {
+        for (size_t v = 0; v < 4; v++) {
+            uint8_t *data;
+            size_t bytes;
+            fkd_update_stats st;
+            assert_int_equal(compress(&data, &bytes, &st, u, NULL, n, fractions[f], fmts[v], NULL), 0);
+            assert_int_equal(fkd_update_decompress(d, n, data, bytes, NULL), 0);
+            size_t k = (size_t)lround((double)fractions[f] * n), sent = 0;
+            k = k ? k : 1;
+            assert_int_equal(st.k, k);
+            assert_int_equal(st.bytes, bytes);
+            assert_true(fabs(st.ratio - 4.0 * n / bytes) < 1e-9);
+            /* the sent set is a top-k: nothing left out is larger than what was sent */
+            float min_sent = INFINITY, max_unsent = 0;
+            double num = 0, den = 0;
+            for (size_t i = 0; i < n; i++) {
+                num += (double)(d[i] - u[i]) * (d[i] - u[i]);
+                den += (double)u[i] * u[i];
+                if (d[i] != 0.0f || fmts[v] == FKD_UVAL_F32) {
+                    if (d[i] != 0.0f) sent++;
+                } else if (fmts[v] != FKD_UVAL_TERNARY && fmts[v] != FKD_UVAL_F32) {
+                    /* a zero code: the value was small against its chunk's scale */
+                }
+                float err_bound = fmts[v] == FKD_UVAL_F32 ? 0.0f
+                                : fmts[v] == FKD_UVAL_INT8 ? amax / 254.0f * 1.0001f
+                                : fmts[v] == FKD_UVAL_INT4 ? amax / 14.0f * 1.0001f : INFINITY;
+                if (d[i] != 0.0f) {
+                    min_sent = fminf(min_sent, fabsf(u[i]));
+                    if (fabsf(d[i] - u[i]) > err_bound) fail_msg("fmt %d value %zu: %g vs %g", fmts[v], i, d[i], u[i]);
+                    if (fmts[v] == FKD_UVAL_TERNARY) assert_true((d[i] > 0) == (u[i] > 0));
+                } else {
+                    max_unsent = fmaxf(max_unsent, fabsf(u[i]));
+                }
+            }
+            assert_true(sent <= k);
+            if (fmts[v] == FKD_UVAL_F32) assert_int_equal(sent, k);
+            if (fmts[v] == FKD_UVAL_F32 && k < n) assert_true(max_unsent <= min_sent);
+            assert_true(fabs(st.rel_error - sqrt(num / den)) < 1e-6);
+            if (fmts[v] == FKD_UVAL_F32 && k == n) assert_true(st.rel_error == 0.0);
+            if (fmts[v] == FKD_UVAL_INT8 && k == n) assert_true(st.rel_error < 0.01);
+            free(data);
+        }
+    }
+    free(u);
+    free(d);
+}
+
+static void test_index_coding_choice(void **state)
+{
+    (void)state;
+    const size_t n = 10000;
+    float *u = normal_vec(n, 2, 1.0f);
+    const struct { float fraction; int coding; } cases[] = {
+        {1.0f, FKD_UIDX_ALL}, {0.5f, FKD_UIDX_BITMAP}, {0.01f, FKD_UIDX_VARINT}};
+    for (size_t c = 0; c < 3; c++) {
+        uint8_t *data;
+        size_t bytes, pn, pk;
+        int fmt, coding;
+        fkd_update_stats st;
+        assert_int_equal(compress(&data, &bytes, &st, u, NULL, n, cases[c].fraction, FKD_UVAL_INT8, NULL), 0);
+        assert_int_equal(fkd_update_peek(&pn, &pk, &fmt, &coding, data, bytes, NULL), 0);
+        assert_int_equal(coding, cases[c].coding);
+        assert_int_equal(st.index_coding, coding);
+        assert_int_equal(pn, n);
+        assert_int_equal(fmt, FKD_UVAL_INT8);
+        if (coding == FKD_UIDX_BITMAP) assert_true(bytes < FKD_UPDATE_HEADER_BYTES + n / 8 + pk * 2);
+        free(data);
+    }
+    free(u);
+}
+
+/* ---- error feedback ------------------------------------------------------------------ */
+static void test_error_feedback_loses_nothing(void **state)
+{
+    (void)state;
+    const size_t n = 3000;
+    const int rounds = 25;
+    const int fmts[] = {FKD_UVAL_INT8, FKD_UVAL_INT4, FKD_UVAL_TERNARY, FKD_UVAL_F32};
+    for (size_t v = 0; v < 4; v++) {
+        for (int stochastic = 0; stochastic < 2; stochastic++) {
+            double *truth = calloc(n, sizeof *truth), *got = calloc(n, sizeof *got);
+            float *residual = calloc(n, sizeof *residual), *d = malloc(n * sizeof *d);
+            fkd_rng rng;
+            fkd_rng_seed(&rng, 99);
+            for (int r = 0; r < rounds; r++) {
+                float *u = normal_vec(n, 1000 + r, 0.001f);
+                uint8_t *data;
+                size_t bytes;
+                assert_int_equal(compress(&data, &bytes, NULL, u, residual, n, 0.02f, fmts[v],
+                                          stochastic ? &rng : NULL), 0);
+                assert_int_equal(fkd_update_decompress(d, n, data, bytes, NULL), 0);
+                for (size_t i = 0; i < n; i++) {
+                    truth[i] += u[i];
+                    got[i] += d[i];
+                }
+                free(data);
+                free(u);
+            }
+            double worst = 0.0, sent_norm = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                worst = fmax(worst, fabs(got[i] + residual[i] - truth[i]));
+                sent_norm += got[i] * got[i];
+            }
+            /* float rounding of 25 additions of values ~1e-3 */
+            if (worst > 1e-8) fail_msg("format %d stochastic %d: sent + residual misses the updates by %g", fmts[v], stochastic, worst);
+            assert_true(sent_norm > 0.0);
+            free(truth);
+            free(got);
+            free(residual);
+            free(d);
+        }
+    }
+}
+
+/* ---- stochastic rounding ---------------------------------------------------------------- */
+static void test_stochastic_unbiased_and_seeded(void **state)
+{
+    (void)state;
+    enum { N = 64, TRIALS = 2000 };
+    float *u = normal_vec(N, 5, 1.0f), d[N];
+    float amax = 0;
+    for (int i = 0; i < N; i++) amax = fmaxf(amax, fabsf(u[i]));
+    const int fmts[] = {FKD_UVAL_INT4, FKD_UVAL_TERNARY};
+    for (int v = 0; v < 2; v++) {
+        double mean[N] = {0};
+        fkd_rng rng;
+        fkd_rng_seed(&rng, 3);
+        for (int t = 0; t < TRIALS; t++) {
+            uint8_t *data;
+            size_t bytes;
+            assert_int_equal(compress(&data, &bytes, NULL, u, NULL, N, 1.0f, fmts[v], &rng), 0);
+            assert_int_equal(fkd_update_decompress(d, N, data, bytes, NULL), 0);
+            for (int i = 0; i < N; i++) mean[i] += d[i] / (double)TRIALS;
+            free(data);
+        }
+        double step = fmts[v] == FKD_UVAL_INT4 ? amax / 7.0 : amax;
+        for (int i = 0; i < N; i++) {
+            double tol = 5.0 * step / (2.0 * sqrt((double)TRIALS));
+            if (fabs(mean[i] - u[i]) > tol) fail_msg("format %d value %d: mean %g vs %g", fmts[v], i, mean[i], u[i]);
+        }
+    }
+    /* same seed, same bytes */
+    uint8_t *a, *b;
+    size_t na, nb;
+    fkd_rng r1, r2;
+    fkd_rng_seed(&r1, 42);
+    fkd_rng_seed(&r2, 42);
+    assert_int_equal(compress(&a, &na, NULL, u, NULL, N, 0.5f, FKD_UVAL_INT8, &r1), 0);
+    assert_int_equal(compress(&b, &nb, NULL, u, NULL, N, 0.5f, FKD_UVAL_INT8, &r2), 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a);
+    free(b);
+    free(u);
+}
+
+static void test_bad_input_refused(void **state)
+{
+    (void)state;
+    float u[4] = {1, 2, NAN, 4};
+    uint8_t *data;
+    size_t bytes;
+    fkd_error err;
+    fkd_update_config cfg = {0.5f, FKD_UVAL_INT8, 0, NULL};
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+    assert_int_equal(err.code, FKD_E_INVALID_ARG);
+    u[2] = 3;
+    cfg.fraction = 0.0f;
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+    cfg.fraction = 1.5f;
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+    cfg = (fkd_update_config){0.5f, 7, 0, NULL};
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+    cfg = (fkd_update_config){0.5f, FKD_UVAL_INT4, 1, NULL};
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+}
+
+/* ---- malformed input ---------------------------------------------------------------------- */
+static void fix_crc(uint8_t *data, size_t bytes)
+{
+    uint32_t crc = fkd_crc32(0, data, bytes - 4);
+    for (int i = 0; i < 4; i++) data[bytes - 4 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+/* A copy in its own exact-size allocation, so ASan sees any over-read. */
+static int decode_copy(const uint8_t *src, size_t bytes, size_t n, fkd_error *err)
+{
+    uint8_t *copy = malloc(bytes ? bytes : 1);
+    memcpy(copy, src, bytes);
+    float *d = malloc(n * sizeof *d);
+    int rc = fkd_update_decompress(d, n, copy, bytes, err);
+    free(copy);
+    free(d);
+    return rc;
+}
+
+static void test_truncation_and_corruption_refused(void **state)
+{
+    (void)state;
+    const size_t n = 700;
+    float *u = normal_vec(n, 8, 1.0f);
+    const struct { float fraction; int fmt; } cases[] = {
+        {0.05f, FKD_UVAL_INT4}, {0.5f, FKD_UVAL_TERNARY}, {1.0f, FKD_UVAL_INT8},
+        {0.03f, FKD_UVAL_F32}, {0.011f, FKD_UVAL_TERNARY}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint8_t *data;
+        size_t bytes;
+        fkd_error err;
+        assert_int_equal(compress(&data, &bytes, NULL, u, NULL, n, cases[c].fraction, cases[c].fmt, NULL), 0);
+        assert_int_equal(decode_copy(data, bytes, n, &err), 0);
+        for (size_t len = 0; len < bytes; len++) assert_int_equal(decode_copy(data, len, n, &err), -1);
+        uint8_t *longer = calloc(1, bytes + 1);
+        memcpy(longer, data, bytes);
+        assert_int_equal(decode_copy(longer, bytes + 1, n, &err), -1);
+        free(longer);
+        assert_int_equal(decode_copy(data, bytes, n + 1, &err), -1);
+        assert_int_equal(err.code, FKD_E_MISMATCH);
+        /* every byte flipped: the CRC refuses it; with the CRC forged to
+         * match, the structural checks must still refuse or decode safely */
+        uint8_t *bad = malloc(bytes);
+        for (size_t i = 0; i < bytes - 4; i++) {
+            memcpy(bad, data, bytes);
+            bad[i] ^= 0x5a;
+            assert_int_equal(decode_copy(bad, bytes, n, &err), -1);
+            fix_crc(bad, bytes);
+            (void)decode_copy(bad, bytes, n, &err);
+        }
+        free(bad);
+        free(data);
+    }
+    free(u);
+}
+
+/* Fields forged one at a time, CRC recomputed: each must be refused by name. */
+static void test_forged_fields_refused(void **state)
+{
+    (void)state;
+    const size_t n = 200;
+    float *u = normal_vec(n, 9, 1.0f);
+    uint8_t *data, *bad;
+    size_t bytes;
+    fkd_error err;
+    assert_int_equal(compress(&data, &bytes, NULL, u, NULL, n, 0.05f, FKD_UVAL_INT4, NULL), 0);
+    bad = malloc(bytes);
+    const struct { size_t off; uint8_t value; int code; } forgeries[] = {
+        {0, 'X', FKD_E_FORMAT},     /* magic */
+        {4, 2, FKD_E_VERSION},      /* newer version */
+        {4, 0, FKD_E_FORMAT},       /* version 0 */
+        {5, 9, FKD_E_FORMAT},       /* value format */
+        {6, 3, FKD_E_FORMAT},       /* index coding */
+        {6, FKD_UIDX_ALL, FKD_E_FORMAT},
+        {6, FKD_UIDX_BITMAP, FKD_E_FORMAT},
+        {7, 1, FKD_E_FORMAT},       /* flags */
+        {16, 0xff, FKD_E_FORMAT},   /* k > n */
+        {24, 0, FKD_E_FORMAT},      /* chunk 0 ... */
+        {28, 0xff, FKD_E_FORMAT},   /* index bytes */
+    };
+    for (size_t f = 0; f < sizeof forgeries / sizeof forgeries[0]; f++) {
+        memcpy(bad, data, bytes);
+        bad[forgeries[f].off] = forgeries[f].value;
+        if (forgeries[f].off == 24) bad[25] = 0;
+        fix_crc(bad, bytes);
+        assert_int_equal(decode_copy(bad, bytes, n, &err), -1);
+        if (err.code != forgeries[f].code)
+            fail_msg("forgery at %zu: code %d (%s)", forgeries[f].off, err.code, err.msg);
+    }
+    /* an index past n: the first varint gap made huge */
+    memcpy(bad, data, bytes);
+    bad[FKD_UPDATE_HEADER_BYTES] = 0x7f;
+    bad[FKD_UPDATE_HEADER_BYTES + 1] = 0x7f;
+    fix_crc(bad, bytes);
+    assert_int_equal(decode_copy(bad, bytes, n, &err), -1);
+    /* a stray padding nibble after the last int4 value (k = 10 is even:
+     * flip a bit of a code instead, making nibble 0 = the invalid code) */
+    memcpy(bad, data, bytes);
+    bad[bytes - 5] &= 0x0f; /* last value byte: high nibble 0 */
+    fix_crc(bad, bytes);
+    assert_int_equal(decode_copy(bad, bytes, n, &err), -1);
+    /* a stray padding nibble after an odd count of int4 values */
+    uint8_t *odd;
+    size_t odd_bytes;
+    assert_int_equal(compress(&odd, &odd_bytes, NULL, u, NULL, n, 0.055f, FKD_UVAL_INT4, NULL), 0);
+    assert_int_equal(decode_copy(odd, odd_bytes, n, &err), 0);
+    odd[odd_bytes - 5] |= 0x80;
+    fix_crc(odd, odd_bytes);
+    assert_int_equal(decode_copy(odd, odd_bytes, n, &err), -1);
+    free(odd);
+    /* a non-finite scale */
+    size_t pk;
+    assert_int_equal(fkd_update_peek(NULL, &pk, NULL, NULL, data, bytes, NULL), 0);
+    uint32_t index_bytes = (uint32_t)data[28] | (uint32_t)data[29] << 8;
+    memcpy(bad, data, bytes);
+    memset(bad + FKD_UPDATE_HEADER_BYTES + index_bytes, 0xff, 4);
+    fix_crc(bad, bytes);
+    assert_int_equal(decode_copy(bad, bytes, n, &err), -1);
+    free(bad);
+    free(data);
+    free(u);
+}
+
+static void test_residual_file(void **state)
+{
+    (void)state;
+    const char *dir = getenv("FKD_TEST_TMP") ? getenv("FKD_TEST_TMP") : "/tmp";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/test_residual.%d.bin", dir, (int)getpid());
+    const size_t n = 1000;
+    float *r = normal_vec(n, 4, 1.0f), *back = malloc(n * sizeof *back);
+    fkd_error err;
+    assert_int_equal(fkd_residual_save(path, r, n, &err), 0);
+    assert_int_equal(fkd_residual_load(back, n, path, &err), 0);
+    assert_memory_equal(r, back, n * sizeof *r);
+    assert_int_equal(fkd_residual_load(back, n - 1, path, &err), -1);
+    assert_int_equal(fkd_residual_load(back, n + 1, path, &err), -1);
+    /* corrupt one value */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, 100, SEEK_SET);
+    fputc(0x55, f);
+    fclose(f);
+    assert_int_equal(fkd_residual_load(back, n, path, &err), -1);
+    assert_int_equal(err.code, FKD_E_CHECKSUM);
+    /* truncated */
+    assert_int_equal(truncate(path, 50), 0);
+    assert_int_equal(fkd_residual_load(back, n, path, &err), -1);
+    unlink(path);
+    assert_int_equal(fkd_residual_load(back, n, path, &err), -1);
+    free(r);
+    free(back);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_index_coding_choice),
+        cmocka_unit_test(test_error_feedback_loses_nothing),
+        cmocka_unit_test(test_stochastic_unbiased_and_seeded),
+        cmocka_unit_test(test_bad_input_refused),
+        cmocka_unit_test(test_truncation_and_corruption_refused),
+        cmocka_unit_test(test_forged_fields_refused),
+        cmocka_unit_test(test_residual_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

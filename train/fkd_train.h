@@ -367,6 +367,28 @@ int fkd_tokenizer_decode(uint8_t *out, size_t capacity, size_t *n_bytes,
                          const fkd_tokenizer *tok, const int32_t *tokens, size_t n_tokens,
                          fkd_error *err);
 
+/* Byte-level BPE (GPT-2 style; train/tokenizer_bpe.c) from its tables, all
+ * copied: tokens[i] (token_lens[i] bytes, in GPT-2's byte-to-unicode
+ * spelling), token_types[i] (GGUF's: 1 normal, 2 unknown, 3 control,
+ * 4 user-defined, 5 unused, 6 byte; NULL = all normal), merges[j] "left right"
+ * by priority, and the pre-tokenizer's name as GGUF's tokenizer.ggml.pre gives
+ * it ("gpt2", "smollm", ...; an unknown name is refused). Any bytes encode;
+ * a byte the vocabulary has no token for is left out, as Hugging Face's
+ * tokenizers and llama.cpp do, so decode(encode(x)) == x exactly when all 256
+ * byte tokens exist (SmolLM2 lacks 21, all rare control or non-UTF-8 bytes). */
+#define FKD_BPE_MAX_TOKEN_BYTES 1024
+int fkd_tokenizer_init_bpe(fkd_tokenizer *tok, const char *const *tokens,
+                           const uint32_t *token_lens, const int32_t *token_types, int n_tokens,
+                           const char *const *merges, const uint32_t *merge_lens, int n_merges,
+                           int32_t bos_id, int32_t eos_id, const char *pre, fkd_error *err);
+/* Like fkd_tokenizer_encode, and control / user-defined tokens written out
+ * in the text ("<|im_start|>") become their ids. */
+int fkd_tokenizer_encode_special(int32_t *tokens, size_t capacity, size_t *n_tokens,
+                                 const fkd_tokenizer *tok, const uint8_t *text, size_t bytes,
+                                 fkd_error *err);
+/* GPT-2's byte-level spelling of byte b as UTF-8 (1 or 2 bytes); returns the length. */
+int fkd_bpe_byte_spelling(char out[2], uint8_t b);
+
 /* ======================================================================== *
  * Data (issue 3): corpora split into natural clients, token streams and
  * batches, soft-label files and the teacher pass that writes them, the

@@ -2,6 +2,7 @@
  * tokenizer_bpe.c. A byte tokenizer is the identity on bytes, so any input
  * encodes and decode(encode(x)) == x. */
 #include "fkd_train.h"
+#include "tokenizer_bpe.h"
 
 #include <string.h>
 
@@ -14,28 +15,20 @@ void fkd_tokenizer_init_bytes(fkd_tokenizer *tok)
     tok->eos_id = -1;
 }
 
-/* Implemented in tokenizer_bpe.c when BPE support is built. */
-int fkd_bpe_encode(int32_t *tokens, size_t capacity, size_t *n_tokens, const fkd_bpe *bpe,
-                   const uint8_t *text, size_t bytes, fkd_error *err) __attribute__((weak));
-int fkd_bpe_decode(uint8_t *out, size_t capacity, size_t *n_bytes, const fkd_bpe *bpe,
-                   const int32_t *tokens, size_t n_tokens, fkd_error *err) __attribute__((weak));
-void fkd_bpe_free(fkd_bpe *bpe) __attribute__((weak));
-
 void fkd_tokenizer_free(fkd_tokenizer *tok)
 {
-    if (tok->bpe && fkd_bpe_free) fkd_bpe_free(tok->bpe);
+    if (tok->bpe) fkd_bpe_free(tok->bpe);
     tok->bpe = NULL;
 }
 
-int fkd_tokenizer_encode(int32_t *tokens, size_t capacity, size_t *n_tokens,
-                         const fkd_tokenizer *tok, const uint8_t *text, size_t bytes,
-                         fkd_error *err)
+static int encode(int32_t *tokens, size_t capacity, size_t *n_tokens, const fkd_tokenizer *tok,
+                  const uint8_t *text, size_t bytes, int special, fkd_error *err)
 {
     *n_tokens = 0;
     if (tok->kind == FKD_TOKENIZER_BPE) {
-        if (!tok->bpe || !fkd_bpe_encode)
+        if (!tok->bpe)
             return fkd_error_set(err, FKD_E_UNSUPPORTED, "BPE tokenizer has no tables");
-        return fkd_bpe_encode(tokens, capacity, n_tokens, tok->bpe, text, bytes, err);
+        return fkd_bpe_encode(tokens, capacity, n_tokens, tok->bpe, text, bytes, special, err);
     }
     if (bytes > capacity)
         return fkd_error_set(err, FKD_E_LIMIT, "%zu bytes need %zu token slots, have %zu", bytes,
@@ -45,13 +38,27 @@ int fkd_tokenizer_encode(int32_t *tokens, size_t capacity, size_t *n_tokens,
     return 0;
 }
 
+int fkd_tokenizer_encode(int32_t *tokens, size_t capacity, size_t *n_tokens,
+                         const fkd_tokenizer *tok, const uint8_t *text, size_t bytes,
+                         fkd_error *err)
+{
+    return encode(tokens, capacity, n_tokens, tok, text, bytes, 0, err);
+}
+
+int fkd_tokenizer_encode_special(int32_t *tokens, size_t capacity, size_t *n_tokens,
+                                 const fkd_tokenizer *tok, const uint8_t *text, size_t bytes,
+                                 fkd_error *err)
+{
+    return encode(tokens, capacity, n_tokens, tok, text, bytes, 1, err);
+}
+
 int fkd_tokenizer_decode(uint8_t *out, size_t capacity, size_t *n_bytes,
                          const fkd_tokenizer *tok, const int32_t *tokens, size_t n_tokens,
                          fkd_error *err)
 {
     *n_bytes = 0;
     if (tok->kind == FKD_TOKENIZER_BPE) {
-        if (!tok->bpe || !fkd_bpe_decode)
+        if (!tok->bpe)
             return fkd_error_set(err, FKD_E_UNSUPPORTED, "BPE tokenizer has no tables");
         return fkd_bpe_decode(out, capacity, n_bytes, tok->bpe, tokens, n_tokens, err);
     }

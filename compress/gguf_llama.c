@@ -1,0 +1,426 @@
+/* gguf_llama.c — the llama architecture in GGUF terms: its metadata onto
+ * fkd_model_config, its tensors onto fkd_params (dequantized to f32), its
+ * tokenizer onto fkd_tokenizer, and back again for a model that fedkd trained.
+ *
+ * Tensor names and shapes (ne[0] is the input dimension, so a GGUF matrix is
+ * our (out, in) row-major matrix as it is):
+ *   token_embd.weight (C, V)  output_norm.weight (C)  output.weight (C, V),
+ *   absent when the head is tied to the embedding;
+ *   blk.N.attn_norm (C)  attn_q (C, H*hd)  attn_k, attn_v (C, KV*hd)
+ *   attn_output (H*hd, C)  ffn_norm (C)  ffn_gate, ffn_up (C, F)  ffn_down (F, C).
+ * The converters permute Q and K rows so that RoPE rotates interleaved pairs,
+ * which is the rotation train/ implements, so the rows are copied unchanged.
+ * A tensor that is none of these (rope_freqs, biases, ...) would change the
+ * math, so such a file is refused by the tensor's name. */
+#include "fkd_compress.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbytes.h"
+
+#define LLAMA_MAX_DIM (1 << 20)
+
+/* Our tensor kinds, GGUF's name for them, and whether they are per layer. */
+typedef struct {
+    int kind;            /* FKD_T_... */
+    const char *gguf;    /* "attn_q" -> "blk.N.attn_q.weight" */
+    int per_layer;
+} tensor_name;
+
+static const tensor_name llama_names[] = {
+    {FKD_T_TOK_EMB, "token_embd", 0},  {FKD_T_ATTN_NORM, "attn_norm", 1},
+    {FKD_T_WQ, "attn_q", 1},           {FKD_T_WK, "attn_k", 1},
+    {FKD_T_WV, "attn_v", 1},           {FKD_T_WO, "attn_output", 1},
+    {FKD_T_FFN_NORM, "ffn_norm", 1},   {FKD_T_W1, "ffn_gate", 1},
+    {FKD_T_W3, "ffn_up", 1},           {FKD_T_W2, "ffn_down", 1},
+    {FKD_T_FINAL_NORM, "output_norm", 0}, {FKD_T_HEAD, "output", 0},
+};
+#define N_LLAMA_NAMES ((int)(sizeof llama_names / sizeof llama_names[0]))
+
+static void gguf_tensor_name(char *out, size_t cap, const tensor_name *tn, int layer)
+{
+    if (tn->per_layer) snprintf(out, cap, "blk.%d.%s.weight", layer, tn->gguf);
+    else snprintf(out, cap, "%s.weight", tn->gguf);
+}
+
+/* ---- config ----------------------------------------------------------------- */
+
+static int get_dim(int *v, const fkd_gguf *g, const char *key, fkd_error *err)
+{
+    int64_t x;
+    if (fkd_gguf_get_int(&x, g, key, 1, LLAMA_MAX_DIM, err) != 0) return -1;
+    *v = (int)x;
+    return 0;
+}
+
+/* Optional keys that must agree with what fedkd computes, when present. */
+static int check_optional(const fkd_gguf *g, const char *key, int64_t want, fkd_error *err)
+{
+    if (!fkd_gguf_find(g, key)) return 0;
+    int64_t v;
+    if (fkd_gguf_get_int(&v, g, key, INT64_MIN, INT64_MAX, err) != 0) return -1;
+    if (v != want)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "%s is %lld; fedkd's llama needs %lld", key,
+                             (long long)v, (long long)want);
+    return 0;
+}
+
+static int check_architecture(const fkd_gguf *g, fkd_error *err)
+{
+    const char *arch;
+    size_t len;
+    if (fkd_gguf_get_str(&arch, &len, g, "general.architecture", err) != 0) return -1;
+    if (len != 5 || memcmp(arch, "llama", 5) != 0)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "general.architecture is \"%.*s\"; fedkd "
+                             "runs \"llama\" models", (int)(len > 64 ? 64 : len), arch);
+    const fkd_gguf_kv *scaling = fkd_gguf_find(g, "llama.rope.scaling.type");
+    if (scaling && !(scaling->type == FKD_GGUF_STR && scaling->bytes == 4 &&
+                     memcmp(scaling->data, "none", 4) == 0))
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "llama.rope.scaling.type is set; fedkd "
+                             "implements plain RoPE only");
+    return 0;
+}
+
+/* The vocabulary: llama.vocab_size, else the tokenizer's token count, else
+ * the embedding's rows. */
+static int get_vocab(int *vocab, const fkd_gguf *g, fkd_error *err)
+{
+    if (fkd_gguf_find(g, "llama.vocab_size")) return get_dim(vocab, g, "llama.vocab_size", err);
+    const fkd_gguf_kv *tokens = fkd_gguf_find(g, "tokenizer.ggml.tokens");
+    if (tokens && tokens->type == FKD_GGUF_ARR) {
+        if (tokens->count < 2 || tokens->count > LLAMA_MAX_DIM)
+            return fkd_error_set(err, FKD_E_FORMAT, "tokenizer.ggml.tokens has %llu entries",
+                                 (unsigned long long)tokens->count);
+        *vocab = (int)tokens->count;
+        return 0;
+    }
+    const fkd_gguf_tensor *emb = fkd_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2 || emb->ne[1] > LLAMA_MAX_DIM)
+        return fkd_error_set(err, FKD_E_FORMAT, "the GGUF file has no llama.vocab_size, no "
+                             "tokenizer and no 2-d token_embd.weight");
+    *vocab = (int)emb->ne[1];
+    return 0;
+}
+
+int fkd_gguf_llama_config(fkd_model_config *cfg, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (check_architecture(g, err) != 0) return -1;
+    if (get_dim(&cfg->n_layers, g, "llama.block_count", err) != 0 ||
+        get_dim(&cfg->dim, g, "llama.embedding_length", err) != 0 ||
+        get_dim(&cfg->ffn_hidden, g, "llama.feed_forward_length", err) != 0 ||
+        get_dim(&cfg->n_heads, g, "llama.attention.head_count", err) != 0 ||
+        get_dim(&cfg->max_seq, g, "llama.context_length", err) != 0 ||
+        fkd_gguf_get_f32(&cfg->norm_eps, g, "llama.attention.layer_norm_rms_epsilon", err) != 0 ||
+        get_vocab(&cfg->vocab, g, err) != 0)
+        return -1;
+    cfg->n_kv_heads = cfg->n_heads;
+    if (fkd_gguf_find(g, "llama.attention.head_count_kv") &&
+        get_dim(&cfg->n_kv_heads, g, "llama.attention.head_count_kv", err) != 0)
+        return -1;
+    cfg->rope_theta = 10000.0f;
+    if (fkd_gguf_find(g, "llama.rope.freq_base") &&
+        fkd_gguf_get_f32(&cfg->rope_theta, g, "llama.rope.freq_base", err) != 0)
+        return -1;
+    if (cfg->dim % cfg->n_heads != 0)
+        return fkd_error_set(err, FKD_E_FORMAT, "llama.attention.head_count %d does not divide "
+                             "llama.embedding_length %d", cfg->n_heads, cfg->dim);
+    int hd = cfg->dim / cfg->n_heads;
+    if (check_optional(g, "llama.rope.dimension_count", hd, err) != 0 ||
+        check_optional(g, "llama.attention.key_length", hd, err) != 0 ||
+        check_optional(g, "llama.attention.value_length", hd, err) != 0)
+        return -1;
+    cfg->tie_embeddings = fkd_gguf_find_tensor(g, "output.weight") == NULL;
+    if (max_seq > 0 && max_seq < cfg->max_seq) cfg->max_seq = max_seq;
+    fkd_error sub;
+    if (fkd_config_validate(cfg, &sub) != 0)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "the llama metadata gives a model fedkd "
+                             "cannot run: %s", sub.msg);
+    return 0;
+}
+
+/* ---- weights ---------------------------------------------------------------- */
+
+/* GGUF shape (ne0, ne1) of one layer's slice of our tensor. */
+static void slice_shape(uint64_t ne[2], int *n_dims, const fkd_tensor_info *ti, int per_layer)
+{
+    const int *s = ti->shape + (per_layer ? 1 : 0);
+    int nd = ti->ndim - (per_layer ? 1 : 0);
+    *n_dims = nd;
+    ne[0] = (uint64_t)(nd == 2 ? s[1] : s[0]);
+    ne[1] = nd == 2 ? (uint64_t)s[0] : 1;
+}
+
+static int load_tensor(float *dst, const fkd_gguf *g, const char *name, const uint64_t ne[2],
+                       int n_dims, fkd_error *err)
+{
+    const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, name);
+    if (!t) return fkd_error_set(err, FKD_E_FORMAT, "the GGUF file has no tensor %s", name);
+    int nd = t->n_dims;
+    while (nd > 1 && t->ne[nd - 1] == 1) nd--;  /* trailing 1s do not change the layout */
+    if (nd != n_dims || t->ne[0] != ne[0] || (n_dims == 2 && t->ne[1] != ne[1]))
+        return fkd_error_set(err, FKD_E_MISMATCH, "tensor %s has shape (%llu, %llu); the "
+                             "metadata makes it (%llu, %llu)", name,
+                             (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                             (unsigned long long)ne[0], (unsigned long long)ne[1]);
+    return fkd_gguf_tensor_to_f32(dst, t, err);
+}
+
+/* 1 when name is one of the tensors the config uses. */
+static int is_llama_tensor(const char *name, const fkd_model_config *cfg)
+{
+    char want[96];
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        const tensor_name *tn = &llama_names[i];
+        if (tn->kind == FKD_T_HEAD && cfg->tie_embeddings) continue;
+        for (int l = 0; l < (tn->per_layer ? cfg->n_layers : 1); l++) {
+            gguf_tensor_name(want, sizeof want, tn, l);
+            if (strcmp(want, name) == 0) return 1;
+        }
+    }
+    return 0;
+}
+
+int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    fkd_model_config cfg;
+    if (fkd_gguf_llama_config(&cfg, g, max_seq, err) != 0) return -1;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!is_llama_tensor(g->tensors[i].name, &cfg))
+            return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
+                                 "model fedkd runs", g->tensors[i].name);
+    if (fkd_params_init(params, &cfg, err) != 0) return -1;
+    char name[96];
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        const tensor_name *tn = &llama_names[i];
+        const fkd_tensor_info *ti = &params->tensors[tn->kind];
+        if (ti->count == 0) continue;  /* tied head */
+        uint64_t ne[2];
+        int n_dims;
+        slice_shape(ne, &n_dims, ti, tn->per_layer);
+        size_t slice = (size_t)(ne[0] * ne[1]);
+        for (int l = 0; l < (tn->per_layer ? cfg.n_layers : 1); l++) {
+            gguf_tensor_name(name, sizeof name, tn, l);
+            float *dst = params->memory + ti->offset + (size_t)l * slice;
+            if (load_tensor(dst, g, name, ne, n_dims, err) != 0) {
+                fkd_params_free(params);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- tokenizer -------------------------------------------------------------- */
+
+static int get_token_id(int32_t *id, const fkd_gguf *g, const char *key, int vocab,
+                        fkd_error *err)
+{
+    *id = -1;
+    if (!fkd_gguf_find(g, key)) return 0;
+    int64_t v;
+    if (fkd_gguf_get_int(&v, g, key, 0, vocab - 1, err) != 0) return -1;
+    *id = (int32_t)v;
+    return 0;
+}
+
+int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err)
+{
+    memset(tok, 0, sizeof *tok);
+    const char *model, *pre = "default";
+    size_t model_len, pre_len = 7;
+    if (fkd_gguf_get_str(&model, &model_len, g, "tokenizer.ggml.model", err) != 0) return -1;
+    if (model_len != 4 || memcmp(model, "gpt2", 4) != 0)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.model is \"%.*s\"; fedkd "
+                             "reads \"gpt2\" (byte-level BPE)", (int)(model_len > 64 ? 64 : model_len),
+                             model);
+    if (fkd_gguf_find(g, "tokenizer.ggml.pre") &&
+        fkd_gguf_get_str(&pre, &pre_len, g, "tokenizer.ggml.pre", err) != 0)
+        return -1;
+    char pre_name[64];
+    if (pre_len >= sizeof pre_name)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.pre is too long");
+    memcpy(pre_name, pre, pre_len);
+    pre_name[pre_len] = 0;
+
+    const fkd_gguf_kv *tokens, *merges, *types = NULL;
+    if (fkd_gguf_get_array(&tokens, g, "tokenizer.ggml.tokens", FKD_GGUF_STR, err) != 0 ||
+        fkd_gguf_get_array(&merges, g, "tokenizer.ggml.merges", FKD_GGUF_STR, err) != 0)
+        return -1;
+    if (fkd_gguf_find(g, "tokenizer.ggml.token_type") &&
+        fkd_gguf_get_array(&types, g, "tokenizer.ggml.token_type", FKD_GGUF_I32, err) != 0)
+        return -1;
+    if (tokens->count < 1 || tokens->count > LLAMA_MAX_DIM || merges->count > LLAMA_MAX_DIM)
+        return fkd_error_set(err, FKD_E_LIMIT, "the tokenizer has %llu tokens and %llu merges; "
+                             "fedkd takes up to %d of each", (unsigned long long)tokens->count,
+                             (unsigned long long)merges->count, LLAMA_MAX_DIM);
+    if (types && types->count != tokens->count)
+        return fkd_error_set(err, FKD_E_FORMAT, "tokenizer.ggml.token_type has %llu entries for "
+                             "%llu tokens", (unsigned long long)types->count,
+                             (unsigned long long)tokens->count);
+    int n_tokens = (int)tokens->count, n_merges = (int)merges->count;
+    int32_t bos, eos;
+    if (get_token_id(&bos, g, "tokenizer.ggml.bos_token_id", n_tokens, err) != 0 ||
+        get_token_id(&eos, g, "tokenizer.ggml.eos_token_id", n_tokens, err) != 0)
+        return -1;
+
+    const char **strs = malloc(((size_t)n_tokens + (size_t)n_merges) * sizeof *strs);
+    uint32_t *lens = malloc(((size_t)n_tokens + (size_t)n_merges) * sizeof *lens);
+    int32_t *type_ids = types ? malloc((size_t)n_tokens * sizeof *type_ids) : NULL;
+    int rc = -1;
+    if (!strs || !lens || (types && !type_ids)) {
+        fkd_error_set(err, FKD_E_NOMEM, "out of memory reading the tokenizer");
+        goto done;
+    }
+    if (fkd_gguf_array_strings(strs, lens, tokens, err) != 0 ||
+        fkd_gguf_array_strings(strs + n_tokens, lens + n_tokens, merges, err) != 0)
+        goto done;
+    for (int i = 0; types && i < n_tokens; i++) type_ids[i] = (int32_t)le32(types->data + 4 * (size_t)i);
+    rc = fkd_tokenizer_init_bpe(tok, strs, lens, type_ids, n_tokens, strs + n_tokens,
+                                lens + n_tokens, n_merges, bos, eos, pre_name, err);
+done:
+    free(strs);
+    free(lens);
+    free(type_ids);
+    return rc;
+}
+
+/* ---- writing our models ----------------------------------------------------- */
+
+/* The format a tensor is written in: norm gains stay f32 (as in llama.cpp's
+ * files); matrices take matrix_type when their rows fit its blocks. */
+static int tensor_format(const fkd_tensor_info *ti, int matrix_type, size_t row_len)
+{
+    if (!ti->is_matrix || fkd_qtype_row_bytes(matrix_type, row_len) == 0) return FKD_QTYPE_F32;
+    return matrix_type;
+}
+
+static int write_metadata(fkd_gguf_writer *w, const fkd_model_config *c, int matrix_type,
+                          const char *name, fkd_error *err)
+{
+    static const char arch[] = "llama";
+    /* general.file_type: llama.cpp's numbering of the dominant format. */
+    uint32_t file_type = matrix_type == FKD_QTYPE_F32 ? 0 : matrix_type == FKD_QTYPE_F16 ? 1
+                       : matrix_type == FKD_QTYPE_Q4_0 ? 2 : matrix_type == FKD_QTYPE_Q4_1 ? 3 : 7;
+    int hd = c->dim / c->n_heads;
+    if (fkd_gguf_writer_add_str(w, "general.architecture", arch, 5, err) != 0 ||
+        fkd_gguf_writer_add_str(w, "general.name", name, strlen(name), err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "general.file_type", file_type, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "general.quantization_version", 2, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)c->n_layers, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)c->max_seq, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)c->dim, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)c->ffn_hidden, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads,
+                                err) != 0 ||
+        fkd_gguf_writer_add_f32(w, "llama.rope.freq_base", c->rope_theta, err) != 0 ||
+        fkd_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps,
+                                err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)c->vocab, err) != 0 ||
+        fkd_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd, err) != 0)
+        return -1;
+    return 0;
+}
+
+/* The byte vocabulary as a GPT-2 tokenizer without merges: token i is byte i
+ * in GPT-2's byte-level spelling, so every GGUF tool encodes text to the ids
+ * fedkd's byte tokenizer gives. */
+static int write_byte_tokenizer(fkd_gguf_writer *w, fkd_error *err)
+{
+    char spell[256][2];
+    const char *strs[256];
+    uint32_t lens[256];
+    int32_t types[256];
+    for (int b = 0; b < 256; b++) {
+        lens[b] = (uint32_t)fkd_bpe_byte_spelling(spell[b], (uint8_t)b);
+        strs[b] = spell[b];
+        types[b] = 1;
+    }
+    if (fkd_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", 4, err) != 0 ||
+        fkd_gguf_writer_add_str(w, "tokenizer.ggml.pre", "default", 7, err) != 0 ||
+        fkd_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", strs, lens, 256, err) != 0 ||
+        fkd_gguf_writer_add_array(w, "tokenizer.ggml.token_type", FKD_GGUF_I32, types, 256,
+                                  err) != 0 ||
+        fkd_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", NULL, NULL, 0, err) != 0)
+        return -1;
+    return 0;
+}
+
+static int copy_tokenizer(fkd_gguf_writer *w, const fkd_gguf *src, int vocab, fkd_error *err)
+{
+    const fkd_gguf_kv *tokens;
+    if (fkd_gguf_get_array(&tokens, src, "tokenizer.ggml.tokens", FKD_GGUF_STR, err) != 0)
+        return -1;
+    if (tokens->count != (uint64_t)vocab)
+        return fkd_error_set(err, FKD_E_MISMATCH, "the tokenizer to copy has %llu tokens; the "
+                             "model's vocabulary is %d", (unsigned long long)tokens->count, vocab);
+    for (uint64_t i = 0; i < src->n_kv; i++)
+        if (strncmp(src->kv[i].key, "tokenizer.", 10) == 0 &&
+            fkd_gguf_writer_copy_kv(w, &src->kv[i], err) != 0)
+            return -1;
+    return 0;
+}
+
+/* Quantizes every tensor slice into one buffer and hands the slices to w. */
+static int add_tensors(fkd_gguf_writer *w, uint8_t **buffer, const fkd_params *params,
+                       int matrix_type, fkd_error *err)
+{
+    const fkd_model_config *c = &params->cfg;
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0;
+        char name[96];
+        for (int i = 0; i < N_LLAMA_NAMES; i++) {
+            const tensor_name *tn = &llama_names[i];
+            const fkd_tensor_info *ti = &params->tensors[tn->kind];
+            if (ti->count == 0) continue;
+            uint64_t ne[2];
+            int n_dims;
+            slice_shape(ne, &n_dims, ti, tn->per_layer);
+            int type = tensor_format(ti, matrix_type, (size_t)ne[0]);
+            size_t bytes = fkd_qtype_row_bytes(type, (size_t)ne[0]) * (size_t)ne[1];
+            for (int l = 0; l < (tn->per_layer ? c->n_layers : 1); l++, at += bytes) {
+                if (pass == 0) continue;
+                const float *src = params->memory + ti->offset + (size_t)l * ne[0] * ne[1];
+                fkd_quantize_row(*buffer + at, type, src, (size_t)(ne[0] * ne[1]));
+                gguf_tensor_name(name, sizeof name, tn, l);
+                if (fkd_gguf_writer_add_tensor(w, name, type, ne, n_dims, *buffer + at, bytes,
+                                               err) != 0)
+                    return -1;
+            }
+        }
+        total = at;
+        if (pass == 0 && !(*buffer = malloc(total ? total : 1)))
+            return fkd_error_set(err, FKD_E_NOMEM, "out of memory for %zu bytes of tensors",
+                                 total);
+    }
+    return 0;
+}
+
+int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
+                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
+{
+    if (matrix_type != FKD_QTYPE_F32 && matrix_type != FKD_QTYPE_F16 &&
+        matrix_type != FKD_QTYPE_Q8_0 && matrix_type != FKD_QTYPE_Q4_0 &&
+        matrix_type != FKD_QTYPE_Q4_1)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "GGUF matrices are written as f32, f16, "
+                             "q8_0, q4_0 or q4_1, not type %d", matrix_type);
+    if (!tokenizer_src && params->cfg.vocab != 256)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a %d-token model needs the GGUF file of "
+                             "its tokenizer to copy it from", params->cfg.vocab);
+    fkd_gguf_writer *w;
+    if (fkd_gguf_writer_new(&w, err) != 0) return -1;
+    uint8_t *buffer = NULL;
+    int rc = write_metadata(w, &params->cfg, matrix_type, name ? name : "fedkd student", err);
+    if (rc == 0)
+        rc = tokenizer_src ? copy_tokenizer(w, tokenizer_src, params->cfg.vocab, err)
+                           : write_byte_tokenizer(w, err);
+    if (rc == 0) rc = add_tensors(w, &buffer, params, matrix_type, err);
+    if (rc == 0) rc = fkd_gguf_writer_write(w, path, err);
+    fkd_gguf_writer_free(&w);
+    free(buffer);
+    return rc;
+}

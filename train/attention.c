@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+FKD_VECTOR_CLONES
 static void causal_softmax_rows(float *p, int T)
 {
     /* p (T,T): row i keeps columns 0..i, softmax over them; the rest is 0. */
@@ -17,11 +18,13 @@ static void causal_softmax_rows(float *p, int T)
         float mx = row[0];
         for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j <= i; j++) {
-            row[j] = expf(row[j] - mx);
+            row[j] = fkd_expf(row[j] - mx);
             sum += row[j];
         }
         float inv = 1.0f / sum;
+#pragma omp simd
         for (int j = 0; j <= i; j++) row[j] *= inv;
         for (int j = i + 1; j < T; j++) row[j] = 0.0f;
     }
@@ -47,6 +50,7 @@ void fkd_attention_forward(float *out, float *att, const float *q, const float *
     }
 }
 
+FKD_VECTOR_CLONES
 static void softmax_backward_rows(float *dp, const float *p, int T, float scale)
 {
     /* dS = P ⊙ (dP - rowsum(dP ⊙ P)) * scale, in place on dp (T,T). */
@@ -54,7 +58,9 @@ static void softmax_backward_rows(float *dp, const float *p, int T, float scale)
         float *d = dp + (size_t)i * T;
         const float *pr = p + (size_t)i * T;
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j <= i; j++) dot += d[j] * pr[j];
+#pragma omp simd
         for (int j = 0; j <= i; j++) d[j] = pr[j] * (d[j] - dot) * scale;
         for (int j = i + 1; j < T; j++) d[j] = 0.0f;
     }

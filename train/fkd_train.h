@@ -242,6 +242,26 @@ void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targ
 void fkd_model_zero_grad(fkd_model *m);
 
 /* ======================================================================== *
+ * Memory planning: a device gives a client a budget, not the whole machine.
+ * The plan trains the same effective batch in micro-batches (gradient
+ * accumulation), recomputing activations when that is what makes it fit.
+ * ======================================================================== */
+#define FKD_RUNTIME_OVERHEAD_BYTES ((size_t)24 << 20) /* code, libraries, BLIS buffers */
+
+typedef struct {
+    int micro_batch;          /* sequences per forward/backward */
+    int n_micro;              /* micro-batches per optimizer step */
+    int recompute;            /* 1: activation recomputation */
+    size_t estimated_bytes;   /* parameters + gradients + moments + activations + overhead */
+} fkd_memory_plan;
+
+/* budget_bytes = 0 means no limit (one micro-batch of the whole batch).
+ * Fails with FKD_E_LIMIT, saying how much the smallest plan needs, when
+ * nothing fits. */
+int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int batch, int seq,
+                         int optimizer_kind, size_t budget_bytes, fkd_error *err);
+
+/* ======================================================================== *
  * Optimizers
  * ======================================================================== */
 enum fkd_optimizer_kind { FKD_OPT_ADAMW = 0, FKD_OPT_SGD = 1 };

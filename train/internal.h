@@ -2,6 +2,8 @@
 #ifndef FKD_TRAIN_INTERNAL_H
 #define FKD_TRAIN_INTERNAL_H
 
+#include <string.h>
+
 #include "fkd_train.h"
 
 /* C (m,n) = alpha * op(A) · op(B) + beta * C, all row-major with the given
@@ -10,6 +12,33 @@
 void fkd_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                int lda, const float *b, int ldb, float beta, float *c, int ldc,
                int single_thread);
+
+/* Element-wise kernels are compiled twice on x86-64, for the portable
+ * baseline and for AVX2/FMA machines (x86-64-v3), and the loader picks one
+ * at run time: the build stays portable and the hot loops still get 8-wide
+ * vectors. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define FKD_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FKD_VECTOR_CLONES
+#endif
+
+/* exp(x) for float, written so that compilers vectorize it: range
+ * reduction to x = n*ln2 + r with |r| <= ln2/2, a degree-6 polynomial for
+ * e^r (relative error below 2e-7), and 2^n put into the exponent bits.
+ * Inputs below -87 give 0-ish, above 88 are clamped. */
+static inline float fkd_expf(float x)
+{
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693145752f - n * 1.42860677e-6f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f +
+              r * (0.00833333377f + r * 0.00138888892f)))));
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
 
 /* Allocates 64-byte aligned, zeroed floats; NULL on failure. */
 float *fkd_alloc_floats(size_t n);

@@ -55,19 +55,48 @@ void fkd_embedding_backward(float *demb, const float *dout, const int32_t *token
 }
 
 /* ---- RMSNorm -------------------------------------------------------------- */
+FKD_VECTOR_CLONES
+static void rmsnorm_row(float *out, float *rstd, const float *x, const float *g, int C, float eps)
+{
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int c = 0; c < C; c++) ss += x[c] * x[c];
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    *rstd = r;
+#pragma omp simd
+    for (int c = 0; c < C; c++) out[c] = x[c] * r * g[c];
+}
+
 void fkd_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int C,
                          float eps)
 {
     /* out (N,C) = x / sqrt(mean(x^2) + eps) * g ; rstd (N) */
 #pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++)
+        rmsnorm_row(out + (size_t)i * C, rstd + i, x + (size_t)i * C, g, C, eps);
+}
+
+FKD_VECTOR_CLONES
+static void rmsnorm_backward_row(float *dx, const float *dout, const float *x, const float *g,
+                                 float r, int C)
+{
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int c = 0; c < C; c++) dot += dout[c] * g[c] * x[c];
+    float k = dot * r * r * r / (float)C;
+#pragma omp simd
+    for (int c = 0; c < C; c++) dx[c] += r * dout[c] * g[c] - k * x[c];
+}
+
+FKD_VECTOR_CLONES
+static void rmsnorm_dgain_rows(float *dg, const float *dout, const float *x, const float *rstd,
+                               int N, int C, int c0, int c1)
+{
     for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * C;
-        float *oi = out + (size_t)i * C;
-        float ss = 0.0f;
-        for (int c = 0; c < C; c++) ss += xi[c] * xi[c];
-        float r = 1.0f / sqrtf(ss / (float)C + eps);
-        rstd[i] = r;
-        for (int c = 0; c < C; c++) oi[c] = xi[c] * r * g[c];
+        const float *xi = x + (size_t)i * C, *di = dout + (size_t)i * C;
+        float r = rstd[i];
+#pragma omp simd
+        for (int c = c0; c < c1; c++) dg[c] += di[c] * xi[c] * r;
     }
 }
 
@@ -79,26 +108,14 @@ void fkd_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *
      * dg is summed over rows by channel blocks, so threads never share a
      * channel and no scratch memory is needed. */
 #pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * C, *di = dout + (size_t)i * C;
-        float *dxi = dx + (size_t)i * C;
-        float r = rstd[i], dot = 0.0f;
-        for (int c = 0; c < C; c++) dot += di[c] * g[c] * xi[c];
-        float k = dot * r * r * r / (float)C;
-        for (int c = 0; c < C; c++) dxi[c] += r * di[c] * g[c] - k * xi[c];
-    }
+    for (int i = 0; i < N; i++)
+        rmsnorm_backward_row(dx + (size_t)i * C, dout + (size_t)i * C, x + (size_t)i * C, g,
+                             rstd[i], C);
     if (!dg) return;
+    int block = 64;
 #pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += 32) {
-        int c1 = c0 + 32 < C ? c0 + 32 : C;
-        float acc[32] = {0};
-        for (int i = 0; i < N; i++) {
-            const float *xi = x + (size_t)i * C, *di = dout + (size_t)i * C;
-            float r = rstd[i];
-            for (int c = c0; c < c1; c++) acc[c - c0] += di[c] * xi[c] * r;
-        }
-        for (int c = c0; c < c1; c++) dg[c] += acc[c - c0];
-    }
+    for (int c0 = 0; c0 < C; c0 += block)
+        rmsnorm_dgain_rows(dg, dout, x, rstd, N, C, c0, c0 + block < C ? c0 + block : C);
 }
 
 /* ---- matmul --------------------------------------------------------------- */
@@ -165,12 +182,39 @@ void fkd_rope_backward(float *dx, const float *cos_table, const float *sin_table
 }
 
 /* ---- SwiGLU --------------------------------------------------------------- */
+FKD_VECTOR_CLONES
+static void swiglu_span(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = a[i] / (1.0f + fkd_expf(-a[i])) * b[i];
+}
+
+FKD_VECTOR_CLONES
+static void swiglu_backward_span(float *da, float *db, const float *dout, const float *a,
+                                 const float *b, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float ai = a[i], d = dout[i], s = 1.0f / (1.0f + fkd_expf(-ai));
+        float dai = d * b[i] * s * (1.0f + ai * (1.0f - s));
+        float dbi = d * ai * s;
+        da[i] = dai;
+        db[i] = dbi;
+    }
+}
+
+/* Spans of whole rows per thread: large enough to amortise the call. */
+static size_t span_rows(int N, int F) { return F >= 4096 ? 1 : (size_t)(4096 / F + 1); }
+
 void fkd_swiglu_forward(float *out, const float *a, const float *b, int N, int F)
 {
     /* out (N,F) = a*sigmoid(a) * b */
-    size_t n = (size_t)N * F;
+    size_t rows = span_rows(N, F);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+    for (size_t r0 = 0; r0 < (size_t)N; r0 += rows) {
+        size_t r1 = r0 + rows < (size_t)N ? r0 + rows : (size_t)N, off = r0 * F;
+        swiglu_span(out + off, a + off, b + off, (r1 - r0) * F);
+    }
 }
 
 void fkd_swiglu_backward(float *da, float *db, const float *dout, const float *a,
@@ -178,14 +222,11 @@ void fkd_swiglu_backward(float *da, float *db, const float *dout, const float *a
 {
     /* da = dout*b*silu'(a), db = dout*silu(a); silu'(a) = s(1 + a(1-s)).
      * Each element is read before written, so da or db may alias dout. */
-    size_t n = (size_t)N * F;
+    size_t rows = span_rows(N, F);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float ai = a[i], d = dout[i], s = 1.0f / (1.0f + expf(-ai));
-        float dai = d * b[i] * s * (1.0f + ai * (1.0f - s));
-        float dbi = d * ai * s;
-        da[i] = dai;
-        db[i] = dbi;
+    for (size_t r0 = 0; r0 < (size_t)N; r0 += rows) {
+        size_t r1 = r0 + rows < (size_t)N ? r0 + rows : (size_t)N, off = r0 * F;
+        swiglu_backward_span(da + off, db + off, dout + off, a + off, b + off, (r1 - r0) * F);
     }
 }
 

@@ -79,45 +79,63 @@ static double grad_norm(const float *g, size_t n)
     return sqrt(total);
 }
 
-/* Weight decay applies to weight matrices, not to norm gains. */
-static void decay_flags(uint8_t *is_matrix_of_tensor, const fkd_tensor_info *t)
+typedef struct {
+    float clip, lr, b1, b2, bc1, bc2, eps, wd, mu, momentum;
+} step_consts;
+
+/* One AdamW update over a span; prox_ref may equal w (then the FedProx term is 0). */
+FKD_VECTOR_CLONES
+static void adamw_span(float *w, float *m, float *v, const float *g, const float *prox_ref,
+                       size_t n, step_consts k)
 {
-    for (int i = 0; i < FKD_T_COUNT; i++) is_matrix_of_tensor[i] = (uint8_t)t[i].is_matrix;
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * k.clip + k.mu * (w[i] - prox_ref[i]);
+        float mi = m[i] = k.b1 * m[i] + (1 - k.b1) * gi;
+        float vi = v[i] = k.b2 * v[i] + (1 - k.b2) * gi * gi;
+        w[i] -= k.lr * ((mi / k.bc1) / (sqrtf(vi / k.bc2) + k.eps) + k.wd * w[i]);
+    }
+}
+
+FKD_VECTOR_CLONES
+static void sgd_span(float *w, float *m, const float *g, const float *prox_ref, size_t n,
+                     step_consts k)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i] * k.clip + k.mu * (w[i] - prox_ref[i]);
+        float mi = m[i] = k.momentum * m[i] + gi;
+        w[i] -= k.lr * (mi + k.wd * w[i]);
+    }
 }
 
 float fkd_optimizer_step(fkd_optimizer *opt, float *params, float *grads)
 {
     const fkd_optimizer_config *c = &opt->cfg;
     float norm = (float)grad_norm(grads, opt->n);
-    float clip = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f;
-    float lr = fkd_optimizer_lr(opt);
+    step_consts k = {.clip = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f,
+                     .lr = fkd_optimizer_lr(opt), .b1 = c->beta1, .b2 = c->beta2,
+                     .eps = c->eps, .momentum = c->momentum,
+                     .mu = opt->prox_ref ? c->prox_mu : 0.0f};
     opt->step++;
-    float b1 = c->beta1, b2 = c->beta2;
-    float bc1 = 1.0f - powf(b1, (float)opt->step), bc2 = 1.0f - powf(b2, (float)opt->step);
-    uint8_t decays[FKD_T_COUNT];
-    decay_flags(decays, opt->tensors);
-    float mu = c->prox_mu;
-    const float *ref = opt->prox_ref;
+    k.bc1 = 1.0f - powf(c->beta1, (float)opt->step);
+    k.bc2 = 1.0f - powf(c->beta2, (float)opt->step);
+    enum { SPAN = 4096 };
     for (int t = 0; t < FKD_T_COUNT; t++) {
         const fkd_tensor_info *ti = &opt->tensors[t];
-        float wd = decays[t] ? c->weight_decay : 0.0f;
+        k.wd = ti->is_matrix ? c->weight_decay : 0.0f; /* no decay on norm gains */
         size_t i0 = ti->offset, i1 = ti->offset + ti->count;
 #pragma omp parallel for schedule(static)
-        for (size_t i = i0; i < i1; i++) {
-            if (opt->mask && !opt->mask[i]) {
-                params[i] = 0.0f;
-                continue;
-            }
-            float g = grads[i] * clip;
-            if (mu > 0 && ref) g += mu * (params[i] - ref[i]);
-            if (c->kind == FKD_OPT_ADAMW) {
-                float m = opt->m[i] = b1 * opt->m[i] + (1 - b1) * g;
-                float v = opt->v[i] = b2 * opt->v[i] + (1 - b2) * g * g;
-                params[i] -= lr * ((m / bc1) / (sqrtf(v / bc2) + c->eps) + wd * params[i]);
-            } else {
-                float m = opt->m[i] = c->momentum * opt->m[i] + g;
-                params[i] -= lr * (m + wd * params[i]);
-            }
+        for (size_t s0 = i0; s0 < i1; s0 += SPAN) {
+            size_t n = s0 + SPAN < i1 ? SPAN : i1 - s0;
+            const float *ref = opt->prox_ref ? opt->prox_ref + s0 : params + s0;
+            if (c->kind == FKD_OPT_ADAMW)
+                adamw_span(params + s0, opt->m + s0, opt->v + s0, grads + s0, ref, n, k);
+            else
+                sgd_span(params + s0, opt->m + s0, grads + s0, ref, n, k);
+            if (opt->mask)
+                for (size_t i = s0; i < s0 + n; i++)
+                    if (!opt->mask[i]) params[i] = 0.0f;
         }
     }
     return norm;

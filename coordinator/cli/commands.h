@@ -10,11 +10,12 @@ typedef struct {
     const char *summary;
 } fkd_command;
 
-int cmd_train(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
+int cmd_bench_compress(int argc, char **argv);
+int cmd_bench_quant(int argc, char **argv);
 
 /* Runs the command named by argv[0] from the table, or prints the table. */
 int fkd_dispatch(const fkd_command *table, int n, const char *program, int argc, char **argv);

@@ -5,7 +5,6 @@
 #include "commands.h"
 
 static const fkd_command commands[] = {
-    {"train", cmd_train, "train a model from scratch on text files"},
     {"generate", cmd_generate, "sample text from a model"},
     {"eval", cmd_eval, "perplexity, bits per byte and accuracy of a model on text"},
     {"bench", cmd_bench, "benchmarks against their peers (train, ...)"},

@@ -1,0 +1,236 @@
+/* cmd_bench_train.c — `fedkd bench train`: tokens/s, GFLOP/s and peak memory
+ * of a full training step (forward, loss, backward, AdamW) of the student-S
+ * shape (or any shape), next to the PyTorch peer (shared/bench/torch_ref.py)
+ * run on the same shape and threads in the same invocation.
+ *
+ * Each configuration runs in a child process so that its peak RSS is its
+ * own: the parent never starts OpenMP or BLIS threads (forking after that is
+ * unsafe), it only forks, waits, and prints. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "fkd_train.h"
+
+typedef struct {
+    fkd_model_config cfg;
+    int batch, seq, steps, warmup, threads;
+    float mem_budget_mb;
+} bench_setup;
+
+typedef struct {
+    double tokens_per_s, gflops, peak_rss_mb;
+    int micro_batch, recompute, ok;
+    char error[200];
+} bench_result;
+
+static void run_steps(bench_result *res, const bench_setup *s)
+{
+    fkd_error err = {0};
+    fkd_memory_plan plan;
+    size_t budget = (size_t)(s->mem_budget_mb * 1048576.0);
+    if (fkd_memory_plan_make(&plan, &s->cfg, s->batch, s->seq, FKD_OPT_ADAMW, budget, &err) != 0) {
+        snprintf(res->error, sizeof res->error, "%s", err.msg);
+        return;
+    }
+    fkd_train_set_threads(s->threads);
+    fkd_params params;
+    fkd_model m;
+    fkd_optimizer opt;
+    if (fkd_params_init(&params, &s->cfg, &err) != 0) goto fail;
+    fkd_params_randomize(&params, 1);
+    if (fkd_model_init(&m, &params, plan.micro_batch, s->seq, plan.recompute, &err) != 0) {
+        fkd_params_free(&params);
+        goto fail;
+    }
+    fkd_optimizer_config oc = fkd_optimizer_defaults();
+    if (fkd_optimizer_init(&opt, &oc, &m.params, &err) != 0) {
+        fkd_model_free(&m);
+        goto fail;
+    }
+    /* Random tokens, as the peer uses: speed does not depend on the text. */
+    size_t n = (size_t)s->batch * s->seq;
+    int32_t *tokens = malloc(n * sizeof *tokens), *targets = malloc(n * sizeof *targets);
+    fkd_rng rng;
+    fkd_rng_seed(&rng, 7);
+    for (size_t i = 0; i < n; i++) {
+        tokens[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
+        targets[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
+    }
+    size_t micro = (size_t)plan.micro_batch * s->seq;
+    double t0 = 0;
+    for (int step = 0; step < s->warmup + s->steps; step++) {
+        if (step == s->warmup) t0 = fkd_time_ms();
+        fkd_model_zero_grad(&m);
+        for (int k = 0; k < plan.n_micro; k++) {
+            fkd_model_forward(&m, tokens + k * micro, NULL);
+            fkd_model_backward(&m, tokens + k * micro, targets + k * micro, NULL, NULL, NULL,
+                               1.0f / (float)plan.n_micro);
+        }
+        fkd_optimizer_step(&opt, m.params.memory, m.grads);
+    }
+    double seconds = (fkd_time_ms() - t0) / 1e3;
+    res->tokens_per_s = (double)n * s->steps / seconds;
+    res->gflops = res->tokens_per_s * 3.0 * fkd_config_flops_per_token(&s->cfg, s->seq) / 1e9;
+    res->micro_batch = plan.micro_batch;
+    res->recompute = plan.recompute;
+    res->ok = 1;
+    free(tokens);
+    free(targets);
+    fkd_optimizer_free(&opt);
+    fkd_model_free(&m);
+    return;
+fail:
+    snprintf(res->error, sizeof res->error, "%s", err.msg);
+}
+
+/* Runs one configuration in a child; its peak RSS comes from wait4. */
+static int run_in_child(bench_result *res, const bench_setup *s)
+{
+    memset(res, 0, sizeof *res);
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        close(fds[0]);
+        bench_result r = {0};
+        run_steps(&r, s);
+        ssize_t w = write(fds[1], &r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], res, sizeof *res);
+    close(fds[0]);
+    int status;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0 || got != (ssize_t)sizeof *res) return -1;
+    res->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+    return 0;
+}
+
+typedef struct {
+    double tokens_per_s, peak_rss_mb;
+    int ok;
+} peer_result;
+
+static void run_peer(peer_result *pr, const char *python, const char *script,
+                     const bench_setup *s)
+{
+    memset(pr, 0, sizeof *pr);
+    if (access(script, R_OK) != 0) return;
+    const fkd_model_config *c = &s->cfg;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=%d %s %s --threads %d --vocab %d --dim %d --layers %d --heads %d "
+             "--kv-heads %d --ffn %d %s --rope-theta %g --batch %d --seq %d --steps %d 2>/dev/null",
+             s->threads, python, script, s->threads, c->vocab, c->dim, c->n_layers, c->n_heads,
+             c->n_kv_heads, c->ffn_hidden, c->tie_embeddings ? "--tie" : "", c->rope_theta,
+             s->batch, s->seq, s->steps);
+    FILE *p = popen(cmd, "r");
+    if (!p) return;
+    char line[1024];
+    while (fgets(line, sizeof line, p)) {
+        const char *tps = strstr(line, "tokens_per_s="), *rss = strstr(line, "peak_rss_mb=");
+        if (tps && rss) {
+            pr->tokens_per_s = atof(tps + 13);
+            pr->peak_rss_mb = atof(rss + 12);
+            pr->ok = 1;
+        }
+    }
+    pclose(p);
+}
+
+static void print_result(const char *label, const bench_setup *s, const bench_result *r,
+                         const peer_result *peer, double ref_tokens_per_s)
+{
+    if (!r->ok) {
+        printf("run=%s threads=%d error=\"%s\"\n", label, s->threads, r->error);
+        return;
+    }
+    printf("run=%s threads=%d batch=%d seq=%d micro_batch=%d recompute=%d tokens_per_s=%.0f "
+           "gflops=%.1f peak_rss_mb=%.0f",
+           label, s->threads, s->batch, s->seq, r->micro_batch, r->recompute, r->tokens_per_s,
+           r->gflops, r->peak_rss_mb);
+    if (s->mem_budget_mb > 0) printf(" mem_budget_mb=%.0f", s->mem_budget_mb);
+    if (ref_tokens_per_s > 0) printf(" speed_vs_unconstrained=%.2f", r->tokens_per_s / ref_tokens_per_s);
+    if (peer && peer->ok)
+        printf(" peer_tokens_per_s=%.0f peer_peak_rss_mb=%.0f speed_ratio=%.2f rss_ratio=%.2f",
+               peer->tokens_per_s, peer->peak_rss_mb, r->tokens_per_s / peer->tokens_per_s,
+               r->peak_rss_mb / peer->peak_rss_mb);
+    else if (peer)
+        printf(" peer=unavailable");
+    printf("\n");
+    fflush(stdout);
+}
+
+int cmd_bench_train(int argc, char **argv)
+{
+    bench_setup s = {.cfg = fkd_config_student_s(), .batch = 16, .seq = 128, .steps = 20,
+                     .warmup = 3, .threads = 0, .mem_budget_mb = 100};
+    int tie = 0, no_peer = 0;
+    const char *python = "/usr/bin/python3", *script = "../shared/bench/torch_ref.py";
+    fkd_opt opts[] = {
+        {"threads", FKD_OPT_INT, &s.threads, "threads (0: run 1 and then 2)"},
+        {"steps", FKD_OPT_INT, &s.steps, "timed steps"},
+        {"batch", FKD_OPT_INT, &s.batch, "sequences per step"},
+        {"seq", FKD_OPT_INT, &s.seq, "tokens per sequence"},
+        {"vocab", FKD_OPT_INT, &s.cfg.vocab, "vocabulary size"},
+        {"dim", FKD_OPT_INT, &s.cfg.dim, "model width"},
+        {"layers", FKD_OPT_INT, &s.cfg.n_layers, "transformer blocks"},
+        {"heads", FKD_OPT_INT, &s.cfg.n_heads, "query heads"},
+        {"kv-heads", FKD_OPT_INT, &s.cfg.n_kv_heads, "key/value heads"},
+        {"ffn", FKD_OPT_INT, &s.cfg.ffn_hidden, "SwiGLU hidden width"},
+        {"rope-theta", FKD_OPT_FLOAT, &s.cfg.rope_theta, "RoPE base"},
+        {"tie", FKD_OPT_FLAG, &tie, "tie the head to the embedding"},
+        {"mem-budget-mb", FKD_OPT_FLOAT, &s.mem_budget_mb,
+         "also run within this memory budget (0: skip)"},
+        {"peer-python", FKD_OPT_STR, &python, "Python that runs the PyTorch peer"},
+        {"peer-script", FKD_OPT_STR, &script, "path of shared/bench/torch_ref.py"},
+        {"no-peer", FKD_OPT_FLAG, &no_peer, "do not run the PyTorch peer"},
+    };
+    int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                           "usage: fedkd bench train [options]\n"
+                           "Times full training steps (forward, backward, AdamW) on random tokens;\n"
+                           "prints one key=value line per run, with the PyTorch peer's figures.",
+                           NULL, 0, NULL);
+    if (rc != 0) return rc > 0 ? 0 : 2;
+    s.cfg.tie_embeddings = tie;
+    s.cfg.max_seq = s.seq;
+    fkd_error err;
+    if (fkd_config_validate(&s.cfg, &err) != 0 || s.batch < 1 || s.steps < 1) {
+        fprintf(stderr, "fedkd bench train: %s\n", s.batch < 1 || s.steps < 1
+                                                       ? "batch and steps must be positive"
+                                                       : err.msg);
+        return 2;
+    }
+    if (!no_peer && access(script, R_OK) != 0)
+        fprintf(stderr, "note: peer script %s not found (pass --peer-script PATH)\n", script);
+    printf("bench=train params=%zu flops_per_token=%.0f\n", fkd_config_param_count(&s.cfg),
+           3.0 * fkd_config_flops_per_token(&s.cfg, s.seq));
+    int first = s.threads > 0 ? s.threads : 1, last = s.threads > 0 ? s.threads : 2;
+    for (int t = first; t <= last; t++) {
+        bench_setup run = s;
+        run.threads = t;
+        run.mem_budget_mb = 0;
+        bench_result mine, budget;
+        peer_result peer;
+        if (run_in_child(&mine, &run) != 0) {
+            fprintf(stderr, "fedkd bench train: the benchmark process failed\n");
+            return 1;
+        }
+        if (!no_peer) run_peer(&peer, python, script, &run);
+        print_result("fedkd", &run, &mine, no_peer ? NULL : &peer, 0);
+        if (s.mem_budget_mb > 0) {
+            run.mem_budget_mb = s.mem_budget_mb;
+            if (run_in_child(&budget, &run) != 0) return 1;
+            print_result("fedkd_budget", &run, &budget, no_peer ? NULL : &peer, mine.tokens_per_s);
+        }
+    }
+    return 0;
+}

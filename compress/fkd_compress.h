@@ -325,7 +325,6 @@ typedef struct {
     uint64_t n_kv, n_tensors, data_offset;
     fkd_gguf_kv *kv;
     fkd_gguf_tensor *tensors;
-    char *names;           /* keys and tensor names */
 } fkd_gguf;
 
 int fkd_gguf_open(fkd_gguf *g, const char *path, fkd_error *err);

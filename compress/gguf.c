@@ -109,8 +109,6 @@ typedef struct {
     fkd_rd rd;
     const uint8_t *base;
     fkd_error *err;
-    char *pool;        /* names, NUL-terminated */
-    size_t pool_used, pool_cap;
 } parser;
 
 static size_t pos_of(const parser *p) { return (size_t)(p->rd.p - p->base); }
@@ -147,18 +145,16 @@ static int take_string(parser *p, const uint8_t **s, uint64_t *len, uint64_t max
     return 0;
 }
 
-/* Copies a name into the pool (sized up front, so it never moves); refuses
- * embedded NULs, which would make two names compare equal. */
-static int pool_add(parser *p, const char **out, const uint8_t *s, size_t len, const char *what)
+/* Copies a name with a terminating NUL; refuses embedded NULs, which would
+ * make two names compare equal. */
+static int name_copy(parser *p, const char **out, const uint8_t *s, size_t len, const char *what)
 {
     if (memchr(s, 0, len))
         return fkd_error_set(p->err, FKD_E_FORMAT, "%s contains a NUL byte", what);
-    if (len + 1 > p->pool_cap - p->pool_used)
-        return fkd_error_set(p->err, FKD_E_FORMAT, "%s does not fit the name table", what);
-    char *dst = p->pool + p->pool_used;
+    char *dst = malloc(len + 1);
+    if (!dst) return fkd_error_set(p->err, FKD_E_NOMEM, "out of memory for %s", what);
     memcpy(dst, s, len);
     dst[len] = 0;
-    p->pool_used += len + 1;
     *out = dst;
     return 0;
 }
@@ -230,7 +226,7 @@ static int parse_kvs(parser *p, fkd_gguf *g)
         char what[48];
         snprintf(what, sizeof what, "the key of key/value %llu", (unsigned long long)i);
         if (take_string(p, &s, &len, FKD_GGUF_MAX_NAME, what) != 0) return -1;
-        if (pool_add(p, &kv->key, s, (size_t)len, what) != 0) return -1;
+        if (name_copy(p, &kv->key, s, (size_t)len, what) != 0) return -1;
         if (take_u32(p, &t, kv->key) != 0) return -1;
         if (t >= FKD_GGUF_VTYPE_COUNT)
             return fkd_error_set(p->err, FKD_E_FORMAT, "key %s has unknown value type %u",
@@ -249,7 +245,7 @@ static int parse_tensor_info(parser *p, fkd_gguf *g, fkd_gguf_tensor *t, uint64_
     char what[48];
     snprintf(what, sizeof what, "the name of tensor %llu", (unsigned long long)i);
     if (take_string(p, &s, &len, FKD_GGUF_MAX_NAME, what) != 0) return -1;
-    if (pool_add(p, &t->name, s, (size_t)len, what) != 0) return -1;
+    if (name_copy(p, &t->name, s, (size_t)len, what) != 0) return -1;
     if (take_u32(p, &n_dims, t->name) != 0) return -1;
     if (n_dims < 1 || n_dims > FKD_GGUF_MAX_DIMS)
         return fkd_error_set(p->err, FKD_E_FORMAT, "tensor %s has %u dimensions; 1 to %d are "
@@ -383,12 +379,9 @@ int fkd_gguf_parse(fkd_gguf *g, const uint8_t *data, size_t bytes, fkd_error *er
     g->size = bytes;
     parser p = {.rd = {data, bytes}, .base = data, .err = err};
     if (parse_header(&p, g) != 0) return -1;
-    /* Every name is shorter than the file, so the file's size bounds the pool. */
-    p.pool_cap = bytes + 1;
-    g->names = p.pool = malloc(p.pool_cap);
     g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
-    if (!g->names || !g->kv || !g->tensors) {
+    if (!g->kv || !g->tensors) {
         fkd_gguf_close(g);
         return fkd_error_set(err, FKD_E_NOMEM, "out of memory for the GGUF tables");
     }
@@ -440,7 +433,8 @@ int fkd_gguf_open(fkd_gguf *g, const char *path, fkd_error *err)
 void fkd_gguf_close(fkd_gguf *g)
 {
     if (g->mapped) munmap((void *)g->base, g->size);
-    free(g->names);
+    for (uint64_t i = 0; g->kv && i < g->n_kv; i++) free((char *)g->kv[i].key);
+    for (uint64_t i = 0; g->tensors && i < g->n_tensors; i++) free((char *)g->tensors[i].name);
     free(g->kv);
     free(g->tensors);
     memset(g, 0, sizeof *g);

@@ -229,8 +229,8 @@ static int get_token_id(int32_t *id, const fkd_gguf *g, const char *key, int voc
 int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err)
 {
     memset(tok, 0, sizeof *tok);
-    const char *model, *pre = "default";
-    size_t model_len, pre_len = 7;
+    const char *model, *pre = "gpt2";
+    size_t model_len, pre_len = 4;
     if (fkd_gguf_get_str(&model, &model_len, g, "tokenizer.ggml.model", err) != 0) return -1;
     if (model_len != 4 || memcmp(model, "gpt2", 4) != 0)
         return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.model is \"%.*s\"; fedkd "
@@ -340,7 +340,7 @@ static int write_byte_tokenizer(fkd_gguf_writer *w, fkd_error *err)
         types[b] = 1;
     }
     if (fkd_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", 4, err) != 0 ||
-        fkd_gguf_writer_add_str(w, "tokenizer.ggml.pre", "default", 7, err) != 0 ||
+        fkd_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt2", 4, err) != 0 ||
         fkd_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", strs, lens, 256, err) != 0 ||
         fkd_gguf_writer_add_array(w, "tokenizer.ggml.token_type", FKD_GGUF_I32, types, 256,
                                   err) != 0 ||

@@ -104,8 +104,6 @@ void fkd_progress_begin(fkd_progress *p, const char *label, int64_t total);
 void fkd_progress_update(fkd_progress *p, int64_t done, const char *extra);
 void fkd_progress_end(fkd_progress *p);
 
-#endif
-
 /* ---- command-line options ------------------------------------------------
  * Every command describes its options in a table; fkd_cli_parse() reads
  * "--name value", "--name=value" and flags, and prints the table as --help.
@@ -124,3 +122,34 @@ typedef struct {
  * positional[] (up to max_positional) when it is not NULL. */
 int fkd_cli_parse(int argc, char **argv, const fkd_opt *opts, int n_opts, const char *usage,
                   const char **positional, int max_positional, int *n_positional);
+
+/* ---- event logs ------------------------------------------------------------
+ * One line per event, key=value, so logs can be grepped and parsed:
+ *   ts=2026-11-25T09:00:00.123Z level=info comp=coord event=round_end round=3 ppl=12.5
+ * fkd_log's fmt gives the event's own fields ("round=%d ppl=%.3f"). */
+enum fkd_log_level { FKD_LOG_DEBUG = 0, FKD_LOG_INFO = 1, FKD_LOG_WARN = 2, FKD_LOG_ERROR = 3 };
+
+typedef struct {
+    FILE *f;           /* NULL: nothing is written */
+    int min_level;     /* enum fkd_log_level */
+    char comp[24];     /* component name, e.g. "coord" or "client" */
+} fkd_logger;
+
+void fkd_logger_init(fkd_logger *lg, FILE *f, int min_level, const char *comp);
+int fkd_log_level_parse(const char *name); /* "debug" | "info" | "warn" | "error"; -1 */
+void fkd_log(const fkd_logger *lg, int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- key = value configuration files ----------------------------------------
+ * One setting per line, "key = value"; '#' starts a comment; blank lines are
+ * ignored; a value may be quoted with "..." to keep spaces or '#'. The file's
+ * settings are handed to fn in order; fn returns -1 (with err set) to refuse
+ * one, and the error then names the file and line. */
+#define FKD_KVCONF_MAX_BYTES ((size_t)1 << 20)
+#define FKD_KVCONF_MAX_LINE 1024
+typedef int (*fkd_kvconf_fn)(void *ctx, const char *key, const char *value, fkd_error *err);
+int fkd_kvconf_parse(const char *text, size_t len, const char *name, fkd_kvconf_fn fn, void *ctx,
+                     fkd_error *err);
+int fkd_kvconf_load(const char *path, fkd_kvconf_fn fn, void *ctx, fkd_error *err);
+
+#endif

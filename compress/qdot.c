@@ -311,19 +311,29 @@ float fkd_qdot(int kernel, int type, const uint8_t *row, const fkd_q8_act *x, si
     return fn ? dot_blocks(fn, type, row, x, n) : 0.0f;
 }
 
+/* F32 / F16 rows: eight running sums (a fixed order, so still one result
+ * per input) let the compiler keep them in vector registers. */
+#define FLOAT_LANES 8
 static float dot_float_row(int type, const uint8_t *row, const float *x, size_t n)
 {
-    float acc = 0.0f;
-    if (type == FKD_QTYPE_F32) {
-        for (size_t i = 0; i < n; i++) {
-            float w;
-            memcpy(&w, row + 4 * i, 4);
-            acc += w * x[i];
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) acc += half_to_float(row + 2 * i) * x[i];
+    float acc[FLOAT_LANES] = {0};
+    size_t i = 0;
+    for (; i + FLOAT_LANES <= n; i += FLOAT_LANES) {
+        float w[FLOAT_LANES];
+        if (type == FKD_QTYPE_F32) memcpy(w, row + 4 * i, sizeof w);
+        else
+            for (int j = 0; j < FLOAT_LANES; j++) w[j] = half_to_float(row + 2 * (i + j));
+        for (int j = 0; j < FLOAT_LANES; j++) acc[j] += w[j] * x[i + j];
     }
-    return acc;
+    for (; i < n; i++) {
+        float w;
+        if (type == FKD_QTYPE_F32) memcpy(&w, row + 4 * i, 4);
+        else w = half_to_float(row + 2 * i);
+        acc[0] += w * x[i];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < FLOAT_LANES; j++) sum += acc[j];
+    return sum;
 }
 
 void fkd_qmatmul(int kernel, float *out, int type, const uint8_t *w, const float *xf,

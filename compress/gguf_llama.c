@@ -153,8 +153,9 @@ static void slice_shape(uint64_t ne[2], int *n_dims, const fkd_tensor_info *ti, 
     ne[1] = nd == 2 ? (uint64_t)s[0] : 1;
 }
 
-static int load_tensor(float *dst, const fkd_gguf *g, const char *name, const uint64_t ne[2],
-                       int n_dims, fkd_error *err)
+/* The tensor name must be, with the GGUF shape (ne0, ne1) of our slice. */
+static int find_slice(const fkd_gguf_tensor **out, const fkd_gguf *g, const char *name,
+                      const uint64_t ne[2], int n_dims, fkd_error *err)
 {
     const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, name);
     if (!t) return fkd_error_set(err, FKD_E_FORMAT, "the GGUF file has no tensor %s", name);
@@ -165,50 +166,75 @@ static int load_tensor(float *dst, const fkd_gguf *g, const char *name, const ui
                              "metadata makes it (%llu, %llu)", name,
                              (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                              (unsigned long long)ne[0], (unsigned long long)ne[1]);
-    return fkd_gguf_tensor_to_f32(dst, t, err);
+    *out = t;
+    return 0;
 }
 
-/* 1 when name is one of the tensors the config uses. */
-static int is_llama_tensor(const char *name, const fkd_model_config *cfg)
+/* Walks every slice of the model: checks it when params is NULL, else
+ * converts it into params. Checking first means nothing is allocated for a
+ * file whose tensors do not add up to the model its metadata describes. */
+static int each_slice(fkd_params *params, const fkd_tensor_info *infos, const fkd_gguf *g,
+                      int n_layers, fkd_error *err)
 {
-    char want[96];
+    char name[96];
     for (int i = 0; i < N_LLAMA_NAMES; i++) {
         const tensor_name *tn = &llama_names[i];
-        if (tn->kind == FKD_T_HEAD && cfg->tie_embeddings) continue;
-        for (int l = 0; l < (tn->per_layer ? cfg->n_layers : 1); l++) {
-            gguf_tensor_name(want, sizeof want, tn, l);
-            if (strcmp(want, name) == 0) return 1;
+        const fkd_tensor_info *ti = &infos[tn->kind];
+        if (ti->count == 0) continue;  /* tied head */
+        uint64_t ne[2];
+        int n_dims;
+        slice_shape(ne, &n_dims, ti, tn->per_layer);
+        size_t slice = (size_t)(ne[0] * ne[1]);
+        for (int l = 0; l < (tn->per_layer ? n_layers : 1); l++) {
+            const fkd_gguf_tensor *t = NULL;
+            gguf_tensor_name(name, sizeof name, tn, l);
+            if (find_slice(&t, g, name, ne, n_dims, err) != 0) return -1;
+            if (params &&
+                fkd_gguf_tensor_to_f32(params->memory + ti->offset + (size_t)l * slice, t, err) != 0)
+                return -1;
         }
+    }
+    return 0;
+}
+
+/* 1 when name is one of the tensors the config uses: "blk.<l>.<kind>.weight"
+ * with l < n_layers, or a whole-model "<kind>.weight". */
+static int is_llama_tensor(const char *name, const fkd_model_config *cfg)
+{
+    int per_layer = strncmp(name, "blk.", 4) == 0;
+    if (per_layer) {
+        char *end;
+        if (name[4] < '0' || name[4] > '9') return 0;
+        long l = strtol(name + 4, &end, 10);
+        if (*end != '.' || (name[4] == '0' && end != name + 5) || l >= cfg->n_layers) return 0;
+        name = end + 1;
+    }
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        const tensor_name *tn = &llama_names[i];
+        size_t len = strlen(tn->gguf);
+        if (tn->per_layer != per_layer || (tn->kind == FKD_T_HEAD && cfg->tie_embeddings))
+            continue;
+        if (strncmp(name, tn->gguf, len) == 0 && strcmp(name + len, ".weight") == 0) return 1;
     }
     return 0;
 }
 
 int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err)
 {
+    memset(params, 0, sizeof *params);
     fkd_model_config cfg;
     if (fkd_gguf_llama_config(&cfg, g, max_seq, err) != 0) return -1;
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (!is_llama_tensor(g->tensors[i].name, &cfg))
             return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
                                  "model fedkd runs", g->tensors[i].name);
+    fkd_tensor_info infos[FKD_T_COUNT];
+    fkd_param_layout(infos, &cfg);
+    if (each_slice(NULL, infos, g, cfg.n_layers, err) != 0) return -1;
     if (fkd_params_init(params, &cfg, err) != 0) return -1;
-    char name[96];
-    for (int i = 0; i < N_LLAMA_NAMES; i++) {
-        const tensor_name *tn = &llama_names[i];
-        const fkd_tensor_info *ti = &params->tensors[tn->kind];
-        if (ti->count == 0) continue;  /* tied head */
-        uint64_t ne[2];
-        int n_dims;
-        slice_shape(ne, &n_dims, ti, tn->per_layer);
-        size_t slice = (size_t)(ne[0] * ne[1]);
-        for (int l = 0; l < (tn->per_layer ? cfg.n_layers : 1); l++) {
-            gguf_tensor_name(name, sizeof name, tn, l);
-            float *dst = params->memory + ti->offset + (size_t)l * slice;
-            if (load_tensor(dst, g, name, ne, n_dims, err) != 0) {
-                fkd_params_free(params);
-                return -1;
-            }
-        }
+    if (each_slice(params, params->tensors, g, cfg.n_layers, err) != 0) {
+        fkd_params_free(params);
+        return -1;
     }
     return 0;
 }

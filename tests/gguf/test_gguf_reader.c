@@ -246,6 +246,38 @@ static void test_damaged_fields(void **state)
     free(orig);
 }
 
+static void expect_load_error(const uint8_t *data, size_t bytes, const char *words)
+{
+    fkd_gguf g;
+    fkd_params params;
+    fkd_error err;
+    assert_int_equal(fkd_gguf_parse(&g, data, bytes, &err), 0);
+    assert_int_equal(fkd_gguf_llama_load(&params, &g, 0, &err), -1);
+    if (!strstr(err.msg, words)) fail_msg("\"%s\" does not name \"%s\"", err.msg, words);
+    fkd_gguf_close(&g);
+}
+
+/* Tensors the llama model does not have are refused by name; a missing one too. */
+static void test_llama_tensors_checked(void **state)
+{
+    size_t bytes;
+    uint8_t *orig = tiny_file(&bytes, FKD_QTYPE_Q8_0);
+    uint8_t *d = malloc(bytes);
+    size_t at = tensor_info_at(orig, bytes, "output_norm.weight") - 18;
+    memcpy(d, orig, bytes);
+    memcpy(d + at, "rope_freqs.weights", 18);
+    expect_load_error(d, bytes, "rope_freqs.weights");
+    memcpy(d, orig, bytes);
+    at = tensor_info_at(orig, bytes, "blk.1.ffn_up.weight") - 19;
+    memcpy(d + at, "blk.01.ffn_up.weigh", 19);
+    expect_load_error(d, bytes, "blk.01.ffn_up.weigh");
+    memcpy(d, orig, bytes);
+    memcpy(d + at, "blk.9.ffn_up.weight", 19);
+    expect_load_error(d, bytes, "blk.9.ffn_up.weight");
+    free(d);
+    free(orig);
+}
+
 static void test_llama_keys_required(void **state)
 {
     size_t bytes;
@@ -403,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_every_prefix_fails),
         cmocka_unit_test(test_damaged_fields),
         cmocka_unit_test(test_llama_keys_required),
+        cmocka_unit_test(test_llama_tensors_checked),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_copy_tokenizer),
         cmocka_unit_test(test_writer_refuses_bad_tensors),

@@ -409,6 +409,9 @@ int fkd_wire_xrecv_on_chunk(fkd_wire_xrecv *r, const fkd_wire_xchunk *c, fkd_err
 int fkd_wire_xrecv_next(fkd_wire_xrecv *r, uint8_t **msg, size_t *len, fkd_error *err);
 int fkd_wire_xrecv_done(const fkd_wire_xrecv *r);
 uint32_t fkd_wire_xrecv_kind(const fkd_wire_xrecv *r);
+/* Chunks received and verified so far, of how many (0 of 0 before a BEGIN). */
+void fkd_wire_xrecv_progress(const fkd_wire_xrecv *r, uint32_t *chunks_done,
+                             uint32_t *chunks_total);
 /* Hands the completed payload to the caller (free() it) and forgets the transfer. */
 int fkd_wire_xrecv_take(fkd_wire_xrecv *r, uint8_t **payload, size_t *bytes, fkd_error *err);
 void fkd_wire_xrecv_free(fkd_wire_xrecv **r);

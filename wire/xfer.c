@@ -305,6 +305,13 @@ int fkd_wire_xrecv_next(fkd_wire_xrecv *r, uint8_t **msg, size_t *len, fkd_error
 int fkd_wire_xrecv_done(const fkd_wire_xrecv *r) { return r->active && r->complete && r->buf; }
 uint32_t fkd_wire_xrecv_kind(const fkd_wire_xrecv *r) { return r->active ? r->begin.kind : 0; }
 
+void fkd_wire_xrecv_progress(const fkd_wire_xrecv *r, uint32_t *chunks_done,
+                             uint32_t *chunks_total)
+{
+    *chunks_done = r->active ? r->next : 0;
+    *chunks_total = r->active ? r->begin.n_chunks : 0;
+}
+
 int fkd_wire_xrecv_take(fkd_wire_xrecv *r, uint8_t **payload, size_t *bytes, fkd_error *err)
 {
     *payload = NULL;

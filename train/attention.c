@@ -30,6 +30,11 @@ static void causal_softmax_rows(float *p, int T)
     }
 }
 
+/* Causal attention only needs columns j <= i: rows are taken in blocks of
+ * ROW_BLOCK, and block [r0, r1) multiplies against keys [0, r1) only. For
+ * T = 128 that skips 3/8 of the products. */
+enum { ROW_BLOCK = 32 };
+
 void fkd_attention_forward(float *out, float *att, const float *q, const float *k,
                            const float *v, int B, int T, int H, int KV, int hd)
 {
@@ -42,11 +47,19 @@ void fkd_attention_forward(float *out, float *att, const float *q, const float *
         const float *qb = q + (size_t)b * T * ldq + (size_t)h * hd;
         const float *kb = k + (size_t)b * T * ldk + (size_t)kvh * hd;
         const float *vb = v + (size_t)b * T * ldk + (size_t)kvh * hd;
+        float *ob = out + (size_t)b * T * ldq + (size_t)h * hd;
         float *p = att + (size_t)bh * T * T;
-        fkd_sgemm(0, 1, T, T, hd, scale, qb, ldq, kb, ldk, 0.0f, p, T, 1);
+        for (int r0 = 0; r0 < T; r0 += ROW_BLOCK) {
+            int r1 = r0 + ROW_BLOCK < T ? r0 + ROW_BLOCK : T, rows = r1 - r0;
+            fkd_sgemm(0, 1, rows, r1, hd, scale, qb + (size_t)r0 * ldq, ldq, kb, ldk, 0.0f,
+                      p + (size_t)r0 * T, T, 1);
+        }
         causal_softmax_rows(p, T);
-        fkd_sgemm(0, 0, T, hd, T, 1.0f, p, T, vb, ldk, 0.0f,
-                  out + (size_t)b * T * ldq + (size_t)h * hd, ldq, 1);
+        for (int r0 = 0; r0 < T; r0 += ROW_BLOCK) {
+            int r1 = r0 + ROW_BLOCK < T ? r0 + ROW_BLOCK : T, rows = r1 - r0;
+            fkd_sgemm(0, 0, rows, hd, r1, 1.0f, p + (size_t)r0 * T, T, vb, ldk, 0.0f,
+                      ob + (size_t)r0 * ldq, ldq, 1);
+        }
     }
 }
 
@@ -81,6 +94,10 @@ void fkd_attention_backward(float *dq, float *dk, float *dv, float *datt, const 
         const float *vb = v + (size_t)b * T * ldk + (size_t)kvh * hd;
         float *dkb = dk + (size_t)b * T * ldk + (size_t)kvh * hd;
         float *dvb = dv + (size_t)b * T * ldk + (size_t)kvh * hd;
+        for (int t = 0; t < T; t++) {
+            memset(dkb + (size_t)t * ldk, 0, (size_t)hd * sizeof(float));
+            memset(dvb + (size_t)t * ldk, 0, (size_t)hd * sizeof(float));
+        }
         for (int g = 0; g < group; g++) {
             int h = kvh * group + g;
             size_t bh = (size_t)b * H + h;
@@ -89,15 +106,27 @@ void fkd_attention_backward(float *dq, float *dk, float *dv, float *datt, const 
             float *dqb = dq + (size_t)b * T * ldq + (size_t)h * hd;
             const float *p = att + bh * T * T;
             float *dp = datt + bh * T * T;
-            float first = g == 0 ? 0.0f : 1.0f; /* the first head overwrites dk, dv */
-            /* dv (T,hd) += Pᵀ · dout */
-            fkd_sgemm(1, 0, T, hd, T, 1.0f, p, T, dob, ldq, first, dvb, ldk, 1);
-            /* dP (T,T) = dout · vᵀ */
-            fkd_sgemm(0, 1, T, T, hd, 1.0f, dob, ldq, vb, ldk, 0.0f, dp, T, 1);
+            for (int r0 = 0; r0 < T; r0 += ROW_BLOCK) {
+                int r1 = r0 + ROW_BLOCK < T ? r0 + ROW_BLOCK : T, rows = r1 - r0;
+                const float *pr = p + (size_t)r0 * T;
+                float *dpr = dp + (size_t)r0 * T;
+                /* dv[0:r1] += P[r0:r1, 0:r1]ᵀ · dout[r0:r1] */
+                fkd_sgemm(1, 0, r1, hd, rows, 1.0f, pr, T, dob + (size_t)r0 * ldq, ldq, 1.0f,
+                          dvb, ldk, 1);
+                /* dP[r0:r1, 0:r1] = dout[r0:r1] · v[0:r1]ᵀ */
+                fkd_sgemm(0, 1, rows, r1, hd, 1.0f, dob + (size_t)r0 * ldq, ldq, vb, ldk, 0.0f,
+                          dpr, T, 1);
+            }
             softmax_backward_rows(dp, p, T, scale);
-            /* dq (T,hd) = dS · k ;  dk (T,hd) += dSᵀ · q */
-            fkd_sgemm(0, 0, T, hd, T, 1.0f, dp, T, kb, ldk, 0.0f, dqb, ldq, 1);
-            fkd_sgemm(1, 0, T, hd, T, 1.0f, dp, T, qb, ldq, first, dkb, ldk, 1);
+            for (int r0 = 0; r0 < T; r0 += ROW_BLOCK) {
+                int r1 = r0 + ROW_BLOCK < T ? r0 + ROW_BLOCK : T, rows = r1 - r0;
+                const float *dsr = dp + (size_t)r0 * T;
+                /* dq[r0:r1] = dS[r0:r1, 0:r1] · k[0:r1] ; dk[0:r1] += dS[r0:r1, 0:r1]ᵀ · q[r0:r1] */
+                fkd_sgemm(0, 0, rows, hd, r1, 1.0f, dsr, T, kb, ldk, 0.0f, dqb + (size_t)r0 * ldq,
+                          ldq, 1);
+                fkd_sgemm(1, 0, r1, hd, rows, 1.0f, dsr, T, qb + (size_t)r0 * ldq, ldq, 1.0f, dkb,
+                          ldk, 1);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 #include "commands.h"
 
 static const fkd_command benches[] = {
+    {"wire", cmd_bench_wire, "seal+encode+decode+open of a student-S update vs memcpy (MB/s)"},
     {"train", cmd_bench_train, "training step of student-S vs PyTorch (tokens/s, memory)"},
     {"compress", cmd_bench_compress, "a real client update under each compression setting (bytes, ratio, error)"},
     {"quant", cmd_bench_quant, "the quantized student per format (bytes, perplexity vs fp32, tokens/s at 1 thread)"},

@@ -13,6 +13,8 @@ typedef struct {
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+int cmd_bench_wire(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);
 int cmd_bench_compress(int argc, char **argv);
 int cmd_bench_quant(int argc, char **argv);

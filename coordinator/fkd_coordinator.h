@@ -1,0 +1,221 @@
+/* fkd_coordinator.h — the coordinator: federated rounds over real sockets.
+ *
+ * One round, in the order a reader can follow through the files:
+ *   select.c  choose clients (fraction / min / max, seeded, over-selection)
+ *   coord.c   push each a TASK (quantized student + soft-label shard +
+ *             hyper-parameters + deadline; chunked), collect sealed UPDATEs
+ *             until enough arrived, every selected client answered or
+ *             vanished, or the deadline passed; verify, open, decompress
+ *   agg*.c    aggregate into the fp32 master (one strategy per file)
+ *   coord.c   re-quantize for the next round and for deployment, evaluate
+ *             on held-out text
+ *   state.c   checkpoint atomically: master, server-optimizer state, round,
+ *             registry, RNG, round history
+ * docs/coordinator.md describes the configuration, the state machine, the
+ * strategies and what happens when things fail.
+ *
+ * The engine is a plain object driven by fkd_coord_poll() over a ROUTER
+ * socket bound to any endpoint (tcp:// with CURVE for a deployment, inproc://
+ * for the simulation); no threads, no globals. Deterministic given the seed:
+ * a coordinator killed at any moment and restarted from its state directory
+ * ends with the same weights as one never interrupted (when every selected
+ * client delivers, as with over_select = 0). */
+#ifndef FKD_COORDINATOR_H
+#define FKD_COORDINATOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fkd_client.h"
+#include "fkd_compress.h"
+#include "fkd_wire.h"
+
+#define FKD_COORD_PATH_MAX 512
+#define FKD_COORD_NAME_MAX 32
+#define FKD_COORD_MAX_CLIENTS 100000
+#define FKD_COORD_STATE_FILE "coordinator.state"
+#define FKD_COORD_MASTER_FILE "master.ckpt"     /* fp32 master after the last round */
+#define FKD_COORD_DEPLOY_FILE "student.qmdl"    /* re-quantized for deployment */
+#define FKD_COORD_ROUNDS_FILE "rounds.jsonl"    /* one JSON object per completed round */
+
+/* ======================================================================== *
+ * Configuration: "key = value" file (fkd_kvconf) plus overrides.
+ * ======================================================================== */
+typedef struct {
+    /* service */
+    char endpoint[FKD_COORD_PATH_MAX];   /* endpoint: bind here */
+    char key[FKD_COORD_PATH_MAX];        /* key: coordinator secret key file */
+    char allowlist[FKD_COORD_PATH_MAX];  /* allowlist: admitted clients' public keys */
+    char state_dir[FKD_COORD_PATH_MAX];  /* state_dir: checkpoints, deployment, rounds.jsonl */
+    int require_transport_auth;          /* 1: peers must come through CURVE + ZAP */
+    int log_level;                       /* log_level: debug|info|warn|error */
+    /* student */
+    fkd_model_config model;              /* model.dim, model.layers, ... */
+    char init[FKD_COORD_PATH_MAX];       /* init: starting checkpoint (empty: random) */
+    uint64_t seed;
+    /* rounds */
+    int rounds;                          /* stop after this many completed rounds */
+    float fraction;                      /* of the connected clients selected per round */
+    int min_clients, max_clients;        /* bounds on the target count; max 0 = none */
+    float over_select;                   /* select target * (1 + over_select) */
+    int min_updates;                     /* a round needs at least this many updates */
+    int round_timeout_ms;                /* deadline after the TASKs went out */
+    int start_timeout_ms;                /* wait this long for min_clients; 0 = forever */
+    int heartbeat_ms;                    /* told to clients in WELCOME */
+    int client_timeout_ms;               /* silence after which a client is gone */
+    /* aggregation */
+    char aggregator[FKD_COORD_NAME_MAX]; /* fedavg fedprox fedadam fedyogi median trimmed clip */
+    float server_lr;                     /* step on the aggregated delta (1 for FedAvg) */
+    float beta1, beta2, tau;             /* FedAdam / FedYogi */
+    float trim;                          /* trimmed mean: share dropped at each end */
+    float clip_norm;                     /* clip: update norm bound; 0 = median of the round */
+    float prox_mu;                       /* FedProx mu (sent to clients) */
+    /* local training, sent in TASK hyper-parameters */
+    int local_steps, batch, seq, warmup;
+    float lr, weight_decay, grad_clip, alpha, temperature, transfer_share;
+    /* compression */
+    float up_fraction;                   /* top-k share of the uplink update */
+    int up_format;                       /* enum fkd_uvalue; config: f32 int8 int4 ternary */
+    int up_stochastic;
+    int task_quant;                      /* enum fkd_qtype of TASK weights (q8_0) */
+    int deploy_quant;                    /* enum fkd_qtype of student.qmdl (q8_0) */
+    uint32_t chunk_bytes;                /* TASK chunk size */
+    /* data */
+    char softlabels[FKD_COORD_PATH_MAX]; /* a shard file or a folder of *.soft; round r uses
+                                            shard (r-1) mod n; empty: no distillation */
+    char eval_data[FKD_COORD_PATH_MAX];  /* corpus folder (fkd_corpus_load), or a text file */
+    int eval_side;                       /* eval_side: public|private|all (corpus folders) */
+    int64_t eval_tokens;                 /* held-out tokens evaluated per round */
+} fkd_coord_config;
+
+void fkd_coord_config_defaults(fkd_coord_config *cfg);
+/* Sets one key from its text value (the names in the comments above; model
+ * keys are model.vocab model.dim model.layers model.heads model.kv_heads
+ * model.ffn model.seq model.tie model.rope_theta). Unknown keys are errors. */
+int fkd_coord_config_set(fkd_coord_config *cfg, const char *key, const char *value,
+                         fkd_error *err);
+/* "key=value" (a command-line override). */
+int fkd_coord_config_override(fkd_coord_config *cfg, const char *assignment, fkd_error *err);
+int fkd_coord_config_load(fkd_coord_config *cfg, const char *path, fkd_error *err);
+int fkd_coord_config_validate(const fkd_coord_config *cfg, fkd_error *err);
+/* Writes every key with its value, as a config file would hold it. */
+void fkd_coord_config_print(FILE *f, const fkd_coord_config *cfg);
+
+/* ======================================================================== *
+ * Aggregation strategies: one interface, one file each.
+ * ======================================================================== */
+typedef struct {
+    const float *delta;   /* (n) client weights after - before */
+    double weight;        /* samples (FedAvg weight) */
+} fkd_coord_update;
+
+typedef struct fkd_coord_agg fkd_coord_agg;
+
+typedef struct {
+    const char *name;
+    int server_moments;   /* 1: keeps m and v (saved in the checkpoint) */
+    /* master (n) += the strategy's step from updates[0..k). */
+    int (*apply)(fkd_coord_agg *a, float *master, const fkd_coord_update *ups, int k,
+                 fkd_error *err);
+} fkd_coord_agg_ops;
+
+struct fkd_coord_agg {
+    const fkd_coord_agg_ops *ops;
+    size_t n;
+    float server_lr, beta1, beta2, tau, trim, clip_norm;
+    float *m, *v;         /* server moments (n each) when ops->server_moments */
+    int64_t step;         /* server optimizer steps */
+    float *scratch;       /* (n) */
+    double last_clip;     /* clip: the bound used in the last round */
+    int last_clipped;     /* clip: updates scaled down in the last round */
+};
+
+extern const fkd_coord_agg_ops fkd_coord_agg_fedavg, fkd_coord_agg_fedprox,
+    fkd_coord_agg_fedadam, fkd_coord_agg_fedyogi, fkd_coord_agg_median, fkd_coord_agg_trimmed,
+    fkd_coord_agg_clip;
+
+const fkd_coord_agg_ops *fkd_coord_agg_find(const char *name); /* NULL if unknown */
+int fkd_coord_agg_init(fkd_coord_agg *a, const fkd_coord_config *cfg, size_t n, fkd_error *err);
+int fkd_coord_agg_apply(fkd_coord_agg *a, float *master, const fkd_coord_update *ups, int k,
+                        fkd_error *err);
+void fkd_coord_agg_free(fkd_coord_agg *a);
+
+/* ======================================================================== *
+ * Client selection (select.c)
+ * ======================================================================== */
+/* Number of updates a round waits for, out of n_available clients:
+ * clamp(ceil(fraction * n), min_clients, max_clients) capped at n. */
+int fkd_coord_target(const fkd_coord_config *cfg, int n_available);
+/* Picks how_many distinct indices of [0, n) into out, uniformly with rng
+ * (partial Fisher-Yates), returned in ascending order. */
+int fkd_coord_select(int *out, int how_many, int n, fkd_rng *rng);
+
+/* ======================================================================== *
+ * The engine
+ * ======================================================================== */
+enum fkd_coord_phase { FKD_COORD_WAITING = 0, FKD_COORD_COLLECTING = 1, FKD_COORD_DONE = 2 };
+
+typedef struct {
+    uint64_t round;
+    int selected, target, updates, late, vanished, rejected;
+    double perplexity, eval_loss, bits_per_byte, accuracy;
+    double client_loss;          /* mean of the clients' reported training loss */
+    uint64_t bytes_down, bytes_up; /* TASK transfers out, UPDATEs in (all frames) */
+    double seconds;              /* from TASKs out to checkpoint written */
+    double clip_bound;           /* clip aggregator: the bound used */
+} fkd_coord_round_stats;
+
+/* One registered client (persisted in the checkpoint). */
+typedef struct {
+    uint8_t sign_pk[FKD_WIRE_ID_BYTES];
+    uint64_t rounds;             /* updates aggregated */
+    uint64_t last_round;         /* last round it contributed to */
+    uint64_t bytes_up, bytes_down;
+} fkd_coord_client_record;
+
+typedef struct fkd_coord fkd_coord;
+
+/* Loads the state directory's checkpoint when there is one (resume), else
+ * starts from cfg->init or a seeded random student. id and log are borrowed. */
+int fkd_coord_new(fkd_coord **c, const fkd_coord_config *cfg, const fkd_wire_identity *id,
+                  const fkd_logger *log, fkd_error *err);
+/* Serves on sock, a bound ROUTER (not owned). */
+void fkd_coord_attach(fkd_coord *c, void *sock);
+/* One turn: waits up to timeout_ms for messages, handles them, advances the
+ * round (select, close, aggregate, checkpoint). -1 only when the coordinator
+ * cannot go on (a checkpoint cannot be written, out of memory). */
+int fkd_coord_poll(fkd_coord *c, int timeout_ms, fkd_error *err);
+int fkd_coord_phase(const fkd_coord *c);
+uint64_t fkd_coord_round(const fkd_coord *c);          /* completed rounds */
+const fkd_params *fkd_coord_master(const fkd_coord *c);
+/* Stats of completed rounds (index 0 = round 1), *n of them. */
+const fkd_coord_round_stats *fkd_coord_history(const fkd_coord *c, int *n);
+int fkd_coord_connected(const fkd_coord *c);           /* clients with a live session */
+/* Sends BYE ("finished" when training is over) to every connected client. */
+void fkd_coord_say_bye(fkd_coord *c);
+void fkd_coord_free(fkd_coord **c);
+
+/* Evaluation on held-out text (eval.c): the loaded token stream. */
+int fkd_coord_eval_load(fkd_token_stream *s, const fkd_coord_config *cfg, fkd_error *err);
+
+/* The checkpoint (state.c), exposed for tests and tools. */
+typedef struct {
+    uint64_t round;
+    fkd_rng rng;
+    fkd_params master;                 /* owned */
+    float *m, *v;                      /* server moments or NULL */
+    size_t n_moments;                  /* floats in each of m, v (0 or n_params) */
+    int64_t agg_step;
+    fkd_coord_client_record *clients;  /* owned */
+    uint32_t n_clients;
+    fkd_coord_round_stats *history;    /* owned, round entries */
+    uint32_t n_history;
+} fkd_coord_state;
+
+int fkd_coord_state_save(const char *path, const fkd_coord_state *s, fkd_error *err);
+int fkd_coord_state_load(fkd_coord_state *s, const char *path, fkd_error *err);
+int fkd_coord_state_decode(fkd_coord_state *s, const uint8_t *data, size_t bytes,
+                           fkd_error *err);
+void fkd_coord_state_free(fkd_coord_state *s);
+
+#endif

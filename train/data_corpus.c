@@ -364,9 +364,9 @@ static int add_entry(builder *b, const char *dir, const char *name)
 
 /* Drops the first n_shadow partitions (and their documents), which were
  * loaded only so that private documents repeating public text are dropped. */
-static int drop_shadow(fkd_corpus *c, int n_shadow, fkd_error *err)
+static void drop_shadow(fkd_corpus *c, int n_shadow)
 {
-    if (n_shadow == 0) return 0;
+    if (n_shadow == 0) return;
     uint32_t first = n_shadow < c->n_parts ? c->parts[n_shadow].first_doc : c->n_docs;
     uint64_t skip = first < c->n_docs ? c->docs[first].offset : c->text_bytes;
     memmove(c->text, c->text + skip, (size_t)(c->text_bytes - skip));
@@ -380,8 +380,6 @@ static int drop_shadow(fkd_corpus *c, int n_shadow, fkd_error *err)
     memmove(c->parts, c->parts + n_shadow, (size_t)(c->n_parts - n_shadow) * sizeof *c->parts);
     c->n_parts -= n_shadow;
     for (int p = 0; p < c->n_parts; p++) c->parts[p].first_doc -= first;
-    (void)err;
-    return 0;
 }
 
 /* Loads the entries of names[] that pass keep(); returns partitions added. */
@@ -396,12 +394,36 @@ static int load_entries(builder *b, const char *dir, char **names, int n,
     return b->c->n_parts - before;
 }
 
+/* A single file is a corpus of one partition, named after the file. */
+static int load_one_file(fkd_corpus *c, const char *path, fkd_error *err)
+{
+    char copy[1024];
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy)
+        return fkd_error_set(err, FKD_E_LIMIT, "path too long: %s", path);
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".", *name = copy;
+    if (slash) {
+        *slash = 0;
+        dir = slash == copy ? "/" : copy;
+        name = slash + 1;
+    }
+    builder b = {.c = c, .err = err};
+    int rc = add_entry(&b, dir, name);
+    free(b.dedup);
+    if (rc == 0 && c->n_docs == 0)
+        rc = fkd_error_set(err, FKD_E_FORMAT, "%s holds no documents", path);
+    if (rc != 0) fkd_corpus_free(c);
+    return rc;
+}
+
 int fkd_corpus_load(fkd_corpus *c, const char *dir, const fkd_corpus_options *opt,
                     fkd_error *err)
 {
     memset(c, 0, sizeof *c);
     fkd_corpus_options defaults = fkd_corpus_defaults(FKD_SIDE_ALL);
     if (!opt) opt = &defaults;
+    struct stat st;
+    if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) return load_one_file(c, dir, err);
     char **names;
     int n;
     if (list_dir(&names, &n, dir, err) != 0) return -1;
@@ -417,7 +439,7 @@ int fkd_corpus_load(fkd_corpus *c, const char *dir, const fkd_corpus_options *op
     free_names(names, n);
     free(b.dedup);
     c->n_duplicates -= shadow_dups;
-    if (rc == 0) rc = drop_shadow(c, n_shadow, err);
+    if (rc == 0) drop_shadow(c, n_shadow);
     if (rc == 0 && c->n_docs == 0)
         rc = fkd_error_set(err, FKD_E_FORMAT,
                            "%s holds no documents for this side (check --data and the "

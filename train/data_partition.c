@@ -320,3 +320,25 @@ int fkd_federation_docs(uint32_t **docs, uint32_t *n_docs, const fkd_federation 
     *n_docs = (uint32_t)n;
     return 0;
 }
+
+int fkd_data_load_public(fkd_corpus *c, fkd_federation *fed, const char *dir,
+                         const char *public_list, uint64_t seed, fkd_error *err)
+{
+    memset(fed, 0, sizeof *fed);
+    fkd_corpus_options o = fkd_corpus_defaults(FKD_SIDE_PUBLIC);
+    o.public_list = public_list;
+    if (fkd_corpus_load(c, dir ? dir : FKD_DATA_DEFAULT_DIR, &o, err) != 0) return -1;
+    fkd_partition_config pc = fkd_partition_defaults();
+    pc.kind = FKD_PARTITION_IID;
+    pc.n_clients = 1;
+    pc.val_share = FKD_DATA_PUBLIC_HELDOUT;
+    pc.test_share = FKD_DATA_PUBLIC_HELDOUT;
+    pc.min_docs = 1;
+    pc.seed = seed;
+    if (fkd_federation_build(fed, c, &pc, err) != 0) {
+        fkd_corpus_free(c);
+        return -1;
+    }
+    snprintf(fed->clients[0].name, sizeof fed->clients[0].name, "public");
+    return 0;
+}

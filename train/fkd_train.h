@@ -509,6 +509,13 @@ typedef struct {
 int fkd_federation_build(fkd_federation *fed, const fkd_corpus *c,
                          const fkd_partition_config *cfg, fkd_error *err);
 void fkd_federation_free(fkd_federation *fed);
+/* The server's side in one call: the public categories of dir as a single
+ * client whose train split is the teacher's training text and the transfer
+ * set, with FKD_DATA_PUBLIC_HELDOUT of the documents each for validation and
+ * test. The same seed gives the same split in every command. */
+#define FKD_DATA_PUBLIC_HELDOUT 0.05f
+int fkd_data_load_public(fkd_corpus *c, fkd_federation *fed, const char *dir,
+                         const char *public_list, uint64_t seed, fkd_error *err);
 /* All clients' documents of one split, ascending (caller frees *docs). */
 int fkd_federation_docs(uint32_t **docs, uint32_t *n_docs, const fkd_federation *fed, int split,
                         fkd_error *err);
@@ -726,6 +733,24 @@ int fkd_eval_report_run(fkd_eval_report *r, const fkd_params *params, const fkd_
                         const fkd_wordset *known, const fkd_eval_config *cfg, fkd_error *err);
 /* A table when json == 0, one JSON object otherwise. */
 void fkd_eval_report_print(FILE *f, const fkd_eval_report *r, const char *title, int json);
+
+/* The standard evaluation set, loaded the same way by every command: one
+ * split of one side of a corpus, and its known-word set = the system word
+ * list + every public document + the training split of the side's clients.
+ * side PRIVATE uses the partition pc (NULL = fkd_partition_defaults()),
+ * side PUBLIC the split of fkd_data_load_public (seed pc->seed). A path to a
+ * single file is a one-partition corpus evaluated whole. */
+typedef struct {
+    fkd_corpus corpus;
+    fkd_federation fed;
+    uint32_t *docs;        /* the evaluated documents */
+    uint32_t n_docs;
+    fkd_wordset *known;
+} fkd_eval_set;
+
+int fkd_eval_set_load(fkd_eval_set *es, const char *data, int side, int split,
+                      const fkd_partition_config *pc, const char *words_path, fkd_error *err);
+void fkd_eval_set_free(fkd_eval_set *es);
 
 /* Samples up to max_new tokens after prompt (stopping at stop_token unless
  * it is < 0) and decodes them into out (cap bytes). *ms_per_token gets the

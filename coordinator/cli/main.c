@@ -7,6 +7,7 @@
 static const fkd_command commands[] = {
     {"generate", cmd_generate, "sample text from a model"},
     {"eval", cmd_eval, "perplexity, bits per byte and accuracy of a model on text"},
+    {"teacher", cmd_teacher, "train the teacher on the public corpus; write its soft labels"},
     {"keygen", cmd_keygen, "write a key pair: PREFIX.key (secret, 0600) and PREFIX.pub"},
     {"serve", cmd_serve, "run the coordinator: federated rounds over the network"},
     {"bench", cmd_bench, "benchmarks against their peers (train, ...)"},

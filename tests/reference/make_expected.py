@@ -3,7 +3,7 @@
 Hugging Face reference implementations reading the same GGUF file. CI runs
 only the C side; this script is run by hand when the model or the texts change:
 
-    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install tokenizers transformers gguf torch
+    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install tokenizers transformers gguf torch accelerate
     /tmp/ref/bin/python tests/reference/make_expected.py [models/SmolLM2-135M-Instruct.Q4_1.gguf]
 
 Outputs (small text files, committed, next to this script):
@@ -145,7 +145,7 @@ def logits_expected(path, tok):
 
     torch.set_num_threads(2)
     model = AutoModelForCausalLM.from_pretrained(
-        os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32)
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
     model.eval()
     lines = []
     for i, text in enumerate(LOGIT_TEXTS):

@@ -45,6 +45,7 @@ struct fkd_wire_xrecv {
     uint8_t *buf;
     uint32_t next;         /* chunks [0, next) are in buf */
     uint32_t since_credit; /* chunks accepted since the last credit */
+    int gap_reported;      /* a RESYNC for a gap was queued since the last BEGIN */
     int due;               /* a credit is to be sent */
     uint32_t due_status;
     uint64_t due_xfer;
@@ -223,6 +224,7 @@ int fkd_wire_xrecv_on_begin(fkd_wire_xrecv *r, const fkd_wire_xbegin *b, fkd_err
         b->n_chunks != (b->total + b->chunk_bytes - 1) / b->chunk_bytes)
         return fkd_error_set(err, FKD_E_LIMIT, "transfer of %llu bytes in %u-byte chunks is "
                              "outside the limits", (unsigned long long)b->total, b->chunk_bytes);
+    r->gap_reported = 0;
     if (r->active && same_transfer(&r->begin, b)) {
         queue_credit(r, r->complete ? FKD_WIRE_XFER_COMPLETE : FKD_WIRE_XFER_CONTINUE, b->xfer);
         return 0;
@@ -248,8 +250,8 @@ int fkd_wire_xrecv_on_chunk(fkd_wire_xrecv *r, const fkd_wire_xchunk *c, fkd_err
     if (c->index > r->next) {
         /* Chunks were lost with an old connection: have the sender start over.
          * One request per gap is enough; the next BEGIN clears it. */
-        if (!(r->due && r->due_status == FKD_WIRE_XFER_RESYNC))
-            queue_credit(r, FKD_WIRE_XFER_RESYNC, c->xfer);
+        if (!r->gap_reported) queue_credit(r, FKD_WIRE_XFER_RESYNC, c->xfer);
+        r->gap_reported = 1;
         return 0;
     }
     const fkd_wire_xbegin *b = &r->begin;

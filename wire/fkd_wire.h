@@ -92,6 +92,7 @@ typedef struct {
 #define FKD_WIRE_DEFAULT_CHUNK (1u << 20)          /* chunk size a sender picks: 1 MiB */
 #define FKD_WIRE_DEFAULT_WINDOW 8                  /* chunks in flight a receiver grants */
 #define FKD_WIRE_DEFAULT_MAX_OBJECTS 1024
+#define FKD_WIRE_XFER_THRESHOLD (1u << 20)         /* larger messages go as a transfer */
 
 void fkd_wire_limits_default(fkd_wire_limits *lim);
 
@@ -453,6 +454,10 @@ int fkd_wire_client_open(void **sock, void *ctx, const fkd_wire_identity *id,
                          const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
                          const fkd_wire_limits *lim, fkd_error *err);
 void fkd_wire_socket_close(void **sock);
+
+/* Coordinator: 0 if the envelope's sender is the Ed25519 key ZAP vouched for
+ * on this connection, else -1 FKD_E_AUTH (answer ERROR and drop the message). */
+int fkd_wire_check_sender(const fkd_wire_peer *peer, const fkd_wire_env *env, fkd_error *err);
 
 /* Sends one message (to peer on a ROUTER; peer NULL on a DEALER), waiting at
  * most timeout_ms for room (-1 FKD_E_TIMEOUT). */

@@ -258,6 +258,17 @@ void fkd_wire_socket_close(void **sock)
     *sock = NULL;
 }
 
+int fkd_wire_check_sender(const fkd_wire_peer *peer, const fkd_wire_env *env, fkd_error *err)
+{
+    if (!peer->authenticated)
+        return fkd_error_set(err, FKD_E_AUTH, "connection has no ZAP identity (is the ZAP "
+                             "handler running?)");
+    if (sodium_memcmp(peer->sign_pk, env->sender, FKD_WIRE_ID_BYTES) != 0)
+        return fkd_error_set(err, FKD_E_AUTH, "%s claims another sender id than the key this "
+                             "connection was admitted with", fkd_wire_type_name(env->type));
+    return 0;
+}
+
 /* ---- one message with a timeout ---------------------------------------------- */
 static double now_ms(void)
 {

@@ -144,7 +144,14 @@ static void test_allowlist_admits_known_refuses_unknown(void **state)
     assert_int_equal(m.env.type, FKD_WIRE_HELLO);
     assert_true(peer.authenticated);
     assert_memory_equal(peer.sign_pk, n->alice.sign_pk, 32); /* ZAP vouches for the sender */
-    assert_memory_equal(m.env.sender, peer.sign_pk, 32);
+    assert_int_equal(fkd_wire_check_sender(&peer, &m.env, &err), 0);
+    free(buf);
+    /* alice's connection speaking with bob's id is caught */
+    hello(&m, &n->bob);
+    assert_int_equal(send_msg(a, NULL, &m, LONG_MS, &err), 0);
+    assert_int_equal(recv_msg(n->server, &peer, &m, &buf, LONG_MS, &err), 0);
+    assert_int_equal(fkd_wire_check_sender(&peer, &m.env, &err), -1);
+    assert_int_equal(err.code, FKD_E_AUTH);
     free(buf);
     fkd_wire_msg_init(&m, FKD_WIRE_WELCOME, n->coord.sign_pk, 0);
     m.u.welcome.session = 1;

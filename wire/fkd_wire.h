@@ -423,7 +423,8 @@ void fkd_wire_xrecv_free(fkd_wire_xrecv **r);
 typedef struct fkd_wire_zap fkd_wire_zap;
 
 /* Starts the ZAP handler thread in zmq context ctx, admitting the transport
- * keys listed in allowlist_path. Must run before fkd_wire_server_open. */
+ * keys listed in allowlist_path. Must run before fkd_wire_server_open.
+ * Shutdown order: close the server socket, fkd_wire_zap_stop, zmq_ctx_term. */
 int fkd_wire_zap_start(fkd_wire_zap **zap, void *ctx, const char *allowlist_path,
                        fkd_error *err);
 /* Re-reads the allow-list now (from any thread). On a bad file the old list

@@ -278,6 +278,14 @@ int fkd_wire_pubkey_load(fkd_wire_pubkey *pub, const char *path, fkd_error *err)
     return 0;
 }
 
+static int blank_or_comment(const char *line, size_t n)
+{
+    if (n && line[0] == '#') return 1;
+    for (size_t i = 0; i < n; i++)
+        if (line[i] != ' ' && line[i] != '\t') return 0;
+    return 1;
+}
+
 int fkd_wire_allowlist_parse(fkd_wire_allowlist *al, const char *text, size_t len,
                              fkd_error *err)
 {
@@ -287,7 +295,7 @@ int fkd_wire_allowlist_parse(fkd_wire_allowlist *al, const char *text, size_t le
     long n;
     while ((n = next_line(&cur, end, &line)) >= 0) {
         lineno++;
-        if (n == 0 || line[0] == '#') continue;
+        if (blank_or_comment(line, (size_t)n)) continue;
         if (al->n == cap) {
             cap = cap ? cap * 2 : 16;
             fkd_wire_pubkey *k = realloc(al->keys, cap * sizeof *k);

@@ -107,7 +107,7 @@ static void test_pubkey_lines_and_allowlist(void **state)
     assert_memory_equal(&back, &pa, sizeof back);
 
     char list[600];
-    snprintf(list, sizeof list, "# clients of round 1\n\n%s\r\n%s\n", la, lb);
+    snprintf(list, sizeof list, "# clients of round 1\n\n  \t\n%s\r\n%s\n", la, lb);
     fkd_wire_allowlist al;
     fkd_error err;
     assert_int_equal(fkd_wire_allowlist_parse(&al, list, strlen(list), &err), 0);

@@ -27,7 +27,7 @@ typedef struct {
 typedef struct {
     double tokens_per_s, cpu_tokens_per_s, gflops, peak_rss_mb;
     int micro_batch, recompute, ok;
-    char error[200];
+    char error[sizeof(((fkd_error *)0)->msg)];
 } bench_result;
 
 /* CPU time of this process: tokens per CPU-second stays meaningful on a

@@ -60,7 +60,7 @@ int fkd_token_stream_from_docs(fkd_token_stream *s, const fkd_corpus *c, const u
     }
     s->n = n;
     s->n_docs = n_docs;
-    s->text_bytes = (int64_t)bytes + n_docs; /* each predicted separator stands for one byte */
+    s->text_bytes = (int64_t)bytes + n_docs + 1; /* a separator stands for one byte */
     return 0;
 }
 
@@ -93,7 +93,7 @@ void fkd_token_stream_from_shard(fkd_token_stream *s, const fkd_softlabel_shard 
     memset(s, 0, sizeof *s);
     s->tokens = shard->tokens;
     s->n = shard->n;
-    s->text_bytes = shard->n > 0 ? shard->n - 1 : 0;
+    s->text_bytes = shard->n; /* byte tokens; an estimate for others */
     s->soft_k = shard->k;
     s->soft_ids = shard->ids;
     s->soft_probs = shard->probs;
@@ -137,7 +137,7 @@ void fkd_batch_free(fkd_batch *b)
 }
 
 /* Row r of the batch from stream tokens [start, start+T]; beyond the stream's
- * end the row is padded (input = separator-free 0, target = -1). */
+ * end the row is padded (input 0, target -1). */
 static void fill_row(fkd_batch *b, int r, const fkd_token_stream *s, int64_t start)
 {
     int T = b->T, k = b->k;

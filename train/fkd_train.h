@@ -531,7 +531,7 @@ int fkd_federation_docs(uint32_t **docs, uint32_t *n_docs, const fkd_federation 
 typedef struct {
     int32_t *tokens;
     int64_t n;
-    int64_t text_bytes;    /* bytes the predicted tokens encode: docs + 1 per separator */
+    int64_t text_bytes;    /* bytes all n tokens encode: docs + 1 per separator */
     int64_t n_docs;
     int soft_k;            /* 0 when there are no soft labels */
     const int32_t *soft_ids;  /* (n, soft_k) */

@@ -64,7 +64,7 @@ static double kl_to_label(const double *p, int V, const int32_t *ids, const floa
         if (p[i] > 0) kl += p[i] * log(p[i] / q_other);
     }
     for (int j = 0; j < k; j++) in_label[ids[j]] = 0;
-    return kl;
+    return kl > 0 ? kl : 0; /* >= 0 exactly; rounding can leave -1e-21 */
 }
 
 typedef struct {

@@ -12,6 +12,7 @@ packages=(
   fortunes fortunes-min wamerican    # default corpus and word list
   python3 python3-pip                # model download at install time
   libmicrohttpd-dev                  # coordinator metrics endpoint
+  python3-yaml systemd groff-base    # deploy tests: manifests, systemd-analyze verify, man pages
 )
 
 missing=()

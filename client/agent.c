@@ -21,7 +21,6 @@
 
 #define ENDPOINT_MAX 256
 #define PATH_MAX_LEN 1024
-#define HELLO_TIMEOUT_MIN_MS 2000
 #define LINGER_MS 200
 
 struct fkd_client {
@@ -357,13 +356,15 @@ static int run_timers(fkd_client *cl, fkd_error *err)
         return 0;
     }
     double hello_timeout = cl->heartbeat_ms * 2.0;
-    if (hello_timeout < HELLO_TIMEOUT_MIN_MS) hello_timeout = HELLO_TIMEOUT_MIN_MS;
+    if (hello_timeout < FKD_CLIENT_HELLO_TIMEOUT_MS) hello_timeout = FKD_CLIENT_HELLO_TIMEOUT_MS;
     if (cl->state == FKD_CLIENT_HELLO_SENT && now - cl->hello_sent_ms > hello_timeout) {
         reconnect_later(cl, "no answer to HELLO");
         return 0;
     }
     if (!welcomed(cl)) return 0;
-    if (now - cl->last_heard_ms > (double)cl->heartbeat_ms * FKD_CLIENT_SILENCE_BEATS) {
+    double silence = (double)cl->heartbeat_ms * FKD_CLIENT_SILENCE_BEATS;
+    if (silence < FKD_CLIENT_SILENCE_MIN_MS) silence = FKD_CLIENT_SILENCE_MIN_MS;
+    if (now - cl->last_heard_ms > silence) {
         reconnect_later(cl, "coordinator silent");
         return 0;
     }

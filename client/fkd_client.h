@@ -38,6 +38,8 @@
 #define FKD_CLIENT_SEND_TIMEOUT_MS 2000
 #define FKD_CLIENT_XFER_STALL_MS 3000    /* no credit for this long: resend XFER_BEGIN */
 #define FKD_CLIENT_SILENCE_BEATS 4       /* heartbeats unanswered before a reconnect */
+#define FKD_CLIENT_SILENCE_MIN_MS 15000  /* ... and never sooner: a coordinator aggregating is busy */
+#define FKD_CLIENT_HELLO_TIMEOUT_MS 5000 /* a HELLO unanswered this long is sent again */
 
 /* ======================================================================== *
  * Chunked transfers with one peer, both directions (no socket of its own).

@@ -192,8 +192,8 @@ static void lose(fkd_coord *c, slot *s, const char *why)
         fkd_log(c->log, FKD_LOG_WARN, "client_lost", "client=%s reason=\"%s\" round=%llu", hex,
                 why, (unsigned long long)(c->round + 1));
     s->connected = 0;
-    fkd_client_xlink_free(&s->link);
-    fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->lim, 0);
+    /* The link is kept: if the client comes back this round, its download
+     * resumes where it stopped (clear_round drops it at the round's end). */
     if (c->phase == FKD_COORD_COLLECTING && s->selected && !s->delivered && !s->gone) {
         s->gone = 1;
         c->cur.vanished++;
@@ -809,7 +809,11 @@ static void on_hello(fkd_coord *c, const fkd_wire_peer *peer, const fkd_wire_msg
             s->gone = 0;
             c->cur.vanished--;
         }
-        fkd_client_xlink_restart(&s->link);
+        fkd_error terr;
+        if (fkd_client_xlink_sending(&s->link))
+            fkd_client_xlink_restart(&s->link);
+        else if (send_task(c, s, &terr) != 0)
+            fkd_log(c->log, FKD_LOG_WARN, "task_failed", "error=\"%s\"", terr.msg);
     }
     fkd_log(c->log, FKD_LOG_INFO, "hello", "client=%s session=%llu memory_mb=%u tokens=%llu "
             "again=%d", hex, (unsigned long long)s->session, m->u.hello.memory_mb,

@@ -455,6 +455,13 @@ int fkd_wire_client_open(void **sock, void *ctx, const fkd_wire_identity *id,
                          const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
                          const fkd_wire_limits *lim, fkd_error *err);
 void fkd_wire_socket_close(void **sock);
+/* Client: one CURVE handshake and nothing else, to tell an operator why no
+ * session opens: 0 admitted; -1 FKD_E_AUTH (key not in the coordinator's
+ * allow-list, or wrong coordinator key); -1 FKD_E_TIMEOUT (nobody answered).
+ * A refused DEALER is never retried by libzmq: reopen the socket to retry. */
+int fkd_wire_client_probe(void *ctx, const fkd_wire_identity *id,
+                          const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
+                          int timeout_ms, fkd_error *err);
 
 /* Coordinator: 0 if the envelope's sender is the Ed25519 key ZAP vouched for
  * on this connection, else -1 FKD_E_AUTH (answer ERROR and drop the message). */

@@ -182,6 +182,19 @@ void fkd_wire_zap_stop(fkd_wire_zap **zap)
     *zap = NULL;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int remaining_ms(double deadline)
+{
+    double r = deadline - now_ms();
+    return r <= 0 ? 0 : (int)r + 1;
+}
+
 /* ---- sockets ------------------------------------------------------------------- */
 static int set_common(void *s, const fkd_wire_limits *lim, fkd_error *err)
 {
@@ -226,13 +239,16 @@ int fkd_wire_server_open(void **sock, void *ctx, const fkd_wire_identity *id, fk
     return 0;
 }
 
-int fkd_wire_client_open(void **sock, void *ctx, const fkd_wire_identity *id,
-                         const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
-                         const fkd_wire_limits *lim, fkd_error *err)
+/* A CURVE client DEALER with every option set, not yet connected. */
+static void *client_socket(void *ctx, const fkd_wire_identity *id,
+                           const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES],
+                           const fkd_wire_limits *lim, fkd_error *err)
 {
-    *sock = NULL;
     void *s = zmq_socket(ctx, ZMQ_DEALER);
-    if (!s) return zmq_fail(err, FKD_E_NET, "cannot create DEALER socket");
+    if (!s) {
+        zmq_fail(err, FKD_E_NET, "cannot create DEALER socket");
+        return NULL;
+    }
     int one = 1;
     if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_curve_pk, FKD_WIRE_KEY_BYTES) ||
         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, id->curve_pk, FKD_WIRE_KEY_BYTES) ||
@@ -240,16 +256,82 @@ int fkd_wire_client_open(void **sock, void *ctx, const fkd_wire_identity *id,
         zmq_setsockopt(s, ZMQ_IMMEDIATE, &one, sizeof one) || set_common(s, lim, err)) {
         zmq_fail(err, FKD_E_NET, "cannot configure the CURVE client socket");
         zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int client_connect(void *s, const char *endpoint, fkd_error *err)
+{
+    if (zmq_connect(s, endpoint) == 0) return 0;
+    return fkd_error_set(err, FKD_E_NET, "cannot connect to %s: %s", endpoint,
+                         zmq_strerror(zmq_errno()));
+}
+
+int fkd_wire_client_open(void **sock, void *ctx, const fkd_wire_identity *id,
+                         const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
+                         const fkd_wire_limits *lim, fkd_error *err)
+{
+    *sock = client_socket(ctx, id, server_curve_pk, lim, err);
+    if (!*sock) return -1;
+    if (client_connect(*sock, endpoint, err)) {
+        fkd_wire_socket_close(sock);
         return -1;
     }
-    if (zmq_connect(s, endpoint)) {
-        fkd_error_set(err, FKD_E_NET, "cannot connect to %s: %s", endpoint,
-                      zmq_strerror(zmq_errno()));
-        zmq_close(s);
-        return -1;
-    }
-    *sock = s;
     return 0;
+}
+
+/* Waits for the first handshake verdict on a monitor socket. */
+static int probe_wait(void *mon, int timeout_ms, fkd_error *err)
+{
+    double deadline = now_ms() + timeout_ms;
+    for (;;) {
+        zmq_pollitem_t item = {mon, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, remaining_ms(deadline)) <= 0 || !(item.revents & ZMQ_POLLIN))
+            return fkd_error_set(err, FKD_E_TIMEOUT, "no CURVE handshake within %d ms (is the "
+                                 "coordinator running at that address?)", timeout_ms);
+        uint8_t ev[6];
+        char addr[256];
+        if (zmq_recv(mon, ev, sizeof ev, 0) < 6 || zmq_recv(mon, addr, sizeof addr, 0) < 0)
+            continue;
+        uint16_t event;
+        memcpy(&event, ev, sizeof event);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return 0;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            return fkd_error_set(err, FKD_E_AUTH, "the coordinator refused this client's key "
+                                 "(not in its allow-list: send it your .pub line)");
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+            event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            return fkd_error_set(err, FKD_E_AUTH, "CURVE handshake failed (wrong coordinator "
+                                 "public key?)");
+    }
+}
+
+int fkd_wire_client_probe(void *ctx, const fkd_wire_identity *id,
+                          const uint8_t server_curve_pk[FKD_WIRE_KEY_BYTES], const char *endpoint,
+                          int timeout_ms, fkd_error *err)
+{
+    void *s = client_socket(ctx, id, server_curve_pk, NULL, err);
+    if (!s) return -1;
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://fkd-probe-%p", s);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL;
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    int rc = -1, linger = 0;
+    if (!mon || zmq_socket_monitor(s, mon_ep, events) || zmq_connect(mon, mon_ep)) {
+        zmq_fail(err, FKD_E_NET, "cannot monitor the probe socket");
+    } else if (client_connect(s, endpoint, err) == 0) {
+        rc = probe_wait(mon, timeout_ms, err);
+    }
+    zmq_socket_monitor(s, NULL, 0);
+    if (mon) {
+        zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(mon);
+    }
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(s);
+    return rc;
 }
 
 void fkd_wire_socket_close(void **sock)
@@ -270,19 +352,6 @@ int fkd_wire_check_sender(const fkd_wire_peer *peer, const fkd_wire_env *env, fk
 }
 
 /* ---- one message with a timeout ---------------------------------------------- */
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int remaining_ms(double deadline)
-{
-    double r = deadline - now_ms();
-    return r <= 0 ? 0 : (int)r + 1;
-}
-
 /* Sends all frames without blocking, retrying until the deadline while
  * libzmq has no room (high-water mark, or no completed connection yet). */
 static int send_frames(void *sock, const void *const *data, const size_t *len, int n,

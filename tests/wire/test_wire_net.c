@@ -194,6 +194,24 @@ static void test_allowlist_admits_known_refuses_unknown(void **state)
     client_close(n, &b);
 }
 
+/* The probe tells admitted, refused, wrong server key and nobody apart. */
+static void test_probe(void **state)
+{
+    net *n = *state;
+    fkd_error err;
+    assert_int_equal(fkd_wire_client_probe(n->ctx, &n->alice, n->coord.curve_pk, n->endpoint,
+                                           LONG_MS, &err), 0);
+    assert_int_equal(fkd_wire_client_probe(n->ctx, &n->bob, n->coord.curve_pk, n->endpoint,
+                                           LONG_MS, &err), -1);
+    assert_int_equal(err.code, FKD_E_AUTH);
+    assert_non_null(strstr(err.msg, "allow-list"));
+    assert_int_equal(fkd_wire_client_probe(n->ctx, &n->alice, n->bob.curve_pk, n->endpoint,
+                                           SHORT_MS * 3, &err), -1);
+    assert_int_equal(fkd_wire_client_probe(n->ctx, &n->alice, n->coord.curve_pk,
+                                           "tcp://127.0.0.1:1", SHORT_MS, &err), -1);
+    assert_int_equal(err.code, FKD_E_TIMEOUT);
+}
+
 /* A client holding the wrong coordinator key never completes a handshake. */
 static void test_wrong_server_key(void **state)
 {
@@ -333,6 +351,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allowlist_admits_known_refuses_unknown, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wrong_server_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transfer_cut_and_resumed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

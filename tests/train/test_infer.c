@@ -137,7 +137,7 @@ static void test_byte_tokenizer_round_trip(void **state)
 
 int main(void)
 {
-    fkd_train_set_threads(2);
+    fkd_train_set_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_cache_matches_training_forward),
         cmocka_unit_test(test_sampler),

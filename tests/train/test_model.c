@@ -282,7 +282,7 @@ static void test_training_is_deterministic(void **state)
 
 int main(void)
 {
-    fkd_train_set_threads(2);
+    fkd_train_set_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient_untied),
         cmocka_unit_test(test_whole_model_gradient_tied),

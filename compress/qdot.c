@@ -51,7 +51,7 @@ void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n)
         int32_t sum = 0;
         for (int j = 0; j < FKD_QK; j++) {
             float v = roundf(x[j] * id);
-            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            if (!(v >= -127.0f && v <= 127.0f)) v = v > 0.0f ? 127.0f : (v < 0.0f ? -127.0f : 0.0f); /* NaN: 0 */
             blocks[b].qs[j] = (int8_t)v;
             sum += blocks[b].qs[j];
         }

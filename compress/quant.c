@@ -83,6 +83,17 @@ size_t fkd_qtype_row_bytes(int t, size_t n)
     return n / qtypes[i].values * qtypes[i].bytes;
 }
 
+/* Code of v clamped to [lo, hi]; NaN gives 0 (casting NaN or an
+ * out-of-range float to int is undefined). Truncates toward zero, which
+ * after ggml's +offset is its rounding. */
+static int clamp_code(float v, int lo, int hi)
+{
+    if (v != v) return 0;
+    if (v < (float)lo) return lo;
+    if (v > (float)hi) return hi;
+    return (int)v;
+}
+
 /* ---- Q8_0 ---------------------------------------------------------------- */
 void fkd_q8_0_quantize_row(uint8_t *blocks, const float *x, size_t n)
 {
@@ -93,7 +104,7 @@ void fkd_q8_0_quantize_row(uint8_t *blocks, const float *x, size_t n)
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         put_f16(blocks, d);
         int8_t *qs = (int8_t *)(blocks + 2);
-        for (int j = 0; j < FKD_QK; j++) qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < FKD_QK; j++) qs[j] = (int8_t)clamp_code(roundf(x[j] * id), -127, 127);
     }
 }
 
@@ -107,13 +118,6 @@ void fkd_q8_0_dequantize_row(float *x, const uint8_t *blocks, size_t n)
 }
 
 /* ---- Q4_0 ---------------------------------------------------------------- */
-static uint8_t clamp_code(float v, int hi)
-{
-    int q = (int)v;   /* truncation after +offset: ggml's rounding */
-    if (q < 0) q = 0; /* only reachable with non-finite input */
-    return (uint8_t)(q > hi ? hi : q);
-}
-
 void fkd_q4_0_quantize_row(uint8_t *blocks, const float *x, size_t n)
 {
     for (size_t b = 0; b < n / FKD_QK; b++, x += FKD_QK, blocks += FKD_Q4_0_BLOCK_BYTES) {
@@ -129,8 +133,8 @@ void fkd_q4_0_quantize_row(uint8_t *blocks, const float *x, size_t n)
         put_f16(blocks, d);
         uint8_t *qs = blocks + 2;
         for (int j = 0; j < FKD_QK / 2; j++) {
-            uint8_t lo = clamp_code(x[j] * id + 8.5f, 15);
-            uint8_t hi = clamp_code(x[j + FKD_QK / 2] * id + 8.5f, 15);
+            uint8_t lo = (uint8_t)clamp_code(x[j] * id + 8.5f, 0, 15);
+            uint8_t hi = (uint8_t)clamp_code(x[j + FKD_QK / 2] * id + 8.5f, 0, 15);
             qs[j] = (uint8_t)(lo | (hi << 4));
         }
     }
@@ -163,8 +167,8 @@ void fkd_q4_1_quantize_row(uint8_t *blocks, const float *x, size_t n)
         put_f16(blocks + 2, min);
         uint8_t *qs = blocks + 4;
         for (int j = 0; j < FKD_QK / 2; j++) {
-            uint8_t lo = clamp_code((x[j] - min) * id + 0.5f, 15);
-            uint8_t hi = clamp_code((x[j + FKD_QK / 2] - min) * id + 0.5f, 15);
+            uint8_t lo = (uint8_t)clamp_code((x[j] - min) * id + 0.5f, 0, 15);
+            uint8_t hi = (uint8_t)clamp_code((x[j + FKD_QK / 2] - min) * id + 0.5f, 0, 15);
             qs[j] = (uint8_t)(lo | (hi << 4));
         }
     }

@@ -138,6 +138,23 @@ static void random_blocks(uint8_t *w, int type, size_t n, uint64_t seed)
     if (type == FKD_QTYPE_Q8_0) w[2] = 0x80; /* the code the abs/sign trick must survive */
 }
 
+/* Non-finite input must not reach a float-to-int cast (undefined
+ * behaviour, caught by the UBSan build): it quantizes to something, safely. */
+static void test_non_finite_input(void **state)
+{
+    (void)state;
+    float x[2 * FKD_QK];
+    for (int i = 0; i < 2 * FKD_QK; i++) x[i] = (float)i;
+    x[3] = NAN;
+    x[FKD_QK + 5] = INFINITY;
+    uint8_t q[2 * FKD_QK * 4];
+    const int types[] = {FKD_QTYPE_Q8_0, FKD_QTYPE_Q4_0, FKD_QTYPE_Q4_1};
+    for (int t = 0; t < 3; t++) assert_int_equal(fkd_quantize_row(q, types[t], x, 2 * FKD_QK), 0);
+    fkd_q8_act xq[2];
+    fkd_q8_act_quantize(xq, x, 2 * FKD_QK);
+    for (int j = 0; j < FKD_QK; j++) assert_true(xq[0].qs[j] >= -127 && xq[0].qs[j] <= 127);
+}
+
 static void test_kernels_agree(void **state)
 {
     (void)state;
@@ -246,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_1_layout),
         cmocka_unit_test(test_round_trips),
+        cmocka_unit_test(test_non_finite_input),
         cmocka_unit_test(test_kernels_agree),
         cmocka_unit_test(test_qdot_accuracy),
         cmocka_unit_test(test_matmul_matches_matvec),

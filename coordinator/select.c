@@ -10,7 +10,8 @@
 
 int fkd_coord_target(const fkd_coord_config *cfg, int n_available)
 {
-    int t = (int)ceil((double)cfg->fraction * n_available - 1e-9);
+    /* fraction is a float: 0.1f * 200 is 20.0000003, which must give 20. */
+    int t = (int)ceil((double)cfg->fraction * n_available - 1e-4);
     if (t < cfg->min_clients) t = cfg->min_clients;
     if (cfg->max_clients > 0 && t > cfg->max_clients) t = cfg->max_clients;
     if (t > n_available) t = n_available;

@@ -166,7 +166,7 @@ def check_doc_commands(src, cli):
                 except ValueError:
                     words = segment.split()
                 while words and (re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]) or words[0] in
-                                 ("$", "sudo", "exec", "time", "nohup")):
+                                 ("$", "sudo", "exec", "time", "nohup", "do", "then", "else")):
                     words = words[1:]
                 if not words:
                     continue

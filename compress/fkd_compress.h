@@ -397,5 +397,10 @@ int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err);
  * byte vocabulary is written as a merge-free GPT-2 vocabulary (vocab 256). */
 int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
                         const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
+/* For the commands that take a model path: 1 when the file starts with
+ * GGUF's magic; and the weights (dequantized) with the tokenizer in one call. */
+int fkd_gguf_is_gguf(const char *path);
+int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
+                        fkd_error *err);
 
 #endif

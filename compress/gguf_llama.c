@@ -450,3 +450,38 @@ int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_t
     free(buffer);
     return rc;
 }
+
+/* ---- one call for the commands ---------------------------------------------- */
+
+int fkd_gguf_is_gguf(const char *path)
+{
+    uint8_t magic[4];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
+
+int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
+                        fkd_error *err)
+{
+    fkd_gguf g;
+    memset(params, 0, sizeof *params);
+    memset(tok, 0, sizeof *tok);
+    if (fkd_gguf_open(&g, path, err) != 0) return -1;
+    fkd_error sub;
+    int rc = fkd_gguf_llama_load(params, &g, max_seq, &sub);
+    if (rc == 0) {
+        rc = fkd_gguf_tokenizer(tok, &g, &sub);
+        if (rc == 0 && tok->vocab != params->cfg.vocab) {
+            rc = fkd_error_set(&sub, FKD_E_MISMATCH, "the tokenizer has %d tokens, the model %d",
+                               tok->vocab, params->cfg.vocab);
+            fkd_tokenizer_free(tok);
+        }
+        if (rc != 0) fkd_params_free(params);
+    }
+    fkd_gguf_close(&g);
+    if (rc != 0) return fkd_error_set(err, sub.code, "%s: %s", path, sub.msg);
+    return 0;
+}

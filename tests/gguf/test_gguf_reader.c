@@ -411,6 +411,31 @@ static void test_copy_tokenizer(void **state)
     fkd_params_free(&params);
 }
 
+/* The commands' one call: weights and tokenizer together, GGUF told apart
+ * from other files by its magic. */
+static void test_load_model(void **state)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/reference/tokenizer_text.txt", FKD_SOURCE_DIR);
+    assert_int_equal(fkd_gguf_is_gguf(path), 0);
+    assert_int_equal(fkd_gguf_is_gguf("/nonexistent/x.gguf"), 0);
+    fkd_params params;
+    fkd_tokenizer tok;
+    fkd_error err;
+    assert_int_equal(fkd_gguf_load_model(&params, &tok, path, 0, &err), -1);
+    assert_non_null(strstr(err.msg, "magic"));
+    const char *model = smollm2_path();
+    if (!model) skip();
+    assert_int_equal(fkd_gguf_is_gguf(model), 1);
+    assert_int_equal(fkd_gguf_load_model(&params, &tok, model, 32, &err), 0);
+    assert_int_equal(tok.vocab, params.cfg.vocab);
+    assert_int_equal(tok.bos_id, 1);
+    assert_int_equal(tok.eos_id, 2);
+    assert_int_equal(params.cfg.max_seq, 32);
+    fkd_tokenizer_free(&tok);
+    fkd_params_free(&params);
+}
+
 static void test_writer_refuses_bad_tensors(void **state)
 {
     fkd_gguf_writer *w;
@@ -438,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_llama_tensors_checked),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_copy_tokenizer),
+        cmocka_unit_test(test_load_model),
         cmocka_unit_test(test_writer_refuses_bad_tensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -39,6 +39,7 @@ struct fkd_client {
     uint32_t chunk_bytes;
     double next_hello_ms, hello_sent_ms, backoff_ms, last_heard_ms, last_beat_ms;
     uint64_t session, beat_seq;
+    uint64_t model_version;       /* of the newest weights seen (sent in HELLO) */
     fkd_client_xlink link;
     uint8_t *task_buf;            /* the TASK waiting to be trained (decoded into task) */
     fkd_wire_msg task;
@@ -112,7 +113,7 @@ static int open_socket(fkd_client *cl, fkd_error *err)
 static void reconnect_later(fkd_client *cl, const char *why)
 {
     fkd_wire_socket_close(&cl->sock);
-    double jitter = 0.5 + 0.5 * fkd_rng_uniform(&cl->rng);
+    double jitter = 0.8 + 0.4 * fkd_rng_uniform(&cl->rng); /* +-20 % (docs/protocol.md 7) */
     double wait = cl->backoff_ms * jitter;
     cl->next_hello_ms = fkd_time_ms() + wait;
     cl->backoff_ms *= 2;
@@ -151,6 +152,7 @@ static int send_hello(fkd_client *cl, fkd_error *err)
                                 ? (double)cl->stats.last.tokens / cl->stats.last.train_seconds
                                 : 0;
     h->local_tokens = cl->train ? (uint64_t)cl->train->n : 0;
+    h->model_version = cl->model_version;
     snprintf(h->software, sizeof h->software, "%s", FKD_CLIENT_SOFTWARE);
     if (send_msg(cl, &m, err) != 0) return -1;
     cl->stats.hellos++;
@@ -204,16 +206,34 @@ static int take_task(fkd_client *cl, uint8_t *buf, size_t len, fkd_error *err)
     cl->task_buf = buf;
     cl->task = m;
     cl->stats.tasks++;
+    cl->model_version = m.u.task.model_version;
+    fkd_wire_msg a;
+    fkd_wire_msg_init(&a, FKD_WIRE_ACK, cl->id->sign_pk, m.env.round);
+    a.u.ack.acked_type = FKD_WIRE_TASK;
+    memcpy(a.u.ack.acked_nonce, m.env.nonce, FKD_WIRE_NONCE_BYTES);
+    fkd_error aerr;
+    if (cl->sock && send_msg(cl, &a, &aerr) != 0)
+        fkd_log(cl->log, FKD_LOG_WARN, "send_failed", "error=\"%s\"", aerr.msg);
     fkd_log(cl->log, FKD_LOG_INFO, "task_received", "round=%llu version=%llu bytes=%zu",
             (unsigned long long)m.env.round, (unsigned long long)m.u.task.model_version, len);
     set_state(cl, FKD_CLIENT_TASK_READY);
     return 0;
 }
 
+static void drop_pending(fkd_client *cl, uint32_t code)
+{
+    fkd_log(cl->log, FKD_LOG_WARN, "update_refused", "round=%llu code=%u",
+            (unsigned long long)cl->pending_round, code);
+    free(cl->pending);
+    cl->pending = NULL;
+    set_state(cl, FKD_CLIENT_IDLE);
+}
+
 static void on_welcome(fkd_client *cl, const fkd_wire_welcome *w, fkd_error *err)
 {
     cl->session = w->session;
     if (w->heartbeat_ms >= 50) cl->heartbeat_ms = (int)w->heartbeat_ms;
+    if (w->model_version > cl->model_version) cl->model_version = w->model_version;
     if (w->chunk_bytes > 0 && w->chunk_bytes <= cl->lim.max_chunk_bytes)
         cl->chunk_bytes = w->chunk_bytes;
     cl->backoff_ms = cl->cfg.backoff_min_ms;
@@ -271,6 +291,8 @@ static int on_message(fkd_client *cl, uint8_t *buf, size_t len, fkd_error *err)
                 m.u.error.text);
         if (m.u.error.code == FKD_E_PROTOCOL && cl->state != FKD_CLIENT_HELLO_SENT)
             rc = send_hello(cl, err); /* the coordinator lost our session (restart) */
+        else if (cl->state == FKD_CLIENT_UPLOADING && cl->pending)
+            drop_pending(cl, m.u.error.code); /* refused for good (closed round, ...) */
         break;
     case FKD_WIRE_ACK: on_ack(cl, &m.u.ack); break;
     case FKD_WIRE_TASK: {

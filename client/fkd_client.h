@@ -32,14 +32,14 @@
 #include "fkd_wire.h"
 
 #define FKD_CLIENT_SOFTWARE "fedkd-client 0.1.0"
-#define FKD_CLIENT_DEFAULT_HEARTBEAT_MS 1000
-#define FKD_CLIENT_BACKOFF_MIN_MS 200
-#define FKD_CLIENT_BACKOFF_MAX_MS 10000
+#define FKD_CLIENT_DEFAULT_HEARTBEAT_MS 5000
+#define FKD_CLIENT_BACKOFF_MIN_MS 1000
+#define FKD_CLIENT_BACKOFF_MAX_MS 60000
 #define FKD_CLIENT_SEND_TIMEOUT_MS 2000
-#define FKD_CLIENT_XFER_STALL_MS 3000    /* no credit for this long: resend XFER_BEGIN */
-#define FKD_CLIENT_SILENCE_BEATS 4       /* heartbeats unanswered before a reconnect */
+#define FKD_CLIENT_XFER_STALL_MS 10000   /* no credit for this long: resend XFER_BEGIN */
+#define FKD_CLIENT_SILENCE_BEATS 3       /* heartbeats unanswered before a reconnect */
 #define FKD_CLIENT_SILENCE_MIN_MS 15000  /* ... and never sooner: a coordinator aggregating is busy */
-#define FKD_CLIENT_HELLO_TIMEOUT_MS 5000 /* a HELLO unanswered this long is sent again */
+#define FKD_CLIENT_HELLO_TIMEOUT_MS 10000/* a HELLO unanswered this long is sent again */
 
 /* ======================================================================== *
  * Chunked transfers with one peer, both directions (no socket of its own).

@@ -70,6 +70,7 @@ struct fkd_coord {
     double wait_since_ms, round_start_ms, deadline_ms, next_beat_ms;
     uint64_t deadline_unix_ms;
     int target, n_selected;
+    int late;                      /* late updates since the last round ended */
     collected *ups;
     int n_ups;
     fkd_coord_round_stats cur;
@@ -623,14 +624,24 @@ static void on_update(fkd_coord *c, slot *s, const fkd_wire_msg *m, size_t bytes
     id_hex(hex, s->rec.sign_pk);
     const fkd_wire_update *u = &m->u.update;
     uint64_t expect = c->round + 1;
-    if (c->phase != FKD_COORD_COLLECTING || m->env.round != expect || !s->selected ||
-        s->delivered || u->model_version != c->round) {
-        /* Too late (round closed), for another round, or not asked for:
-         * dropped and counted; acknowledged so the client moves on. */
-        if (c->phase == FKD_COORD_COLLECTING) c->cur.late++;
-        fkd_log(c->log, FKD_LOG_WARN, "update_dropped", "client=%s round=%llu current=%llu",
-                hex, (unsigned long long)m->env.round, (unsigned long long)expect);
-        ack(c, s, m);
+    int collecting = c->phase == FKD_COORD_COLLECTING;
+    if (collecting && m->env.round == expect && s->selected && s->delivered) {
+        ack(c, s, m); /* a resend of the update we hold: its ACK was lost */
+        return;
+    }
+    if (m->env.round < expect) {
+        /* For a round already closed: dropped and counted (docs/protocol.md 7.2). */
+        c->late++;
+        fkd_log(c->log, FKD_LOG_WARN, "update_late", "client=%s round=%llu current=%llu", hex,
+                (unsigned long long)m->env.round, (unsigned long long)expect);
+        send_error(c, &s->peer, FKD_E_TIMEOUT, "the round of this update is closed");
+        return;
+    }
+    if (!collecting || m->env.round != expect || !s->selected || u->model_version != c->round) {
+        fkd_log(c->log, FKD_LOG_WARN, "update_unexpected", "client=%s round=%llu version=%llu "
+                "current=%llu", hex, (unsigned long long)m->env.round,
+                (unsigned long long)u->model_version, (unsigned long long)expect);
+        send_error(c, &s->peer, FKD_E_MISMATCH, "no task of this round and version for you");
         return;
     }
     float *delta = NULL;
@@ -718,6 +729,8 @@ static int finish_round(fkd_coord *c, fkd_error *err)
     int rc = requantize(c, err);
     if (rc == 0) rc = evaluate(c, err);
     c->cur.updates = c->n_ups;
+    c->cur.late = c->late;
+    c->late = 0;
     c->cur.seconds = (fkd_time_ms() - c->round_start_ms) / 1e3;
     c->history[c->n_history++] = c->cur;
     if (rc == 0) rc = save_deployment(c, err);
@@ -774,7 +787,8 @@ static void on_hello(fkd_coord *c, const fkd_wire_peer *peer, const fkd_wire_msg
          memcmp(peer->sign_pk, m->env.sender, FKD_WIRE_ID_BYTES) != 0)) {
         fkd_log(c->log, FKD_LOG_WARN, "hello_refused", "client=%s reason=\"transport identity "
                 "does not match\"", hex);
-        send_reject(c, peer, FKD_E_AUTH, "your transport key does not belong to this id");
+        send_error(c, peer, FKD_E_AUTH, "the HELLO sender is not the id your transport key "
+                   "was admitted as");
         return;
     }
     if (!allowed(c, m->env.sender)) {
@@ -870,6 +884,7 @@ static void on_message(fkd_coord *c, const fkd_wire_peer *peer, const uint8_t *b
         break;
     }
     case FKD_WIRE_BYE: lose(c, s, "said bye"); break;
+    case FKD_WIRE_ACK: break; /* ACK(TASK): the client took the work */
     case FKD_WIRE_XFER_BEGIN:
     case FKD_WIRE_XFER_CHUNK:
     case FKD_WIRE_XFER_CREDIT: on_transfer(c, s, &m); break;

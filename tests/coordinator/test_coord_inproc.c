@@ -42,6 +42,151 @@ static void make_stream(fkd_token_stream *s, int repeat)
     s->owned = 1;
 }
 
+/* A coordinator and n agents (all listed) over inproc, ready to drive. */
+typedef struct {
+    void *ctx, *router;
+    fkd_wire_identity coord_id, ids[4];
+    fkd_coord *c;
+    fkd_client *agents[4];
+    fkd_token_stream streams[4];
+    int n;
+} world;
+
+static void world_open(world *w, const char *name, int n, const char *const *sets, int n_sets)
+{
+    memset(w, 0, sizeof *w);
+    w->n = n;
+    char dir[512], allow[600], evalf[600], line[256], ep[128], cmd[1200];
+    tmp_path(dir, name);
+    snprintf(allow, sizeof allow, "%s.allow", dir);
+    snprintf(evalf, sizeof evalf, "%s.eval", dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'-agent*", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(evalf, "w");
+    for (int i = 0; i < 20; i++) fputs(text, f);
+    fclose(f);
+    assert_int_equal(fkd_wire_identity_generate(&w->coord_id, NULL), 0);
+    f = fopen(allow, "w");
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(fkd_wire_identity_generate(&w->ids[i], NULL), 0);
+        fkd_wire_pubkey pub;
+        fkd_wire_identity_public(&pub, &w->ids[i], "agent");
+        assert_int_equal(fkd_wire_pubkey_format(line, sizeof line, &pub, NULL), 0);
+        fprintf(f, "%s\n", line);
+    }
+    fclose(f);
+    fkd_coord_config cfg;
+    fkd_coord_config_defaults(&cfg);
+    const char *base[] = {"model.dim=32", "model.layers=1", "model.heads=2", "model.kv_heads=2",
+                          "model.ffn=64", "model.seq=32", "seq=32", "batch=2", "local_steps=2",
+                          "require_transport_auth=0", "heartbeat_ms=200", "eval_tokens=1024"};
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+        assert_int_equal(fkd_coord_config_override(&cfg, base[i], NULL), 0);
+    for (int i = 0; i < n_sets; i++) assert_int_equal(fkd_coord_config_override(&cfg, sets[i], NULL), 0);
+    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
+    snprintf(cfg.allowlist, sizeof cfg.allowlist, "%s", allow);
+    snprintf(cfg.eval_data, sizeof cfg.eval_data, "%s", evalf);
+    snprintf(ep, sizeof ep, "inproc://%s", name);
+    w->ctx = zmq_ctx_new();
+    w->router = zmq_socket(w->ctx, ZMQ_ROUTER);
+    int one = 1;
+    zmq_setsockopt(w->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    assert_int_equal(zmq_bind(w->router, ep), 0);
+    fkd_error err;
+    assert_int_equal(fkd_coord_new(&w->c, &cfg, &w->coord_id, NULL, &err), 0);
+    fkd_coord_attach(w->c, w->router);
+    for (int i = 0; i < n; i++) {
+        make_stream(&w->streams[i], 10);
+        fkd_client_config cc = fkd_client_config_defaults();
+        char sd[600];
+        snprintf(sd, sizeof sd, "%s-agent%d", dir, i);
+        cc.endpoint = ep;
+        cc.use_curve = 0;
+        cc.state_dir = sd;
+        cc.auto_train = 0;
+        assert_int_equal(fkd_client_new(&w->agents[i], &cc, &w->ids[i], w->coord_id.curve_pk,
+                                         &w->streams[i], w->ctx, NULL, &err), 0);
+    }
+}
+
+static void world_close(world *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        fkd_client_free(&w->agents[i]);
+        fkd_token_stream_free(&w->streams[i]);
+    }
+    fkd_coord_free(&w->c);
+    zmq_close(w->router);
+    zmq_ctx_term(w->ctx);
+}
+
+/* Over-selection: 3 selected for a target of 2; the round closes on the
+ * first two, and the third, trained after the close, is late: refused and
+ * counted in the next round. */
+static void test_over_selection_and_late_update(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=2", "min_clients=2", "max_clients=2", "fraction=0.5",
+                          "over_select=0.5"};
+    world_open(&w, "oversel", 3, sets, 5);
+    fkd_error err;
+    int held = -1;
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
+        for (int i = 0; i < w.n; i++) {
+            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
+            if (fkd_client_state(w.agents[i]) != FKD_CLIENT_TASK_READY) continue;
+            /* In round 1 the third agent to get its task waits until the round closed. */
+            int r1 = fkd_coord_round(w.c) == 0;
+            if (r1 && held < 0) {
+                int ready = 0;
+                for (int j = 0; j < w.n; j++)
+                    ready += fkd_client_state(w.agents[j]) == FKD_CLIENT_TASK_READY;
+                if (ready == 3) held = i;
+            }
+            if (r1 && (i == held || held < 0)) continue;
+            assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
+        }
+    }
+    assert_int_equal(fkd_coord_phase(w.c), FKD_COORD_DONE);
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(h[0].selected, 3);
+    assert_int_equal(h[0].target, 2);
+    assert_int_equal(h[0].updates, 2);
+    assert_int_equal(h[1].late, 1);
+    world_close(&w);
+}
+
+/* The deadline closes a round whose other selected client never answers. */
+static void test_deadline_closes_round(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=1", "min_clients=2", "min_updates=1", "round_timeout_ms=400"};
+    world_open(&w, "deadline", 2, sets, 4);
+    fkd_error err;
+    double t0 = fkd_time_ms();
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
+        for (int i = 0; i < w.n; i++) {
+            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
+            if (i == 0 && fkd_client_state(w.agents[i]) == FKD_CLIENT_TASK_READY)
+                assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
+        }
+    }
+    assert_int_equal(fkd_coord_phase(w.c), FKD_COORD_DONE);
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(h[0].selected, 2);
+    assert_int_equal(h[0].updates, 1);
+    assert_true(fkd_time_ms() - t0 >= 400);
+    world_close(&w);
+}
+
 static void test_rounds_over_inproc(void **state)
 {
     (void)state;
@@ -158,6 +303,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rounds_over_inproc),
+        cmocka_unit_test(test_over_selection_and_late_update),
+        cmocka_unit_test(test_deadline_closes_round),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

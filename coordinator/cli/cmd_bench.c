@@ -7,6 +7,7 @@ static const fkd_command benches[] = {
     {"train", cmd_bench_train, "training step of student-S vs PyTorch (tokens/s, memory)"},
     {"compress", cmd_bench_compress, "a real client update under each compression setting (bytes, ratio, error)"},
     {"quant", cmd_bench_quant, "the quantized student per format (bytes, perplexity vs fp32, tokens/s at 1 thread)"},
+    {"tokenizer", cmd_bench_tokenizer, "BPE encoding of a GGUF model's tokenizer on one core vs HF tokenizers (MB/s)"},
 };
 
 int cmd_bench(int argc, char **argv)

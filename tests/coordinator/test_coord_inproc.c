@@ -84,8 +84,8 @@ static void world_open(world *w, const char *name, int n, const char *const *set
         assert_int_equal(fkd_coord_config_override(&cfg, base[i], NULL), 0);
     for (int i = 0; i < n_sets; i++) assert_int_equal(fkd_coord_config_override(&cfg, sets[i], NULL), 0);
     snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", dir);
-    snprintf(cfg.allowlist, sizeof cfg.allowlist, "%s", allow);
-    snprintf(cfg.eval_data, sizeof cfg.eval_data, "%s", evalf);
+    snprintf(cfg.allowlist, sizeof cfg.allowlist, "%.500s", allow);
+    snprintf(cfg.eval_data, sizeof cfg.eval_data, "%.500s", evalf);
     snprintf(ep, sizeof ep, "inproc://%s", name);
     w->ctx = zmq_ctx_new();
     w->router = zmq_socket(w->ctx, ZMQ_ROUTER);

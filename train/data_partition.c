@@ -235,15 +235,12 @@ static int build_clients(fkd_federation *fed, const assignment *a, const fkd_cor
                          const fkd_partition_config *cfg, fkd_error *err)
 {
     fed->clients = calloc((size_t)(a->n_clients > 0 ? a->n_clients : 1), sizeof *fed->clients);
-    uint32_t *count = calloc((size_t)(a->n_clients > 0 ? a->n_clients : 1), sizeof *count);
     uint32_t *docs = malloc(((size_t)c->n_docs + 1) * sizeof *docs);
     int rc = 0;
-    if (!fed->clients || !count || !docs)
+    if (!fed->clients || !docs)
         rc = fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d clients", a->n_clients);
     fed->n_clients = fed->clients ? a->n_clients : 0;
     fed->n_parts = c->n_parts;
-    for (uint32_t d = 0; rc == 0 && d < c->n_docs; d++)
-        if (a->owner[d] >= 0) count[a->owner[d]]++;
     for (int k = 0; rc == 0 && k < a->n_clients; k++) {
         fkd_client_data *cl = &fed->clients[k];
         snprintf(cl->name, sizeof cl->name, "%s", a->names[k]);
@@ -257,7 +254,6 @@ static int build_clients(fkd_federation *fed, const assignment *a, const fkd_cor
             if (a->owner[d] == k) docs[n++] = d;
         rc = split_client(cl, docs, n, c, cfg, k, err);
     }
-    free(count);
     free(docs);
     return rc;
 }
@@ -340,5 +336,27 @@ int fkd_data_load_public(fkd_corpus *c, fkd_federation *fed, const char *dir,
         return -1;
     }
     snprintf(fed->clients[0].name, sizeof fed->clients[0].name, "public");
+    return 0;
+}
+
+int fkd_docs_spread(uint32_t **out, uint32_t *n_out, const fkd_corpus *c, const uint32_t *docs,
+                    uint32_t n_docs, uint64_t max_bytes, fkd_error *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n_docs; i++) {
+        if (docs[i] >= c->n_docs)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "document %u does not exist", docs[i]);
+        total += c->docs[docs[i]].bytes + 1;
+    }
+    uint32_t m = n_docs;
+    if (max_bytes > 0 && total > max_bytes) m = (uint32_t)((double)n_docs * max_bytes / total);
+    if (m == 0 && n_docs > 0) m = 1;
+    uint32_t *sel = malloc(((size_t)m + 1) * sizeof *sel);
+    if (!sel) return fkd_error_set(err, FKD_E_NOMEM, "out of memory selecting documents");
+    for (uint32_t j = 0; j < m; j++) sel[j] = docs[(uint64_t)j * n_docs / m];
+    *out = sel;
+    *n_out = m;
     return 0;
 }

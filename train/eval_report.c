@@ -301,11 +301,17 @@ int fkd_eval_report_run(fkd_eval_report *r, const fkd_params *params, const fkd_
                              params->cfg.vocab, tok->vocab);
     int window = cfg->window > 0 ? cfg->window : params->cfg.max_seq;
     fkd_token_stream s;
-    if (fkd_token_stream_from_docs(&s, c, docs, n_docs, tok, err) != 0) return -1;
+    uint32_t *sel, n_sel;
+    /* a byte is at most one token, so max_tokens bytes of documents fill it */
+    if (fkd_docs_spread(&sel, &n_sel, c, docs, n_docs, (uint64_t)cfg->max_tokens, err) != 0)
+        return -1;
+    int rc = fkd_token_stream_from_docs(&s, c, sel, n_sel, tok, err);
+    free(sel);
+    if (rc != 0) return -1;
     int64_t n = cfg->max_tokens > 0 && s.n > cfg->max_tokens ? cfg->max_tokens : s.n;
     int64_t bytes = (int64_t)((double)s.text_bytes * (double)n / (double)(s.n ? s.n : 1));
     double t0 = fkd_time_ms();
-    int rc = fkd_eval_tokens(&r->lm, params, s.tokens, n, bytes, window, err);
+    rc = fkd_eval_tokens(&r->lm, params, s.tokens, n, bytes, window, err);
     double secs = (fkd_time_ms() - t0) / 1e3;
     fkd_token_stream_free(&s);
     if (rc != 0) return -1;

@@ -465,7 +465,9 @@ fkd_corpus_options fkd_corpus_defaults(int side);
 /* Loads a directory whose entries (sorted by name) are the partitions: a
  * file, or a sub-directory whose files are read in name order. Skips hidden
  * entries and fortune index files (*.dat, *.u8). Empty documents and exact
- * duplicates are dropped, so no text can land in two splits. */
+ * duplicates are dropped, so no text can land in two splits; the PRIVATE
+ * side also drops documents that repeat public text. A path to one file
+ * loads a corpus of one partition. */
 int fkd_corpus_load(fkd_corpus *c, const char *dir, const fkd_corpus_options *opt,
                     fkd_error *err);
 void fkd_corpus_free(fkd_corpus *c);
@@ -516,6 +518,11 @@ void fkd_federation_free(fkd_federation *fed);
 #define FKD_DATA_PUBLIC_HELDOUT 0.05f
 int fkd_data_load_public(fkd_corpus *c, fkd_federation *fed, const char *dir,
                          const char *public_list, uint64_t seed, fkd_error *err);
+/* An evenly spaced subset of docs holding about max_bytes of text (all of
+ * them when they hold less), so a capped evaluation covers every partition
+ * rather than the first few. Caller frees *out. */
+int fkd_docs_spread(uint32_t **out, uint32_t *n_out, const fkd_corpus *c, const uint32_t *docs,
+                    uint32_t n_docs, uint64_t max_bytes, fkd_error *err);
 /* All clients' documents of one split, ascending (caller frees *docs). */
 int fkd_federation_docs(uint32_t **docs, uint32_t *n_docs, const fkd_federation *fed, int split,
                         fkd_error *err);

@@ -10,11 +10,11 @@
 #include "fkd_train.h"
 
 /* Defaults sized so the default teacher trains in under 5 minutes on 2
- * cores (docs/data.md, "Teacher"): 112 steps of 4 x 128 tokens at about
+ * cores (docs/data.md, "Teacher"): 64 steps of 4 x 128 tokens at about
  * 65 MFLOP per token; --time-limit stops a slower machine in time. */
-#define TEACHER_STEPS 112
+#define TEACHER_STEPS 64
 #define TEACHER_BATCH 4
-#define TEACHER_EVAL_EVERY 28
+#define TEACHER_EVAL_EVERY 16
 #define TEACHER_TIME_LIMIT_S 285.0f
 #define TEACHER_EVAL_TOKENS 4096
 
@@ -81,9 +81,15 @@ static int teacher_train(int argc, char **argv)
     fkd_token_stream train = {0}, val = {0};
     fkd_params params = {0};
     fkd_model m = {0};
+    /* validation on documents spread over every category, not the first few */
+    const fkd_client_data *pub = &fed.clients[0];
+    uint32_t *val_docs = NULL, n_val = 0;
     int ok = fkd_token_stream_from_split(&train, &c, &fed, 0, FKD_SPLIT_TRAIN, &tok, &err) == 0 &&
-             fkd_token_stream_from_split(&val, &c, &fed, 0, FKD_SPLIT_VAL, &tok, &err) == 0 &&
+             fkd_docs_spread(&val_docs, &n_val, &c, pub->docs[FKD_SPLIT_VAL],
+                             pub->n_docs[FKD_SPLIT_VAL], TEACHER_EVAL_TOKENS, &err) == 0 &&
+             fkd_token_stream_from_docs(&val, &c, val_docs, n_val, &tok, &err) == 0 &&
              fkd_params_init(&params, &mc, &err) == 0;
+    free(val_docs);
     if (ok) {
         fkd_params_randomize(&params, (uint64_t)seed);
         ok = fkd_model_init(&m, &params, batch, mc.max_seq, 0, &err) == 0;

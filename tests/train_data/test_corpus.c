@@ -311,6 +311,21 @@ static void test_stream_and_batches(void **state)
     fkd_batch_free(&b);
     fkd_batch_free(&b2);
     fkd_token_stream_free(&s);
+
+    /* an evenly spread subset: every other document for half the bytes */
+    uint32_t all[80], *sel, n_sel;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < 80; i++) {
+        all[i] = i;
+        total += c.docs[i].bytes + 1;
+    }
+    assert_int_equal(fkd_docs_spread(&sel, &n_sel, &c, all, 80, total / 2, &err), 0);
+    assert_int_equal(n_sel, 40);
+    for (uint32_t i = 0; i < n_sel; i++) assert_int_equal(sel[i], 2 * i);
+    free(sel);
+    assert_int_equal(fkd_docs_spread(&sel, &n_sel, &c, all, 80, 0, &err), 0);
+    assert_int_equal(n_sel, 80);
+    free(sel);
     fkd_corpus_free(&c);
 }
 

@@ -31,6 +31,7 @@
 
 #define SEND_TIMEOUT_MS 200
 #define REPLAY_CAPACITY 65536
+#define XFER_SLACK_BYTES ((size_t)1 << 20) /* headers, indices, seal, metrics */
 #define PATH_BYTES (FKD_COORD_PATH_MAX + 64)
 
 typedef struct {
@@ -57,6 +58,7 @@ struct fkd_coord {
     const fkd_logger *log;
     void *sock;
     fkd_wire_limits lim;
+    fkd_wire_limits xlim;          /* for clients' transfers: at most a dense update */
     fkd_params master;
     fkd_coord_agg agg;
     fkd_rng rng;
@@ -139,7 +141,7 @@ static slot *add_slot(fkd_coord *c, const uint8_t *id, fkd_error *err)
     slot *s = &c->slots[at];
     memset(s, 0, sizeof *s);
     memcpy(s->rec.sign_pk, id, FKD_WIRE_ID_BYTES);
-    fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->lim, 0);
+    fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->xlim, 0);
     c->n_slots++;
     return s;
 }
@@ -425,6 +427,11 @@ int fkd_coord_new(fkd_coord **out, const fkd_coord_config *cfg, const fkd_wire_i
     int rc = fkd_mkdir_p(cfg->state_dir, err);
     if (rc == 0) rc = init_master(c, err);
     if (rc == 0) rc = fkd_coord_agg_init(&c->agg, &c->cfg, c->master.n_params, err);
+    /* The largest UPDATE a client can need is a dense f32 delta, sealed and
+     * framed; a transfer announcing more is refused before any allocation. */
+    c->xlim = c->lim;
+    if (rc == 0 && c->master.n_params * 4 + XFER_SLACK_BYTES < c->xlim.max_message_bytes)
+        c->xlim.max_message_bytes = c->master.n_params * 4 + XFER_SLACK_BYTES;
     if (rc == 0) rc = fkd_wire_replay_new(&c->replay, REPLAY_CAPACITY, err);
     if (rc == 0 && cfg->allowlist[0]) {
         rc = fkd_wire_allowlist_load(&c->allow, cfg->allowlist, err);
@@ -461,7 +468,7 @@ static void clear_round(fkd_coord *c)
         if (s->selected && !s->delivered) {
             /* Nothing more to send for a round that is over. */
             fkd_client_xlink_free(&s->link);
-            fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->lim, 0);
+            fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->xlim, 0);
         }
         s->selected = s->delivered = s->gone = 0;
     }

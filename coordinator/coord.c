@@ -536,6 +536,10 @@ static int send_task(fkd_coord *c, slot *s, fkd_error *err)
     t->deadline_ms = c->deadline_unix_ms;
     t->weights.data = c->qweights;
     t->weights.len = c->qweights_len;
+    /* Empty blobs still point somewhere: the encoder copies them with memcpy. */
+    static const uint8_t none[1];
+    t->student_config.data = none;
+    t->soft_labels.data = none;
     if (c->n_shards) {
         int k = (int)((round - 1) % (uint64_t)c->n_shards);
         t->soft_labels.data = c->shards[k];

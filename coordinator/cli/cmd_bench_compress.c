@@ -8,7 +8,10 @@
  * key=value line with its peer figure, the dense fp32 update
  * (bytes_dense), and the quality cost: the relative error of the decoded
  * update and the held-out perplexity of received + decoded update next to
- * received + exact update (ppl_exact). */
+ * received + exact update (ppl_exact). Then --rounds rounds of the same
+ * client, each update compressed with and without error feedback and
+ * applied to the global model, against exact updates: one update loses
+ * most of itself to top-k; error feedback delivers it over the rounds. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,10 +77,67 @@ static int pick_client(const bench_text *t, const char *name)
 
 typedef struct {
     const char *model, *data, *client;
-    int pretrain_steps, steps, batch, seq, threads, eval_tokens;
+    int pretrain_steps, steps, batch, seq, threads, eval_tokens, ef_rounds;
     float lr, client_lr;
     uint64_t seed;
 } options;
+
+/* Rounds of one client: local steps from the global model, the update
+ * compressed (with or without error feedback, or exact when uc is NULL),
+ * the decoded update applied to the global model. The global model's
+ * held-out perplexity after the rounds is the quality that matters, since
+ * error feedback only pays off over rounds. */
+static int rounds_run(double *ppl, size_t *bytes_total, const fkd_params *received,
+                      const fkd_token_stream *client, const fkd_update_config *uc, int error_feedback,
+                      const options *o, int seq, const fkd_token_stream *eval, int64_t n_eval,
+                      fkd_error *err)
+{
+    fkd_params global, local;
+    size_t n = received->n_params;
+    float *update = malloc(n * sizeof *update), *decoded = malloc(n * sizeof *decoded);
+    float *residual = calloc(n, sizeof *residual), *zero = calloc(n, sizeof *zero);
+    int rc = -1, have_g = 0, have_l = 0;
+    if (!update || !decoded || !residual || !zero) {
+        fkd_error_set(err, FKD_E_NOMEM, "out of memory for the rounds");
+        goto out;
+    }
+    if (fkd_params_init(&global, &received->cfg, err) < 0) goto out;
+    have_g = 1;
+    if (fkd_params_init(&local, &received->cfg, err) < 0) goto out;
+    have_l = 1;
+    memcpy(global.memory, received->memory, n * sizeof *update);
+    *bytes_total = 0;
+    for (int r = 0; r < o->ef_rounds; r++) {
+        memcpy(local.memory, global.memory, n * sizeof *update);
+        if (bench_train_steps(&local, client, o->steps, o->batch, seq, o->client_lr, 2000000 + (int64_t)r * o->steps,
+                              NULL, NULL, err) < 0)
+            goto out;
+        fkd_update_diff(update, local.memory, global.memory, n);
+        if (uc) {
+            uint8_t *data;
+            size_t bytes;
+            if (fkd_update_compress(&data, &bytes, NULL, update, error_feedback ? residual : NULL, n, uc, err) < 0)
+                goto out;
+            int drc = fkd_update_decompress(decoded, n, data, bytes, err);
+            free(data);
+            if (drc < 0) goto out;
+            *bytes_total += bytes;
+        } else {
+            memcpy(decoded, update, n * sizeof *update);
+            *bytes_total += 4 * n;
+        }
+        for (size_t i = 0; i < n; i++) global.memory[i] += decoded[i];
+    }
+    rc = ppl_with(ppl, &local, &global, zero, eval, n_eval, seq, err);
+out:
+    if (have_g) fkd_params_free(&global);
+    if (have_l) fkd_params_free(&local);
+    free(update);
+    free(decoded);
+    free(residual);
+    free(zero);
+    return rc;
+}
 
 static int run(const options *o)
 {
@@ -169,6 +229,30 @@ static int run(const options *o)
                stats.rel_error, ppl, ppl_exact, ppl_base, c1 - c0, c2 - c1);
         fflush(stdout);
     }
+    if (o->ef_rounds > 0) {
+        double ppl_exact_rounds;
+        size_t dense_total;
+        if (rounds_run(&ppl_exact_rounds, &dense_total, &base, &client_stream, NULL, 0, o, seq, &text.heldout, n_eval,
+                       &err) < 0)
+            goto fail;
+        const setting *ef[] = {&settings[5], &settings[7], &settings[8]}; /* top1_int4, top1_ternary, top0.3_int4 */
+        for (size_t s = 0; s < sizeof ef / sizeof ef[0]; s++) {
+            for (int fb = 1; fb >= 0; fb--) {
+                fkd_rng rng;
+                fkd_rng_seed(&rng, o->seed);
+                fkd_update_config uc = {ef[s]->fraction, ef[s]->value_format, ef[s]->stochastic, &rng};
+                double ppl;
+                size_t total;
+                if (rounds_run(&ppl, &total, &base, &client_stream, &uc, fb, o, seq, &text.heldout, n_eval, &err) < 0)
+                    goto fail;
+                printf("rounds=%d setting=%s error_feedback=%d bytes_dense=%zu bytes=%zu ratio=%.1f ppl=%.3f "
+                       "ppl_exact=%.3f ppl_change_pct=%+.2f ppl_received=%.3f\n",
+                       o->ef_rounds, ef[s]->name, fb, dense_total, total, (double)dense_total / (double)total, ppl,
+                       ppl_exact_rounds, 100.0 * (ppl / ppl_exact_rounds - 1.0), ppl_base);
+                fflush(stdout);
+            }
+        }
+    }
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "fedkd bench compress: %s\n", err.msg);
@@ -186,7 +270,7 @@ int cmd_bench_compress(int argc, char **argv)
 {
     options o = {.model = NULL, .data = FKD_DATA_DEFAULT_DIR, .client = NULL, .pretrain_steps = 60,
                  .steps = 10, .batch = 8, .seq = 128, .threads = 2, .eval_tokens = 16384,
-                 .lr = 2e-3f, .client_lr = 1e-3f, .seed = 1};
+                 .lr = 2e-3f, .client_lr = 1e-3f, .seed = 1, .ef_rounds = 4};
     int64_t seed = 1;
     fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &o.model, "start from this checkpoint (default: a fresh student-S)"},
@@ -199,6 +283,7 @@ int cmd_bench_compress(int argc, char **argv)
         {"lr", FKD_OPT_FLOAT, &o.lr, "learning rate of the pretraining"},
         {"client-lr", FKD_OPT_FLOAT, &o.client_lr, "learning rate of the client"},
         {"eval-tokens", FKD_OPT_INT, &o.eval_tokens, "held-out tokens for the perplexities"},
+        {"rounds", FKD_OPT_INT, &o.ef_rounds, "rounds of the error-feedback comparison (0: skip)"},
         {"threads", FKD_OPT_INT, &o.threads, "training threads"},
         {"seed", FKD_OPT_I64, &seed, "seed of the initial weights and the stochastic rounding"},
     };
@@ -209,7 +294,7 @@ int cmd_bench_compress(int argc, char **argv)
                            NULL, 0, NULL);
     if (rc != 0) return rc < 0 ? 2 : 0;
     o.seed = (uint64_t)seed;
-    if (o.steps < 1 || o.batch < 1 || o.seq < 2 || o.eval_tokens < 2 || o.threads < 1) {
+    if (o.steps < 1 || o.batch < 1 || o.seq < 2 || o.eval_tokens < 2 || o.threads < 1 || o.ef_rounds < 0) {
         fprintf(stderr, "fedkd bench compress: steps, batch, threads must be >= 1, seq and eval-tokens >= 2\n");
         return 2;
     }

@@ -409,7 +409,7 @@ int fkd_coord_metrics_register_std(fkd_coord_metrics_std *ids, fkd_coord_metrics
         {&ids->clients_connected, FKD_COORD_METRIC_GAUGE, "fedkd_clients_connected",
          "Clients that said HELLO and are still connected.", NULL, 0},
         {&ids->clients_selected, FKD_COORD_METRIC_GAUGE, "fedkd_clients_selected",
-         "Clients sent a TASK in the current round.", NULL, 0},
+         "Clients sent a TASK in the last completed round.", NULL, 0},
         {&ids->clients_dropped_late, FKD_COORD_METRIC_COUNTER,
          "fedkd_clients_dropped_total{reason=\"late\"}",
          "Selected clients whose update did not count, by reason.", NULL, 0},

@@ -79,6 +79,14 @@ typedef struct {
 int fkd_coord_metrics_register_std(fkd_coord_metrics_std *ids, fkd_coord_metrics *m,
                                    fkd_error *err);
 
+/* Brings the standard series up to date with the round engine (see
+ * metrics_coord.c); call after every fkd_coord_poll. *rounds_seen starts at
+ * -1: rounds completed before this process started (a resumed checkpoint)
+ * are then not counted again, only their last perplexity shown. */
+typedef struct fkd_coord fkd_coord;
+void fkd_coord_metrics_sync(fkd_coord_metrics *m, const fkd_coord_metrics_std *ids,
+                            const fkd_coord *c, int *rounds_seen);
+
 /* ---- the HTTP endpoint ---------------------------------------------------- */
 typedef struct fkd_coord_metrics_http fkd_coord_metrics_http;
 

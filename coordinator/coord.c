@@ -42,6 +42,7 @@ typedef struct {
     uint64_t session;
     fkd_wire_hello hello;
     int selected, delivered, gone;
+    int fits;                      /* its memory budget can train the student */
     fkd_client_xlink link;
 } slot;
 
@@ -564,7 +565,7 @@ static int start_round(fkd_coord *c, int n_avail, fkd_error *err)
     }
     int n = 0;
     for (int i = 0; i < c->n_slots; i++)
-        if (c->slots[i].connected) cand[n++] = i;
+        if (c->slots[i].connected && c->slots[i].fits) cand[n++] = i;
     c->target = fkd_coord_target(&c->cfg, n);
     int want = (int)ceil(c->target * (1.0 + c->cfg.over_select) - 1e-9);
     int got = fkd_coord_select(pick, want, n, &c->rng);
@@ -789,6 +790,16 @@ static int allowed(const fkd_coord *c, const uint8_t *sign_pk)
     return 0;
 }
 
+/* A device that declared a memory budget is only selected when train's
+ * memory planner finds a plan for the round's batch within it. */
+static int fits_budget(const fkd_coord *c, uint32_t memory_mb)
+{
+    if (memory_mb == 0) return 1;
+    fkd_memory_plan plan;
+    return fkd_memory_plan_make(&plan, &c->cfg.model, c->cfg.batch, c->cfg.seq, FKD_OPT_ADAMW,
+                                (size_t)memory_mb << 20, NULL) == 0;
+}
+
 static void on_hello(fkd_coord *c, const fkd_wire_peer *peer, const fkd_wire_msg *m)
 {
     char hex[17];
@@ -820,6 +831,7 @@ static void on_hello(fkd_coord *c, const fkd_wire_peer *peer, const fkd_wire_msg
     s->last_seen_ms = fkd_time_ms();
     s->hello = m->u.hello;
     s->session = ++c->sessions;
+    s->fits = fits_budget(c, m->u.hello.memory_mb);
     fkd_wire_msg w;
     fkd_wire_msg_init(&w, FKD_WIRE_WELCOME, c->id->sign_pk, 0);
     w.u.welcome.session = s->session;
@@ -841,8 +853,8 @@ static void on_hello(fkd_coord *c, const fkd_wire_peer *peer, const fkd_wire_msg
             fkd_log(c->log, FKD_LOG_WARN, "task_failed", "error=\"%s\"", terr.msg);
     }
     fkd_log(c->log, FKD_LOG_INFO, "hello", "client=%s session=%llu memory_mb=%u tokens=%llu "
-            "again=%d", hex, (unsigned long long)s->session, m->u.hello.memory_mb,
-            (unsigned long long)m->u.hello.local_tokens, was);
+            "fits=%d again=%d", hex, (unsigned long long)s->session, m->u.hello.memory_mb,
+            (unsigned long long)m->u.hello.local_tokens, s->fits, was);
 }
 
 static void on_transfer(fkd_coord *c, slot *s, const fkd_wire_msg *m)
@@ -948,7 +960,8 @@ static int advance(fkd_coord *c, fkd_error *err)
             c->phase = FKD_COORD_DONE;
             return 0;
         }
-        int n = fkd_coord_connected(c);
+        int n = 0;
+        for (int i = 0; i < c->n_slots; i++) n += c->slots[i].connected && c->slots[i].fits;
         int waited_out = c->cfg.start_timeout_ms > 0 &&
                          fkd_time_ms() - c->wait_since_ms > c->cfg.start_timeout_ms &&
                          n >= c->cfg.min_updates;

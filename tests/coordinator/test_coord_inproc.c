@@ -52,7 +52,9 @@ typedef struct {
     int n;
 } world;
 
-static void world_open(world *w, const char *name, int n, const char *const *sets, int n_sets)
+/* last_memory_mb: the memory budget the last agent declares (0: none). */
+static void world_open(world *w, const char *name, int n, const char *const *sets, int n_sets,
+                       uint32_t last_memory_mb)
 {
     memset(w, 0, sizeof *w);
     w->n = n;
@@ -104,6 +106,7 @@ static void world_open(world *w, const char *name, int n, const char *const *set
         cc.use_curve = 0;
         cc.state_dir = sd;
         cc.auto_train = 0;
+        if (i == n - 1) cc.memory_mb = last_memory_mb;
         assert_int_equal(fkd_client_new(&w->agents[i], &cc, &w->ids[i], w->coord_id.curve_pk,
                                          &w->streams[i], w->ctx, NULL, &err), 0);
     }
@@ -129,7 +132,7 @@ static void test_over_selection_and_late_update(void **state)
     world w;
     const char *sets[] = {"rounds=2", "min_clients=2", "max_clients=2", "fraction=0.5",
                           "over_select=0.5"};
-    world_open(&w, "oversel", 3, sets, 5);
+    world_open(&w, "oversel", 3, sets, 5, 0);
     fkd_error err;
     int held = -1;
     for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
@@ -166,7 +169,7 @@ static void test_deadline_closes_round(void **state)
     (void)state;
     world w;
     const char *sets[] = {"rounds=1", "min_clients=2", "min_updates=1", "round_timeout_ms=400"};
-    world_open(&w, "deadline", 2, sets, 4);
+    world_open(&w, "deadline", 2, sets, 4, 0);
     fkd_error err;
     double t0 = fkd_time_ms();
     for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
@@ -184,6 +187,30 @@ static void test_deadline_closes_round(void **state)
     assert_int_equal(h[0].selected, 2);
     assert_int_equal(h[0].updates, 1);
     assert_true(fkd_time_ms() - t0 >= 400);
+    world_close(&w);
+}
+
+/* A device whose declared memory cannot hold the student is never selected. */
+static void test_device_too_small_not_selected(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=1", "min_clients=2"};
+    world_open(&w, "small", 3, sets, 2, 1); /* 1 MB: below the runtime overhead alone */
+    fkd_error err;
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
+        for (int i = 0; i < w.n; i++) {
+            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
+            if (fkd_client_state(w.agents[i]) == FKD_CLIENT_TASK_READY)
+                assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
+        }
+    }
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(h[0].selected, 2);
+    assert_int_equal(fkd_client_get_stats(w.agents[2])->tasks, 0);
     world_close(&w);
 }
 
@@ -305,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_rounds_over_inproc),
         cmocka_unit_test(test_over_selection_and_late_update),
         cmocka_unit_test(test_deadline_closes_round),
+        cmocka_unit_test(test_device_too_small_not_selected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,7 @@ Hugging Face reference implementations reading the same GGUF file. CI runs
 only the C side; this script is run by hand when the model or the texts change:
 
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install tokenizers transformers gguf torch accelerate
-    /tmp/ref/bin/python tests/reference/make_expected.py [models/SmolLM2-135M-Instruct.Q4_1.gguf]
+    /tmp/ref/bin/python tests/reference/make_expected.py [MODEL.gguf] [--no-logits]
 
 Outputs (small text files, committed, next to this script):
   tokenizer_text.txt      the varied test text (prose, code, numbers, white
@@ -13,6 +13,8 @@ Outputs (small text files, committed, next to this script):
                           token names in the text are ordinary text
   tokenizer_special.txt   a chat-formatted text, then a line "--", then its
                           ids with the special tokens recognised
+  tokenizer_random.txt    a random text from pools of white space, numbers,
+  tokenizer_random_ids.txt  scripts, combining marks and emoji, and its ids
   logits_topk.txt         for a few texts: "text <i> <n_tokens>", the ids, then
                           per position "pos logsumexp id:logit ..." (top K of
                           transformers' fp32 forward pass over the dequantized
@@ -69,6 +71,35 @@ LOGIT_TEXTS = [
 ]
 
 
+# Pools of characters for a random text that stresses the pre-tokenizer:
+# every kind of white space, contractions, Unicode numbers (digits are split
+# one by one), combining marks, ZWJ emoji sequences, supplementary planes.
+RANDOM_POOLS = [
+    " \t\n\r\x0b\x0c\u00a0\u2000\u3000\u0085",
+    "abcdefXYZ'sretvmld",
+    "0123456789\u00bd\u00b2\u0663\u096a\u0d6c\u216b",
+    "!?.,;:-_()[]{}<>|@#$%^&*+=~`\"\\/",
+    "\u00e9\u00e0\u00fc\u00df\u00e7\u00f1\u00f8\u00e5\u0153\u00e6",
+    "\u0436\u0449\u042e\u042f\u0430\u0431\u0432",
+    "\u4e2d\u6587\u5b57\u65e5\u672c\u8a9e\ud55c\uad6d\uc5b4",
+    "\U0001F600\U0001F389\U0001F44D\U0001F3FD\u2764\ufe0f\u2728\u200d",
+    "\u0301\u200d\ufe0f\u2170\u2171\U00010000\U000E0001",
+]
+
+
+def random_text(segments=700, seed=5):
+    import random
+
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(segments):
+        pool = rng.choice(RANDOM_POOLS)
+        parts.append("".join(rng.choice(pool) for _ in range(rng.randint(1, 12))))
+        if rng.random() < 0.3:
+            parts.append(" ")
+    return "".join(parts)
+
+
 def gguf_tokenizer_tables(path):
     from gguf import GGUFReader
 
@@ -121,7 +152,14 @@ def tokenizer_expected(path):
     sids = tok.encode(SPECIAL_TEXT, add_special_tokens=False).ids
     with open(os.path.join(HERE, "tokenizer_special.txt"), "w", encoding="utf-8", newline="") as f:
         f.write(SPECIAL_TEXT + "--\n" + "\n".join(map(str, sids)) + "\n")
-    print(f"tokenizer: {len(ids)} ids for {len(TEXT.encode())} bytes; special text {len(sids)} ids")
+    rtext = random_text()
+    rids = tok.encode(rtext, add_special_tokens=False).ids
+    assert tok.decode(rids) == rtext, "reference tokenizer does not round-trip the random text"
+    with open(os.path.join(HERE, "tokenizer_random.txt"), "w", encoding="utf-8", newline="") as f:
+        f.write(rtext)
+    write_lines("tokenizer_random_ids.txt", rids)
+    print(f"tokenizer: {len(ids)} ids for {len(TEXT.encode())} bytes; special text {len(sids)} ids; "
+          f"random text {len(rids)} ids for {len(rtext.encode())} bytes")
     check_transformers_tokenizer(path, ids)
     return tok
 
@@ -164,8 +202,8 @@ def logits_expected(path, tok):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    paths = [a for a in sys.argv[1:] if not a.startswith("--")]
+    path = paths[0] if paths else os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
     tok = tokenizer_expected(path)
     if "--no-logits" not in sys.argv:
         logits_expected(path, tok)

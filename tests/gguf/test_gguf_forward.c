@@ -159,11 +159,54 @@ static void test_batched_forward_matches_reference(void **state)
     check(&a, "fkd_model_forward");
 }
 
+/* The soft-label pass of the data pipeline with this teacher: top-k ids of
+ * its 49,152-token vocabulary at T = 1 agree with the reference's, with the
+ * reference's probabilities up to the file's quantization, and the shard
+ * survives its encoding. */
+static void test_soft_labels_from_teacher(void **state)
+{
+    if (!have_model) skip();
+    const ref_text *r = &refs[1];
+    fkd_token_stream ts = {.tokens = (int32_t *)r->ids, .n = r->n, .text_bytes = r->n};
+    fkd_teacher_config tc = fkd_teacher_defaults();
+    tc.k = 8;
+    tc.temperature = 1.0f;
+    tc.quant = FKD_SOFT_Q16;
+    tc.n_shards = 1;
+    tc.batch = 1;
+    tc.window = r->n;
+    fkd_softlabel_shard shard;
+    fkd_softlabel_stats st;
+    fkd_error err;
+    assert_int_equal(fkd_teacher_softlabels(&shard, &st, &params, &ts, &tc, &err), 0);
+    assert_int_equal(shard.vocab, 49152);
+    assert_int_equal(shard.n, r->n);
+    for (int p = 0; p < r->n; p++) {
+        double want = exp(r->logit[p][0] - r->lse[p]);
+        assert_int_equal(shard.ids[(size_t)p * tc.k], r->top[p][0]);
+        assert_true(fabs(shard.probs[(size_t)p * tc.k] - want) < 1e-3);
+    }
+    printf("soft labels: positions=%lld kept_mass=%.3f top1_mass=%.3f kl_total=%.4f bytes=%llu "
+           "dense_bytes=%llu\n", (long long)st.positions, st.kept_mass, st.top1_mass,
+           st.kl_total, (unsigned long long)st.encoded_bytes,
+           (unsigned long long)st.dense_fp32_bytes);
+    uint8_t *data;
+    size_t bytes;
+    fkd_softlabel_shard back;
+    assert_int_equal(fkd_softlabels_encode(&data, &bytes, &shard, &err), 0);
+    assert_int_equal(fkd_softlabels_decode(&back, data, bytes, &err), 0);
+    assert_memory_equal(back.ids, shard.ids, (size_t)shard.n * tc.k * sizeof *shard.ids);
+    free(data);
+    fkd_softlabels_free(&back);
+    fkd_softlabels_free(&shard);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_infer_step_matches_reference),
         cmocka_unit_test(test_batched_forward_matches_reference),
+        cmocka_unit_test(test_soft_labels_from_teacher),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

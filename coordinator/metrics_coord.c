@@ -12,6 +12,8 @@
 #include "fkd_coordinator.h"
 #include "metrics_http.h"
 
+#include <stdlib.h>
+
 static void add_round(fkd_coord_metrics *m, const fkd_coord_metrics_std *ids,
                       const fkd_coord_round_stats *r)
 {
@@ -41,4 +43,53 @@ void fkd_coord_metrics_sync(fkd_coord_metrics *m, const fkd_coord_metrics_std *i
     fkd_coord_metrics_set(m, ids->round, (double)fkd_coord_round(c) + (collecting ? 1 : 0));
     fkd_coord_metrics_set(m, ids->clients_connected, fkd_coord_connected(c));
     fkd_coord_metrics_heartbeat(m);
+}
+
+/* ---- the service `fedkd serve` runs -------------------------------------- */
+struct fkd_coord_metrics_service {
+    fkd_coord_metrics *m;
+    fkd_coord_metrics_std ids;
+    fkd_coord_metrics_http *http;
+    int rounds_seen;
+};
+
+int fkd_coord_metrics_service_start(fkd_coord_metrics_service **out, const char *listen,
+                                    int64_t max_stale_ms, fkd_error *err)
+{
+    *out = NULL;
+    fkd_coord_metrics_service *s = calloc(1, sizeof *s);
+    if (!s) return fkd_error_set(err, FKD_E_NOMEM, "out of memory for the metrics service");
+    s->rounds_seen = -1;
+    if (fkd_coord_metrics_new(&s->m, err) != 0 ||
+        fkd_coord_metrics_register_std(&s->ids, s->m, err) != 0 ||
+        fkd_coord_metrics_http_start(&s->http, s->m, listen, max_stale_ms, err) != 0) {
+        fkd_coord_metrics_service_stop(&s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int fkd_coord_metrics_service_port(const fkd_coord_metrics_service *s)
+{
+    return s ? fkd_coord_metrics_http_port(s->http) : 0;
+}
+
+void fkd_coord_metrics_service_update(fkd_coord_metrics_service *s, const fkd_coord *c)
+{
+    if (s) fkd_coord_metrics_sync(s->m, &s->ids, c, &s->rounds_seen);
+}
+
+void fkd_coord_metrics_service_fail(fkd_coord_metrics_service *s, const char *reason)
+{
+    if (s) fkd_coord_metrics_set_health(s->m, 0, reason);
+}
+
+void fkd_coord_metrics_service_stop(fkd_coord_metrics_service **s)
+{
+    if (!s || !*s) return;
+    fkd_coord_metrics_http_stop(&(*s)->http);
+    fkd_coord_metrics_destroy(&(*s)->m);
+    free(*s);
+    *s = NULL;
 }

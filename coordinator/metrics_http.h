@@ -87,6 +87,17 @@ typedef struct fkd_coord fkd_coord;
 void fkd_coord_metrics_sync(fkd_coord_metrics *m, const fkd_coord_metrics_std *ids,
                             const fkd_coord *c, int *rounds_seen);
 
+/* Everything `fedkd serve` needs in one object: a registry with the
+ * standard series, served on listen, kept in step with the engine. All
+ * calls accept a NULL service (metrics turned off) and do nothing. */
+typedef struct fkd_coord_metrics_service fkd_coord_metrics_service;
+int fkd_coord_metrics_service_start(fkd_coord_metrics_service **s, const char *listen,
+                                    int64_t max_stale_ms, fkd_error *err);
+int fkd_coord_metrics_service_port(const fkd_coord_metrics_service *s);
+void fkd_coord_metrics_service_update(fkd_coord_metrics_service *s, const fkd_coord *c);
+void fkd_coord_metrics_service_fail(fkd_coord_metrics_service *s, const char *reason);
+void fkd_coord_metrics_service_stop(fkd_coord_metrics_service **s);
+
 /* ---- the HTTP endpoint ---------------------------------------------------- */
 typedef struct fkd_coord_metrics_http fkd_coord_metrics_http;
 

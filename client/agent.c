@@ -46,6 +46,7 @@ struct fkd_client {
     uint8_t *pending;             /* encoded UPDATE not yet acknowledged */
     size_t pending_len;
     uint64_t pending_round;
+    uint64_t acked_round, acked_session; /* the last update ACKed, and in which session */
     uint8_t pending_nonce[FKD_WIRE_NONCE_BYTES];
     fkd_client_stats stats;
 };
@@ -202,6 +203,14 @@ static int take_task(fkd_client *cl, uint8_t *buf, size_t len, fkd_error *err)
         free(buf);
         return send_pending(cl, err);
     }
+    if (m.env.round == cl->acked_round && cl->session == cl->acked_session) {
+        /* This coordinator already holds our update of that round (it was
+         * resent after a reconnect and crossed the TASK): nothing to do. A
+         * TASK of the same round in a NEW session is trained again, since a
+         * restarted coordinator lost what the old one acknowledged. */
+        free(buf);
+        return 0;
+    }
     drop_task(cl);
     cl->task_buf = buf;
     cl->task = m;
@@ -257,6 +266,8 @@ static void on_ack(fkd_client *cl, const fkd_wire_ack *a)
         return;
     free(cl->pending);
     cl->pending = NULL;
+    cl->acked_round = cl->pending_round;
+    cl->acked_session = cl->session;
     cl->stats.updates_acked++;
     fkd_log(cl->log, FKD_LOG_INFO, "update_acked", "round=%llu",
             (unsigned long long)cl->pending_round);

@@ -170,7 +170,10 @@ int fkd_qmodel_save(const char *path, const fkd_qmodel *qm, fkd_error *err); /* 
 int fkd_qmodel_load(fkd_qmodel *qm, const char *path, fkd_error *err);
 
 /* Forward pass on the quantized student, one token at a time (same math as
- * fkd_infer_step: RMSNorm, interleaved-pair RoPE, GQA, SwiGLU). */
+ * fkd_infer_step: RMSNorm, interleaved-pair RoPE, GQA, SwiGLU). Pruned
+ * weights are 0 in Q8_0/Q4_0 blocks (0 is a code); in Q4_1 a pruned weight
+ * is its block's nearest code to 0 (within d/2), while
+ * fkd_qmodel_dequantize restores exact zeros from the mask. */
 typedef struct {
     const fkd_qmodel *qm;
     int kernel;             /* enum fkd_qkernel in use */

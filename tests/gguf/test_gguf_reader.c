@@ -436,6 +436,53 @@ static void test_load_model(void **state)
     fkd_params_free(&params);
 }
 
+/* BF16 (read only as f32): the writer's generic path and the reader agree,
+ * and an array of every scalar type comes back as written. */
+static void test_bf16_and_arrays(void **state)
+{
+    float values[64];
+    uint16_t bf16[64];
+    for (int i = 0; i < 64; i++) {
+        values[i] = (float)(i - 20) * 0.375f;  /* exact in bf16 */
+        uint32_t bits;
+        memcpy(&bits, &values[i], 4);
+        bf16[i] = (uint16_t)(bits >> 16);
+    }
+    fkd_gguf_writer *w;
+    fkd_error err;
+    assert_int_equal(fkd_gguf_writer_new(&w, &err), 0);
+    uint64_t ne[2] = {32, 2};
+    int32_t arr[3] = {-1, 0, 7};
+    int flag = 1;
+    uint8_t b = 1;
+    assert_int_equal(fkd_gguf_writer_add_tensor(w, "x.weight", FKD_GGML_BF16, ne, 2, bf16,
+                                                sizeof bf16, &err), 0);
+    assert_int_equal(fkd_gguf_writer_add_array(w, "a", FKD_GGUF_I32, arr, 3, &err), 0);
+    assert_int_equal(fkd_gguf_writer_add(w, "b", FKD_GGUF_BOOL, &b, &err), 0);
+    char path[1024];
+    tmp_path(path, sizeof path, "bf16.gguf");
+    assert_int_equal(fkd_gguf_writer_write(w, path, &err), 0);
+    fkd_gguf_writer_free(&w);
+    fkd_gguf g;
+    assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
+    const fkd_gguf_tensor *t = fkd_gguf_find_tensor(&g, "x.weight");
+    float back[64];
+    assert_int_equal(fkd_gguf_tensor_to_f32(back, t, &err), 0);
+    assert_memory_equal(back, values, sizeof values);
+    const fkd_gguf_kv *kv;
+    assert_int_equal(fkd_gguf_get_array(&kv, &g, "a", FKD_GGUF_I32, &err), 0);
+    assert_int_equal(kv->count, 3);
+    assert_memory_equal(kv->data, arr, sizeof arr);
+    assert_int_equal(fkd_gguf_get_bool(&flag, &g, "b", &err), 0);
+    assert_int_equal(flag, 1);
+    int64_t v;
+    assert_int_equal(fkd_gguf_get_int(&v, &g, "b", 0, 1, &err), -1);  /* a bool is no integer */
+    assert_non_null(strstr(err.msg, "bool"));
+    assert_int_equal(fkd_gguf_get_int(&v, &g, "missing", 0, 1, &err), -1);
+    assert_non_null(strstr(err.msg, "missing"));
+    fkd_gguf_close(&g);
+}
+
 static void test_writer_refuses_bad_tensors(void **state)
 {
     fkd_gguf_writer *w;
@@ -464,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_copy_tokenizer),
         cmocka_unit_test(test_load_model),
+        cmocka_unit_test(test_bf16_and_arrays),
         cmocka_unit_test(test_writer_refuses_bad_tensors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,7 +10,6 @@
  * of each update (fedkd_update_bytes), the aggregation time
  * (fedkd_aggregation_seconds) and abandoned rounds (fedkd_rounds_failed_total). */
 #include "fkd_coordinator.h"
-#include "metrics_http.h"
 
 #include <stdlib.h>
 

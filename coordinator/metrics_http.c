@@ -6,7 +6,7 @@
  * its own polling thread; it only ever reads the registry. It answers GET and
  * HEAD on /metrics and /healthz, 404 elsewhere, 405 for other methods, and
  * never reads a request body (there is nothing to upload). */
-#include "metrics_http.h"
+#include "fkd_coordinator.h"
 
 #include <arpa/inet.h>
 #include <math.h>

@@ -3,7 +3,7 @@
 
 What the project defines is read from the project itself:
   ports   the coordinator's default endpoint (coordinator/config.c) and the
-          metrics default (coordinator/metrics_http.h);
+          metrics default (coordinator/fkd_coordinator.h);
   images  fedkd-ROLE:VERSION for each deploy/docker/ROLE.Dockerfile;
   paths   the folders and executables the Dockerfiles create.
 Then:
@@ -59,7 +59,7 @@ def defined_ports(src):
     m = re.search(r'c->endpoint,[^"]*"tcp://[^:]+:(\d+)"', cfg)
     if not m:
         sys.exit("FAIL: no default tcp endpoint in coordinator/config.c")
-    hdr = read(os.path.join(src, "coordinator", "metrics_http.h"))
+    hdr = read(os.path.join(src, "coordinator", "fkd_coordinator.h"))
     n = re.search(r'FKD_COORD_METRICS_DEFAULT_LISTEN "[^"]*:(\d+)"', hdr)
     return {"wire": int(m.group(1)), "metrics": int(n.group(1))}
 

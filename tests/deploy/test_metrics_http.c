@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "metrics_http.h"
+#include "fkd_coordinator.h"
 
 #define RESPONSE_MAX (256 * 1024)
 #define THREAD_ADDS 100000

@@ -22,7 +22,6 @@
 #include <zmq.h>
 
 #include "fkd_coordinator.h"
-#include "metrics_http.h"
 
 #define ENDPOINT "inproc://metrics-round"
 #define N_CLIENTS 2

@@ -67,7 +67,7 @@ def main():
             port = None
             while port is None and time.time() < deadline:
                 log.seek(0)
-                m = re.search(r"event=metrics .*port=(\d+)", log.read())
+                m = re.search(r"metrics_port=(\d+)", log.read())
                 port = int(m.group(1)) if m else None
                 if serve.poll() is not None:
                     log.seek(0)

@@ -25,6 +25,8 @@ static const key_def keys[] = {
     {"state_dir", K_STR, F(state_dir), 0, 0},
     {"require_transport_auth", K_INT, F(require_transport_auth), 0, 1},
     {"log_level", K_LEVEL, F(log_level), 0, 3},
+    {"metrics_listen", K_STR, F(metrics_listen), 0, 0},
+    {"metrics_stale_ms", K_I64, F(metrics_stale_ms), 0, 1e12},
     {"model.vocab", K_INT, F(model.vocab), 2, 1 << 20},
     {"model.dim", K_INT, F(model.dim), 8, 1 << 14},
     {"model.layers", K_INT, F(model.n_layers), 1, 256},
@@ -91,6 +93,8 @@ void fkd_coord_config_defaults(fkd_coord_config *c)
     snprintf(c->state_dir, sizeof c->state_dir, "fedkd-state");
     c->require_transport_auth = 1;
     c->log_level = FKD_LOG_INFO;
+    snprintf(c->metrics_listen, sizeof c->metrics_listen, "127.0.0.1:9465");
+    c->metrics_stale_ms = 0;
     c->model = (fkd_model_config){.vocab = 256, .dim = 64, .n_layers = 2, .n_heads = 4,
                                   .n_kv_heads = 4, .ffn_hidden = 192, .max_seq = 64,
                                   .tie_embeddings = 1, .rope_theta = 10000.0f,

@@ -49,6 +49,8 @@ typedef struct {
     char state_dir[FKD_COORD_PATH_MAX];  /* state_dir: checkpoints, deployment, rounds.jsonl */
     int require_transport_auth;          /* 1: peers must come through CURVE + ZAP */
     int log_level;                       /* log_level: debug|info|warn|error */
+    char metrics_listen[FKD_COORD_PATH_MAX]; /* metrics_listen: HOST:PORT of /metrics; "" = off */
+    int64_t metrics_stale_ms;            /* metrics_stale_ms: /healthz 503 after this silence */
     /* student */
     fkd_model_config model;              /* model.dim, model.layers, ... */
     char init[FKD_COORD_PATH_MAX];       /* init: starting checkpoint (empty: random) */

@@ -94,16 +94,27 @@ static int serve(fkd_coord_config *cfg)
     }
     void *ctx = zmq_ctx_new(), *sock = NULL;
     fkd_coord *c = NULL;
+    fkd_coord_metrics_service *metrics = NULL; /* NULL: metrics off, calls do nothing */
     int rc = open_socket(&sock, ctx, cfg, &id, &err);
     if (rc == 0) rc = fkd_coord_new(&c, cfg, &id, &log, &err);
+    if (rc == 0 && cfg->metrics_listen[0])
+        rc = fkd_coord_metrics_service_start(&metrics, cfg->metrics_listen, cfg->metrics_stale_ms,
+                                             &err);
     if (rc == 0) {
         fkd_coord_attach(c, sock);
-        fkd_log(&log, FKD_LOG_INFO, "listening", "endpoint=%s", cfg->endpoint);
+        fkd_log(&log, FKD_LOG_INFO, "listening", "endpoint=%s metrics_port=%d", cfg->endpoint,
+                fkd_coord_metrics_service_port(metrics));
         install_signals();
-        while (!g_stop && fkd_coord_phase(c) != FKD_COORD_DONE)
-            if ((rc = fkd_coord_poll(c, POLL_MS, &err)) != 0) break;
+        while (!g_stop && fkd_coord_phase(c) != FKD_COORD_DONE) {
+            rc = fkd_coord_poll(c, POLL_MS, &err);
+            fkd_coord_metrics_service_update(metrics, c);
+            if (rc != 0) break;
+        }
     }
-    if (rc != 0) fkd_log(&log, FKD_LOG_ERROR, "stopped", "error=\"%s\"", err.msg);
+    if (rc != 0) {
+        fkd_log(&log, FKD_LOG_ERROR, "stopped", "error=\"%s\"", err.msg);
+        fkd_coord_metrics_service_fail(metrics, err.msg);
+    }
     if (c) {
         fkd_coord_say_bye(c);
         double until = fkd_time_ms() + BYE_FLUSH_MS;
@@ -113,6 +124,7 @@ static int serve(fkd_coord_config *cfg)
                 (unsigned long long)fkd_coord_round(c), (int)g_stop);
         fkd_coord_free(&c);
     }
+    fkd_coord_metrics_service_stop(&metrics);
     fkd_wire_socket_close(&sock);
     fkd_wire_zap *zap = g_zap;
     g_zap = NULL;

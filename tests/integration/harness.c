@@ -175,6 +175,7 @@ pid_t h_serve(const h_env *e, const char *state, const char *log, const char *co
     argv[n++] = dupf("allowlist=%s/%s", e->dir, "allow.txt");
     argv[n++] = dupf("state_dir=%s/%s", e->dir, state);
     argv[n++] = dupf("endpoint=%s%s", e->endpoint, "");
+    argv[n++] = strdup("metrics_listen="); /* tests may run side by side: no fixed port */
     for (int i = 0; extra && extra[i] && n < MAX_ARGS - 1; i++) argv[n++] = strdup(extra[i]);
     argv[n] = NULL;
     char path[H_PATH];

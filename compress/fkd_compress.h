@@ -392,7 +392,8 @@ int fkd_gguf_llama_config(fkd_model_config *cfg, const fkd_gguf *g, int max_seq,
 /* All weights dequantized to f32 into fresh params; any tensor that is not
  * part of the llama model is refused by name. */
 int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err);
-/* The byte-level BPE tokenizer of tokenizer.ggml.* (model "gpt2"). */
+/* The byte-level BPE tokenizer of tokenizer.ggml.* (model "gpt2"; the
+ * pre-tokenizer of tokenizer.ggml.pre, "gpt2" when absent; bos/eos ids). */
 int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err);
 /* Writes params as a llama GGUF: norm gains f32, matrices matrix_type (f32,
  * f16, q8_0, q4_0, q4_1; f32 for rows that are not whole blocks). The

@@ -214,6 +214,33 @@ static void test_device_too_small_not_selected(void **state)
     world_close(&w);
 }
 
+/* Dense f32 updates in 4 KiB chunks: the UPDATE travels as a transfer and
+ * is reassembled, opened and aggregated. */
+static void test_chunked_dense_update(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=1", "min_clients=2", "up_fraction=1", "up_format=f32",
+                          "chunk_bytes=4096"};
+    world_open(&w, "chunked", 2, sets, 5, 0);
+    fkd_error err;
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
+        for (int i = 0; i < w.n; i++) {
+            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
+            if (fkd_client_state(w.agents[i]) == FKD_CLIENT_TASK_READY)
+                assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
+        }
+    }
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(h[0].updates, 2);
+    size_t dense = fkd_coord_master(w.c)->n_params * sizeof(float);
+    assert_true(h[0].bytes_up > 2 * dense); /* two dense updates, chunked */
+    world_close(&w);
+}
+
 static void test_rounds_over_inproc(void **state)
 {
     (void)state;
@@ -333,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_over_selection_and_late_update),
         cmocka_unit_test(test_deadline_closes_round),
         cmocka_unit_test(test_device_too_small_not_selected),
+        cmocka_unit_test(test_chunked_dense_update),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

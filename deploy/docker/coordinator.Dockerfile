@@ -1,7 +1,8 @@
 # coordinator.Dockerfile — the fedkd coordinator (`fedkd serve`) on Debian 12.
 # Build from the repository root:
 #   docker build -f deploy/docker/coordinator.Dockerfile -t fedkd-coordinator:0.1.0 .
-# Run (config, keys and allow-list in ./etc, checkpoints in a volume):
+# Run (config, keys and allow-list in ./etc, with metrics_listen =
+# 0.0.0.0:9465 so /metrics is reachable from outside; checkpoints in a volume):
 #   docker run -d -p 7878:7878 -p 9465:9465 -v "$PWD/etc:/etc/fedkd:ro" \
 #     -v fedkd-state:/var/lib/fedkd fedkd-coordinator:0.1.0
 # Stage 1 compiles with the -dev packages; stage 2 carries only the

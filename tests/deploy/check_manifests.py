@@ -232,12 +232,28 @@ def check_example_configs(src, coord_keys):
 
 
 def needed_packages(exe):
-    out = subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout
-    pkgs = {}
-    for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out):
-        r = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True, text=True)
-        owners = {line.split(":")[0] for line in r.stdout.splitlines() if line}
-        pkgs[lib] = owners
+    """{shared library the executable loads: set of Debian packages owning it},
+    with one dpkg query for all (each query reads every package's file list)."""
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                        subprocess.run(["readelf", "-d", exe], capture_output=True,
+                                       text=True).stdout)
+    resolved = dict(re.findall(r"^\s*(\S+) => (/\S+)", subprocess.run(
+        ["ldd", exe], capture_output=True, text=True).stdout, re.M))
+    candidates = {}
+    for lib in needed:
+        path = resolved.get(lib)
+        if not path:
+            continue
+        for p in {path, os.path.realpath(path)}:
+            for variant in {p, p.replace("/usr/lib/", "/lib/", 1), p.replace("/lib/", "/usr/lib/", 1)}:
+                candidates[variant] = lib
+    out = subprocess.run(["dpkg", "-S", *sorted(candidates)], capture_output=True,
+                         text=True).stdout
+    pkgs = {lib: set() for lib in needed}
+    for line in out.splitlines():
+        owners, _, path = line.partition(": ")
+        if path in candidates:
+            pkgs[candidates[path]].update(o.split(":")[0] for o in owners.split(", "))
     return pkgs
 
 

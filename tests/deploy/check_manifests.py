@@ -14,9 +14,11 @@ Then:
     keys the coordinator or the client example defines;
   - deploy/config/coordinator.conf sets every key of the coordinator's key
     table and no other (pending keys may appear commented out);
-  - the Dockerfiles are multi-stage on debian:12-slim, run as a non-root
-    user, expose only defined ports, and their runtime stage installs the
-    Debian package of every shared library the built executable loads;
+  - the Dockerfiles are multi-stage on debian:12-slim, their build stage
+    installs every -dev package deploy/install-deps.sh lists for the build,
+    they run as a non-root user, expose only defined ports, and their
+    runtime stage installs the Debian package of every shared library the
+    built executable loads;
   - the Slurm script is valid shell."""
 import glob
 import os
@@ -257,8 +259,20 @@ def needed_packages(exe):
     return pkgs
 
 
+TEST_ONLY_DEV = {"libcmocka-dev", "libclang-rt-14-dev"}   # tests and fuzzing, not the build
+
+
+def build_dev_packages(src):
+    """The -dev packages deploy/install-deps.sh installs for building fedkd."""
+    text = read(os.path.join(src, "deploy", "install-deps.sh"))
+    listed = text.split("packages=(", 1)[1].split(")", 1)[0]
+    words = re.sub(r"#[^\n]*", "", listed).split()
+    return {w for w in words if w.endswith("-dev")} - TEST_ONLY_DEV
+
+
 def check_dockerfiles(src, build, ports):
     port_numbers = set(ports.values())
+    dev = build_dev_packages(src)
     for role, path in dockerfiles(src).items():
         text = read(path)
         name = os.path.relpath(path, src)
@@ -269,6 +283,9 @@ def check_dockerfiles(src, build, ports):
             if f != BASE_IMAGE:
                 fail(f"{name}: FROM {f}, not {BASE_IMAGE}")
         last = text[text.rfind("\nFROM "):]
+        first = text[:text.rfind("\nFROM ")].replace("\\\n", " ")
+        for pkg in sorted(dev - set(first.split())):
+            fail(f"{name}: the build stage does not install {pkg} (deploy/install-deps.sh does)")
         user = re.findall(r"^USER (\S+)", last, re.M)
         if not user or user[-1].split(":")[0] in ("0", "root"):
             fail(f"{name}: the runtime stage does not switch to a non-root USER")

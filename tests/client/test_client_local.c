@@ -142,6 +142,29 @@ static void test_update_opens_and_repeats(void **state)
     free(dense);
 }
 
+/* A budget below what one micro-batch of the whole batch needs: the planner
+ * splits the batch (or recomputes activations) and the task still trains. */
+static void test_tight_budget_splits_the_batch(void **state)
+{
+    fixture *f = *state;
+    fkd_memory_plan whole;
+    assert_int_equal(fkd_memory_plan_make(&whole, &f->params.cfg, 2, 32, FKD_OPT_ADAMW, 0, NULL), 0);
+    assert_int_equal(whole.n_micro, 1);
+    fkd_wire_msg task, up;
+    make_task(&task, f, 6, 2);
+    fkd_client_trainer tr = {.id = &f->client, .coord_curve_pk = f->coord.curve_pk,
+                             .train = &f->text, .state_dir = f->dir,
+                             .memory_budget_bytes = whole.estimated_bytes - 1};
+    fkd_client_result res;
+    uint8_t *sealed;
+    fkd_error err;
+    assert_int_equal(fkd_client_run_task(&res, &up, &sealed, &task, &tr, &err), 0);
+    assert_true(res.plan.n_micro > 1 || res.plan.recompute);
+    assert_true(res.plan.estimated_bytes <= whole.estimated_bytes - 1);
+    assert_int_equal(res.steps, 2);
+    free(sealed);
+}
+
 static void test_budget_and_bad_hparams(void **state)
 {
     fixture *f = *state;
@@ -166,6 +189,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_update_opens_and_repeats),
+        cmocka_unit_test(test_tight_budget_splits_the_batch),
         cmocka_unit_test(test_budget_and_bad_hparams),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

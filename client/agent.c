@@ -47,16 +47,17 @@ struct fkd_client {
     size_t pending_len;
     uint64_t pending_round;
     uint64_t acked_round, acked_session; /* the last update ACKed, and in which session */
+    uint64_t job_round;           /* round being trained by a job (0: none) */
     uint8_t pending_nonce[FKD_WIRE_NONCE_BYTES];
     fkd_client_stats stats;
 };
 
 static const char *const state_names[] = {"disconnected", "hello_sent", "idle", "task_ready",
-                                          "uploading", "finished", "rejected"};
+                                          "uploading", "finished", "rejected", "training"};
 
 const char *fkd_client_state_name(int s)
 {
-    return s >= 0 && s <= FKD_CLIENT_REJECTED ? state_names[s] : "?";
+    return s >= 0 && s <= FKD_CLIENT_TRAINING ? state_names[s] : "?";
 }
 
 fkd_client_config fkd_client_config_defaults(void)
@@ -203,6 +204,10 @@ static int take_task(fkd_client *cl, uint8_t *buf, size_t len, fkd_error *err)
         free(buf);
         return send_pending(cl, err);
     }
+    if (cl->job_round && m.env.round == cl->job_round) {
+        free(buf); /* being trained right now */
+        return 0;
+    }
     if (m.env.round == cl->acked_round && cl->session == cl->acked_session) {
         /* This coordinator already holds our update of that round (it was
          * resent after a reconnect and crossed the TASK): nothing to do. A
@@ -225,7 +230,7 @@ static int take_task(fkd_client *cl, uint8_t *buf, size_t len, fkd_error *err)
         fkd_log(cl->log, FKD_LOG_WARN, "send_failed", "error=\"%s\"", aerr.msg);
     fkd_log(cl->log, FKD_LOG_INFO, "task_received", "round=%llu version=%llu bytes=%zu",
             (unsigned long long)m.env.round, (unsigned long long)m.u.task.model_version, len);
-    set_state(cl, FKD_CLIENT_TASK_READY);
+    if (cl->state != FKD_CLIENT_TRAINING) set_state(cl, FKD_CLIENT_TASK_READY);
     return 0;
 }
 
@@ -248,7 +253,9 @@ static void on_welcome(fkd_client *cl, const fkd_wire_welcome *w, fkd_error *err
     cl->backoff_ms = cl->cfg.backoff_min_ms;
     fkd_log(cl->log, FKD_LOG_INFO, "welcome", "session=%llu version=%llu",
             (unsigned long long)w->session, (unsigned long long)w->model_version);
-    if (cl->task_buf) {
+    if (cl->job_round) {
+        set_state(cl, FKD_CLIENT_TRAINING); /* the job's update follows when it is done */
+    } else if (cl->task_buf) {
         set_state(cl, FKD_CLIENT_TASK_READY);
     } else if (cl->pending) {
         set_state(cl, FKD_CLIENT_UPLOADING);
@@ -374,7 +381,7 @@ int fkd_client_new(fkd_client **out, const fkd_client_config *cfg, const fkd_wir
 static int welcomed(const fkd_client *cl)
 {
     return cl->state == FKD_CLIENT_IDLE || cl->state == FKD_CLIENT_TASK_READY ||
-           cl->state == FKD_CLIENT_UPLOADING;
+           cl->state == FKD_CLIENT_UPLOADING || cl->state == FKD_CLIENT_TRAINING;
 }
 
 /* Timers: HELLO when the backoff ends, heartbeats, silence and HELLO timeouts. */
@@ -447,65 +454,127 @@ int fkd_client_poll(fkd_client *cl, int timeout_ms, fkd_error *err)
     return 0;
 }
 
-int fkd_client_train(fkd_client *cl, fkd_error *err)
+/* ---- training as a job ---------------------------------------------------------------------- */
+struct fkd_client_job {
+    uint8_t *task_buf;            /* owned; task points into it */
+    fkd_wire_msg task;
+    fkd_client_trainer tr;
+    fkd_client_result res;
+    fkd_wire_msg update;
+    uint8_t *sealed;
+    int rc;
+    fkd_error err;
+};
+
+static uint64_t unix_ms(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int fkd_client_job_take(fkd_client *cl, fkd_client_job **out, fkd_error *err)
+{
+    *out = NULL;
     if (cl->state != FKD_CLIENT_TASK_READY || !cl->task_buf)
         return fkd_error_set(err, FKD_E_PROTOCOL, "no task to train");
     uint64_t round = cl->task.env.round;
-    if (cl->task.u.task.deadline_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-        if (now > cl->task.u.task.deadline_ms) {
-            fkd_log(cl->log, FKD_LOG_WARN, "task_expired", "round=%llu",
-                    (unsigned long long)round);
-            drop_task(cl);
-            set_state(cl, FKD_CLIENT_IDLE);
-            return 0;
-        }
+    if (cl->task.u.task.deadline_ms > 0 && unix_ms() > cl->task.u.task.deadline_ms) {
+        fkd_log(cl->log, FKD_LOG_WARN, "task_expired", "round=%llu", (unsigned long long)round);
+        drop_task(cl);
+        set_state(cl, FKD_CLIENT_IDLE);
+        return 0;
     }
-    fkd_client_trainer tr = {.id = cl->id, .coord_curve_pk = cl->coord_pk, .train = cl->train,
-                             .state_dir = cl->state_dir,
-                             .memory_budget_bytes = (size_t)cl->cfg.memory_mb << 20,
-                             .attack_scale = cl->cfg.attack_scale};
-    fkd_wire_msg up;
-    uint8_t *sealed = NULL;
-    fkd_client_result res;
-    fkd_error terr;
-    if (fkd_client_run_task(&res, &up, &sealed, &cl->task, &tr, &terr) != 0) {
+    fkd_client_job *j = calloc(1, sizeof *j);
+    if (!j) return fkd_error_set(err, FKD_E_NOMEM, "no memory for a training job");
+    j->task_buf = cl->task_buf;
+    j->task = cl->task;
+    cl->task_buf = NULL;
+    j->tr = (fkd_client_trainer){.id = cl->id, .coord_curve_pk = cl->coord_pk, .train = cl->train,
+                                 .state_dir = cl->state_dir,
+                                 .memory_budget_bytes = (size_t)cl->cfg.memory_mb << 20,
+                                 .attack_scale = cl->cfg.attack_scale};
+    cl->job_round = round;
+    set_state(cl, FKD_CLIENT_TRAINING);
+    *out = j;
+    return 0;
+}
+
+int fkd_client_job_run(fkd_client_job *j)
+{
+    j->rc = fkd_client_run_task(&j->res, &j->update, &j->sealed, &j->task, &j->tr, &j->err);
+    return j->rc;
+}
+
+static void job_free(fkd_client_job **jp)
+{
+    fkd_client_job *j = *jp;
+    if (!j) return;
+    free(j->sealed);
+    free(j->task_buf);
+    free(j);
+    *jp = NULL;
+}
+
+/* After a job: the task that arrived meanwhile, the upload, or nothing. */
+static void after_job(fkd_client *cl)
+{
+    cl->job_round = 0;
+    /* Training kept an inline agent from hearing the coordinator; that is
+     * not the coordinator's silence. */
+    cl->last_heard_ms = fkd_time_ms();
+    set_state(cl, cl->task_buf ? FKD_CLIENT_TASK_READY
+                  : cl->pending ? FKD_CLIENT_UPLOADING
+                                : FKD_CLIENT_IDLE);
+}
+
+int fkd_client_job_finish(fkd_client *cl, fkd_client_job **jp, fkd_error *err)
+{
+    fkd_client_job *j = *jp;
+    if (!j) return 0;
+    uint64_t round = j->task.env.round;
+    if (j->rc != 0) {
         /* A task this device cannot do (memory, a malformed model) is
          * skipped, not fatal: the coordinator's deadline covers it. */
         fkd_log(cl->log, FKD_LOG_ERROR, "train_failed", "round=%llu error=\"%s\"",
-                (unsigned long long)round, terr.msg);
-        drop_task(cl);
-        set_state(cl, FKD_CLIENT_IDLE);
-        cl->last_heard_ms = fkd_time_ms();
+                (unsigned long long)round, j->err.msg);
+        job_free(jp);
+        after_job(cl);
         return 0;
     }
     free(cl->pending);
     cl->pending = NULL;
-    int rc = fkd_wire_encode(&cl->pending, &cl->pending_len, &up, err);
-    free(sealed);
-    drop_task(cl);
+    int rc = fkd_wire_encode(&cl->pending, &cl->pending_len, &j->update, err);
+    if (rc == 0) {
+        memcpy(cl->pending_nonce, j->update.env.nonce, FKD_WIRE_NONCE_BYTES);
+        cl->pending_round = round;
+        cl->stats.last = j->res;
+        cl->stats.last_round = round;
+        const fkd_client_result *r = &j->res;
+        fkd_log(cl->log, FKD_LOG_INFO, "trained",
+                "round=%llu loss=%.4f steps=%lld tokens=%lld seconds=%.2f update_bytes=%zu "
+                "ratio=%.1f micro_batch=%d recompute=%d",
+                (unsigned long long)round, r->loss, (long long)r->steps, (long long)r->tokens,
+                r->train_seconds, cl->pending_len, r->compress_ratio, r->plan.micro_batch,
+                r->plan.recompute);
+    }
+    job_free(jp);
+    after_job(cl);
     if (rc != 0) return -1;
-    memcpy(cl->pending_nonce, up.env.nonce, FKD_WIRE_NONCE_BYTES);
-    cl->pending_round = round;
-    cl->stats.last = res;
-    cl->stats.last_round = round;
-    fkd_log(cl->log, FKD_LOG_INFO, "trained",
-            "round=%llu loss=%.4f steps=%lld tokens=%lld seconds=%.2f update_bytes=%zu "
-            "ratio=%.1f micro_batch=%d recompute=%d",
-            (unsigned long long)round, res.loss, (long long)res.steps, (long long)res.tokens,
-            res.train_seconds, cl->pending_len, res.compress_ratio, res.plan.micro_batch,
-            res.plan.recompute);
-    /* Training kept us from hearing the coordinator; that is not its silence. */
-    cl->last_heard_ms = fkd_time_ms();
-    set_state(cl, FKD_CLIENT_UPLOADING);
-    if (cl->sock) {
+    if (cl->sock && welcomed(cl)) {
         fkd_error serr;
         if (send_pending(cl, &serr) != 0) reconnect_later(cl, serr.msg);
     }
     return 0;
+}
+
+int fkd_client_train(fkd_client *cl, fkd_error *err)
+{
+    fkd_client_job *j;
+    if (fkd_client_job_take(cl, &j, err) != 0) return -1;
+    if (!j) return 0; /* expired */
+    fkd_client_job_run(j);
+    return fkd_client_job_finish(cl, &j, err);
 }
 
 int fkd_client_state(const fkd_client *cl) { return cl->state; }

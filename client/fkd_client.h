@@ -129,7 +129,8 @@ enum fkd_client_state {
     FKD_CLIENT_TASK_READY,       /* a complete TASK waits for fkd_client_train */
     FKD_CLIENT_UPLOADING,        /* UPDATE sent, waiting for its ACK */
     FKD_CLIENT_FINISHED,         /* the coordinator said BYE: training is over */
-    FKD_CLIENT_REJECTED          /* refused for good (REJECT without retry) */
+    FKD_CLIENT_REJECTED,         /* refused for good (REJECT without retry) */
+    FKD_CLIENT_TRAINING          /* a job took the task (fkd_client_job_take) */
 };
 const char *fkd_client_state_name(int state);
 
@@ -169,8 +170,20 @@ int fkd_client_new(fkd_client **cl, const fkd_client_config *cfg, const fkd_wire
  * the coordinator fell silent. -1 only on errors the agent cannot recover
  * from (out of memory, a bad configuration). */
 int fkd_client_poll(fkd_client *cl, int timeout_ms, fkd_error *err);
-/* Trains the task waiting in FKD_CLIENT_TASK_READY and queues the UPDATE. */
+/* Trains the task waiting in FKD_CLIENT_TASK_READY and queues the UPDATE
+ * (take + run + finish below, on the calling thread). */
 int fkd_client_train(fkd_client *cl, fkd_error *err);
+
+/* Training on another thread while the agent keeps polling (heartbeats go
+ * on, a reconnect can happen): _take moves the waiting task into a job
+ * (state TRAINING; *job NULL if the task had expired); _run needs nothing
+ * of the agent's socket or state and may run on any thread; _finish, back
+ * on the agent's thread, queues the UPDATE (or logs the failure) and frees
+ * the job. Never poll and finish one agent from two threads at once. */
+typedef struct fkd_client_job fkd_client_job;
+int fkd_client_job_take(fkd_client *cl, fkd_client_job **job, fkd_error *err);
+int fkd_client_job_run(fkd_client_job *job);
+int fkd_client_job_finish(fkd_client *cl, fkd_client_job **job, fkd_error *err);
 int fkd_client_state(const fkd_client *cl);
 const fkd_client_stats *fkd_client_get_stats(const fkd_client *cl);
 /* Says BYE (best effort) and frees everything; *cl becomes NULL. */

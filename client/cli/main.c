@@ -15,7 +15,9 @@
  *   heartbeat_ms, backoff_min_ms, backoff_max_ms, seed, log_level
  *   attack_scale  tests only: multiply the update (a malicious client)
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@
 #include "fkd_client.h"
 
 #define POLL_MS 200
+#define WORKER_POLL_MS 50  /* how soon a finished job is noticed */
 #define VALUE_MAX 512
 
 typedef struct {
@@ -36,6 +39,44 @@ typedef struct {
 } settings;
 
 static volatile sig_atomic_t g_stop;
+
+/* Local training runs on a worker thread so the agent keeps answering
+ * (heartbeats, a coordinator restart) while it trains. */
+typedef struct {
+    fkd_client_job *job;
+    pthread_t thread;
+    atomic_int done;
+    int busy;
+} worker;
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    fkd_client_job_run(w->job);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* Starts a job when a task waits; finishes one whose thread is done. */
+static int drive_worker(worker *w, fkd_client *cl, fkd_error *err)
+{
+    if (w->busy) {
+        if (!atomic_load(&w->done)) return 0;
+        pthread_join(w->thread, NULL);
+        w->busy = 0;
+        return fkd_client_job_finish(cl, &w->job, err);
+    }
+    if (fkd_client_state(cl) != FKD_CLIENT_TASK_READY) return 0;
+    if (fkd_client_job_take(cl, &w->job, err) != 0) return -1;
+    if (!w->job) return 0;
+    atomic_store(&w->done, 0);
+    if (pthread_create(&w->thread, NULL, work, w) != 0) {
+        fkd_client_job_run(w->job); /* no thread: train inline */
+        return fkd_client_job_finish(cl, &w->job, err);
+    }
+    w->busy = 1;
+    return 0;
+}
 static void on_stop(int sig) { g_stop = sig; }
 
 static void defaults(settings *s)
@@ -189,6 +230,7 @@ static int run(const settings *st)
     cfg.backoff_max_ms = st->backoff_max_ms;
     cfg.attack_scale = (float)st->attack_scale;
     cfg.seed = st->seed;
+    cfg.auto_train = 0; /* drive_worker trains on a thread */
     void *ctx = zmq_ctx_new();
     fkd_client *cl = NULL;
     int rc = fkd_client_new(&cl, &cfg, &id, coord.curve_pk, &text, ctx, &log, &err);
@@ -200,10 +242,17 @@ static int run(const settings *st)
         sa.sa_handler = on_stop;
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
+        worker w = {0};
         while (!g_stop && rc == 0) {
             int state = fkd_client_state(cl);
             if (state == FKD_CLIENT_FINISHED || state == FKD_CLIENT_REJECTED) break;
-            rc = fkd_client_poll(cl, POLL_MS, &err);
+            rc = fkd_client_poll(cl, w.busy ? WORKER_POLL_MS : POLL_MS, &err);
+            if (rc == 0) rc = drive_worker(&w, cl, &err);
+        }
+        if (w.busy) { /* stopping: let the job end (its update goes out if still connected) */
+            pthread_join(w.thread, NULL);
+            fkd_error ferr;
+            fkd_client_job_finish(cl, &w.job, &ferr);
         }
     }
     int exit_code = rc != 0 ? 1 : 0;

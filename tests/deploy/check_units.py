@@ -123,7 +123,7 @@ def analyze(src, build, tmp):
 
 
 def main():
-    src, build = sys.argv[1], sys.argv[2]
+    src, build = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     errors = []
     for unit, exe in UNITS.items():
         entries = parse_unit(os.path.join(src, "deploy", "systemd", unit + ".in"))

@@ -35,7 +35,7 @@ def value(text, series):
 
 
 def main():
-    build = sys.argv[2]
+    build = os.path.abspath(sys.argv[2])
     fedkd, client = os.path.join(build, "fedkd"), os.path.join(build, "fedkd-client")
     cfg = subprocess.run([fedkd, "serve", "--print-config"], capture_output=True, text=True)
     if "metrics_listen" not in cfg.stdout:

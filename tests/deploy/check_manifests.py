@@ -7,8 +7,9 @@ What the project defines is read from the project itself:
   images  fedkd-ROLE:VERSION for each deploy/docker/ROLE.Dockerfile;
   paths   the folders and executables the Dockerfiles create.
 Then:
-  - every deploy/k8s/*.yaml parses as YAML, each document a named object,
-    and names only those images, ports (numbers or names that resolve to
+  - every deploy/k8s/*.yaml parses as YAML, each document a named object
+    that fits the Kubernetes API schema (when the optional PyPI package
+    kubernetes-validate is installed), and names only those images, ports (numbers or names that resolve to
     them) and paths; ConfigMaps and Secrets it mounts are defined or are the
     documented key Secrets; configuration files inside ConfigMaps use only
     keys the coordinator or the client example defines;
@@ -143,6 +144,28 @@ def pod_spec(doc):
     return None
 
 
+def check_schemas(docs):
+    """Strict validation against the Kubernetes API schemas, when the PyPI
+    package kubernetes-validate is importable (it is optional: the checks
+    below do not need it)."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        print("note: kubernetes-validate (PyPI) not installed: manifests not checked "
+              "against the Kubernetes API schemas")
+        return
+    version = kubernetes_validate.latest_version()
+    before = len(errors)
+    for name, d in docs:
+        try:
+            kubernetes_validate.validate(d, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{name}: {d['kind']} {d['metadata']['name']} does not fit the Kubernetes "
+                 f"{version} schema: {e.message} at {'/'.join(str(p) for p in e.path)}")
+    if len(errors) == before:
+        print(f"manifests fit the Kubernetes {version} API schemas (strict)")
+
+
 def check_manifests(src, images, ports, roots, coord_keys, client_keys):
     docs = []
     files = sorted(glob.glob(os.path.join(src, "deploy", "k8s", "*.yaml")))
@@ -161,6 +184,7 @@ def check_manifests(src, images, ports, roots, coord_keys, client_keys):
                 fail(f"{name}: a document without apiVersion, kind and metadata.name")
                 continue
             docs.append((name, d))
+    check_schemas(docs)
     configmaps = {d["metadata"]["name"] for _, d in docs if d["kind"] == "ConfigMap"}
     secrets = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Secret"} | KEY_SECRETS
     port_numbers = set(ports.values())

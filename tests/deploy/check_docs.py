@@ -12,7 +12,8 @@ executables do.
     (docs/*.md, README.md, code blocks) names a real command and only
     options that command's --help has;
   - docs/configuration.md names every key of the coordinator's key table
-    and every setting of fedkd-client."""
+    and every setting of fedkd-client, and gives as each coordinator key's
+    default what `fedkd serve --print-config` prints."""
 import glob
 import os
 import re
@@ -208,6 +209,37 @@ def check_configuration_doc(src, cli):
             fail(f"docs/configuration.md: client setting `{key}` is not described")
 
 
+def normal(value):
+    value = value.strip().strip('"')
+    if value.startswith("empty"):
+        return ""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def check_coordinator_defaults(src, cli):
+    """The defaults docs/configuration.md gives are what `fedkd serve
+    --print-config` prints with no file."""
+    r = subprocess.run([os.path.join(cli.build, "fedkd"), "serve", "--print-config"],
+                       capture_output=True, text=True, timeout=30)
+    actual = dict(re.findall(r"^([a-z_.0-9]+) = (.*)$", r.stdout, re.M))
+    text = read(os.path.join(src, "docs", "configuration.md"))
+    coordinator = text.split("## Client", 1)[0]
+    n = 0
+    for key, default in re.findall(r"^\| `([a-z_.0-9]+)` \| (empty[^|]*|`[^`]*`) \|",
+                                   coordinator, re.M):
+        if key not in actual:
+            continue
+        n += 1
+        if normal(default.strip("`")) != normal(actual[key]):
+            fail(f"docs/configuration.md: `{key}` default is {default.strip()}, but "
+                 f"fedkd serve --print-config says {actual[key]}")
+    if n < len(actual):
+        fail(f"docs/configuration.md: defaults given for {n} of {len(actual)} coordinator keys")
+
+
 def main():
     src, build = sys.argv[1], sys.argv[2]
     cli = Cli(build)
@@ -222,6 +254,7 @@ def main():
     check_client_man(src, cli)
     n = check_doc_commands(src, cli)
     check_configuration_doc(src, cli)
+    check_coordinator_defaults(src, cli)
     if errors:
         print("FAIL:\n" + "\n".join(errors))
         return 1

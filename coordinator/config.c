@@ -221,7 +221,7 @@ int fkd_coord_config_set(fkd_coord_config *cfg, const char *key, const char *val
             return set_named(field, k, value, err);
         return set_numeric(field, k, value, err);
     }
-    return fkd_error_set(err, FKD_E_FORMAT, "unknown setting '%s' (see docs/coordinator.md)", key);
+    return fkd_error_set(err, FKD_E_FORMAT, "unknown setting '%s' (see docs/configuration.md)", key);
 }
 
 int fkd_coord_config_override(fkd_coord_config *cfg, const char *assignment, fkd_error *err)

@@ -288,7 +288,7 @@ int main(int argc, char **argv)
                           "The fedkd edge agent. Settings: endpoint key coordinator state_dir "
                           "data client\nmemory_mb cores heartbeat_ms backoff_min_ms "
                           "backoff_max_ms seed log_level\n(see the header of client/cli/main.c "
-                          "and docs/coordinator.md).",
+                          "and docs/configuration.md).",
                           sets, 64, &n_sets);
     if (r != 0) return r > 0 ? 0 : 2;
     if (keygen_prefix) return keygen(keygen_prefix);

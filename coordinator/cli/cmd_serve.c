@@ -147,7 +147,7 @@ int cmd_serve(int argc, char **argv)
     int r = fkd_cli_parse(argc, argv, opts, 2,
                           "usage: fedkd serve [--config FILE] [key=value ...]\n"
                           "Runs the federated rounds; every configuration key can be given as "
-                          "key=value\n(docs/coordinator.md lists them). Keys: 'fedkd keygen'.",
+                          "key=value\n(docs/configuration.md lists them). Keys: 'fedkd keygen'.",
                           sets, 64, &n_sets);
     if (r != 0) return r > 0 ? 0 : 2;
     fkd_coord_config cfg;

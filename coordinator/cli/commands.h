@@ -21,6 +21,7 @@ int cmd_bench_train(int argc, char **argv);
 int cmd_bench_compress(int argc, char **argv);
 int cmd_bench_quant(int argc, char **argv);
 int cmd_bench_tokenizer(int argc, char **argv);
+int cmd_bench_teacher(int argc, char **argv);
 
 /* Runs the command named by argv[0] from the table, or prints the table. */
 int fkd_dispatch(const fkd_command *table, int n, const char *program, int argc, char **argv);

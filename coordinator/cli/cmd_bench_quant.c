@@ -25,7 +25,7 @@
 
 typedef struct {
     const char *model, *data, *kernel_name, *save;
-    int steps, batch, seq, eval_tokens, gen_tokens, prune_steps, train_threads;
+    int steps, batch, seq, eval_tokens, gen_tokens, prune_steps, train_threads, prune_only;
     float lr, sparsity;
 } options;
 
@@ -128,31 +128,101 @@ static int kernel_from_name(const char *name)
     return -1;
 }
 
-/* A pruned copy of params fine-tuned with its mask; the mask is returned. */
-static int pruned_copy(fkd_params *out, uint8_t **mask, const fkd_params *params, int two_four,
+enum { PRUNE_NONE = 0, PRUNE_MAGNITUDE = 1, PRUNE_2_4 = 2 };
+
+/* A copy of params pruned by mode (its mask returned; NULL for
+ * PRUNE_NONE), then fine-tuned for steps with the mask in the optimizer. */
+static int pruned_copy(fkd_params *out, uint8_t **mask, const fkd_params *params, int mode, int steps,
                        const options *o, const fkd_token_stream *train, fkd_error *err)
 {
-    *mask = malloc(params->n_params);
-    if (!*mask) return fkd_error_set(err, FKD_E_NOMEM, "out of memory for a pruning mask");
-    int rc = two_four ? fkd_prune_2_4(*mask, params, err) : fkd_prune_magnitude(*mask, params, o->sparsity, err);
-    if (rc < 0 || fkd_params_init(out, &params->cfg, err) < 0) {
-        free(*mask);
-        *mask = NULL;
-        return -1;
+    *mask = NULL;
+    if (mode != PRUNE_NONE) {
+        *mask = malloc(params->n_params);
+        if (!*mask) return fkd_error_set(err, FKD_E_NOMEM, "out of memory for a pruning mask");
+        int rc = mode == PRUNE_2_4 ? fkd_prune_2_4(*mask, params, err)
+                                   : fkd_prune_magnitude(*mask, params, o->sparsity, err);
+        if (rc < 0) goto fail;
     }
+    if (fkd_params_init(out, &params->cfg, err) < 0) goto fail;
     memcpy(out->memory, params->memory, params->n_params * sizeof *params->memory);
-    fkd_prune_apply(out->memory, *mask, out->n_params);
+    if (*mask) fkd_prune_apply(out->memory, *mask, out->n_params);
     int seq = o->seq < params->cfg.max_seq ? o->seq : params->cfg.max_seq;
     fkd_train_set_threads(o->train_threads);
-    rc = o->prune_steps > 0 ? bench_train_steps(out, train, o->prune_steps, o->batch, seq, o->lr * 0.25f,
-                                                500000, *mask, NULL, err) : 0;
+    int rc = steps > 0 ? bench_train_steps(out, train, steps, o->batch, seq, o->lr * 0.25f, 500000, *mask, NULL, err) : 0;
     fkd_train_set_threads(1);
-    if (rc < 0) {
-        fkd_params_free(out);
-        free(*mask);
-        *mask = NULL;
+    if (rc == 0) return 0;
+    fkd_params_free(out);
+fail:
+    free(*mask);
+    *mask = NULL;
+    return -1;
+}
+
+/* Perplexity of params quantized to Q8_0 with mask. */
+static int q8_ppl(double *ppl, const fkd_params *params, const uint8_t *mask, int kernel, const eval_setup *e,
+                  fkd_error *err)
+{
+    fkd_qmodel qm;
+    fkd_qinfer st;
+    if (fkd_qmodel_quantize(&qm, params, FKD_QTYPE_Q8_0, mask, err) < 0) return -1;
+    int rc = fkd_qinfer_init(&st, &qm, kernel, err);
+    if (rc == 0) {
+        rc = perplexity(ppl, &st, fkd_qinfer_step_fn, fkd_qinfer_reset_fn, qm.cfg.vocab, e, err);
+        fkd_qinfer_free(&st);
     }
+    fkd_qmodel_free(&qm);
     return rc;
+}
+
+/* Pruned students against the dense one given the same fine-tuning steps
+ * (ppl_dense), and before their own fine-tuning (ppl_pruned_only). */
+static int prune_lines(const fkd_params *params, const options *o, const fkd_token_stream *train, int kernel,
+                       const eval_setup *e, const int32_t *prompt, double ppl_fp32, fkd_error *err)
+{
+    fkd_params dense;
+    uint8_t *none;
+    double ppl_dense;
+    if (pruned_copy(&dense, &none, params, PRUNE_NONE, o->prune_steps, o, train, err) < 0) return -1;
+    int rc = q8_ppl(&ppl_dense, &dense, NULL, kernel, e, err);
+    fkd_params_free(&dense);
+    if (rc < 0) return -1;
+    for (int mode = PRUNE_MAGNITUDE; mode <= PRUNE_2_4; mode++) {
+        fkd_params pruned;
+        uint8_t *mask;
+        qresult r;
+        double ppl_raw;
+        if (pruned_copy(&pruned, &mask, params, mode, 0, o, train, err) < 0) return -1;
+        rc = q8_ppl(&ppl_raw, &pruned, mask, kernel, e, err);
+        fkd_params_free(&pruned);
+        free(mask);
+        if (rc < 0 || pruned_copy(&pruned, &mask, params, mode, o->prune_steps, o, train, err) < 0) return -1;
+        double sparsity = fkd_prune_sparsity(mask, &pruned);
+        rc = measure(&r, &pruned, FKD_QTYPE_Q8_0, mask, kernel, e, prompt, o->gen_tokens, err);
+        size_t dense_bytes = 0;
+        fkd_qmodel qm;
+        if (rc == 0 && (rc = fkd_qmodel_quantize(&qm, &pruned, FKD_QTYPE_Q8_0, NULL, err)) == 0) {
+            dense_bytes = fkd_qmodel_encoded_bytes(&qm);
+            fkd_qmodel_free(&qm);
+        }
+        /* A sparse encoding's size: the dense blocks less one int8 code per
+         * pruned weight (scales and the mask bitmap kept). The qmodel format
+         * itself stores blocks densely plus the bitmap (bytes). */
+        size_t prunable = 0;
+        for (int t = FKD_T_WQ; t <= FKD_T_W2; t++)
+            if (t != FKD_T_FFN_NORM) prunable += pruned.tensors[t].count;
+        size_t sparse_est = r.bytes - (size_t)((double)prunable * sparsity);
+        fkd_params_free(&pruned);
+        free(mask);
+        if (rc < 0) return -1;
+        printf("format=q8_0 prune=%s sparsity=%.3f finetune_steps=%d bytes=%zu bytes_sparse_est=%zu "
+               "bytes_dense=%zu ppl=%.4f ppl_pruned_only=%.4f ppl_dense=%.4f ppl_change_pct=%+.2f ppl_fp32=%.4f "
+               "tokens_per_s=%.0f cpu_tokens_per_s=%.0f\n",
+               mode == PRUNE_2_4 ? "2:4" : "magnitude", sparsity, o->prune_steps, r.bytes, sparse_est, dense_bytes,
+               r.ppl, ppl_raw, ppl_dense, 100.0 * (r.ppl / ppl_dense - 1.0), ppl_fp32, r.tokens_per_s.wall,
+               r.tokens_per_s.cpu);
+        fflush(stdout);
+    }
+    return 0;
 }
 
 static int run(const options *o)
@@ -211,11 +281,9 @@ static int run(const options *o)
     free(ck);
 
     const int formats[] = {FKD_QTYPE_F32, FKD_QTYPE_F16, FKD_QTYPE_Q8_0, FKD_QTYPE_Q4_1, FKD_QTYPE_Q4_0};
-    double ppl_q8 = 0.0;
-    for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
+    for (size_t f = 0; !o->prune_only && f < sizeof formats / sizeof formats[0]; f++) {
         qresult r;
         if (measure(&r, &params, formats[f], NULL, kernel, &e, prompt, o->gen_tokens, &err) < 0) goto fail;
-        if (formats[f] == FKD_QTYPE_Q8_0) ppl_q8 = r.ppl;
         printf("format=%s bytes=%zu bytes_fp32=%zu ppl=%.4f ppl_fp32=%.4f ppl_change_pct=%+.2f tokens_per_s=%.0f "
                "tokens_per_s_scalar=%.0f tokens_per_s_fp32=%.0f cpu_tokens_per_s=%.0f cpu_tokens_per_s_scalar=%.0f "
                "cpu_tokens_per_s_fp32=%.0f sample=\"%s\"\n",
@@ -224,35 +292,7 @@ static int run(const options *o)
                r.tokens_per_s_scalar.cpu, tps_fp32.cpu, r.sample);
         fflush(stdout);
     }
-    for (int two_four = 0; two_four < 2; two_four++) {
-        fkd_params pruned;
-        uint8_t *mask;
-        qresult r;
-        if (pruned_copy(&pruned, &mask, &params, two_four, o, &text.train, &err) < 0) goto fail;
-        double sparsity = fkd_prune_sparsity(mask, &pruned);
-        fkd_qmodel qm;
-        int mrc = measure(&r, &pruned, FKD_QTYPE_Q8_0, mask, kernel, &e, prompt, o->gen_tokens, &err);
-        size_t dense_bytes = 0;
-        if (mrc == 0 && fkd_qmodel_quantize(&qm, &pruned, FKD_QTYPE_Q8_0, NULL, &err) == 0) {
-            dense_bytes = fkd_qmodel_encoded_bytes(&qm);
-            fkd_qmodel_free(&qm);
-        }
-        /* What a sparse encoding would need: each kept int8 code, the block
-         * scales, and the mask's bitmap (the qmodel format stores blocks
-         * densely plus the bitmap; this is the size a sparse one would reach). */
-        size_t prunable = 0;
-        for (int t = FKD_T_WQ; t <= FKD_T_W2; t++)
-            if (t != FKD_T_FFN_NORM) prunable += pruned.tensors[t].count;
-        size_t sparse_est = dense_bytes - (size_t)((double)prunable * sparsity);
-        fkd_params_free(&pruned);
-        free(mask);
-        if (mrc < 0) goto fail;
-        printf("format=q8_0 prune=%s sparsity=%.3f finetune_steps=%d bytes=%zu bytes_sparse_est=%zu "
-               "bytes_dense=%zu ppl=%.4f ppl_dense=%.4f ppl_fp32=%.4f tokens_per_s=%.0f cpu_tokens_per_s=%.0f\n",
-               two_four ? "2:4" : "magnitude", sparsity, o->prune_steps, r.bytes, sparse_est, dense_bytes, r.ppl,
-               ppl_q8, ppl_fp32, r.tokens_per_s.wall, r.tokens_per_s.cpu);
-        fflush(stdout);
-    }
+    if (prune_lines(&params, o, &text.train, kernel, &e, prompt, ppl_fp32, &err) < 0) goto fail;
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "fedkd bench quant: %s\n", err.msg);
@@ -280,6 +320,7 @@ int cmd_bench_quant(int argc, char **argv)
         {"kernel", FKD_OPT_STR, &o.kernel_name, "auto, scalar, avx2 or avx512vnni"},
         {"sparsity", FKD_OPT_FLOAT, &o.sparsity, "share of matrix weights pruned (magnitude)"},
         {"prune-steps", FKD_OPT_INT, &o.prune_steps, "fine-tuning steps of the pruned models (mask kept)"},
+        {"prune-only", FKD_OPT_FLAG, &o.prune_only, "skip the formats, run only the pruning comparison"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd bench quant [--model M] [options]\n"

@@ -49,7 +49,8 @@ typedef struct {
     fkd_wire_limits lim;
     uint32_t window;
     fkd_wire_xsend *tx;               /* outgoing transfer, or NULL */
-    uint8_t *tx_payload;              /* owned: the encoded message being sent */
+    uint8_t *tx_payload;              /* the encoded message being sent */
+    int tx_owned;                     /* 1: tx_payload is freed by the link */
     size_t tx_bytes;
     double tx_last_ms;                /* last credit (or start) of the outgoing transfer */
     fkd_wire_xrecv *rx;               /* incoming transfer, kept across reconnects */
@@ -72,6 +73,14 @@ int fkd_client_xlink_pump(fkd_client_xlink *l, void *sock, const fkd_wire_peer *
  * encoded message carried) when an incoming transfer completed, 0 otherwise. */
 int fkd_client_xlink_on_msg(fkd_client_xlink *l, const fkd_wire_msg *msg, uint8_t **payload,
                             size_t *bytes, fkd_error *err);
+/* The same, but payload is borrowed: it must outlive the transfer (drop it
+ * with fkd_client_xlink_drop_send first). One payload can feed many links,
+ * as one round's TASK feeds every selected client. */
+int fkd_client_xlink_start_borrowed(fkd_client_xlink *l, const uint8_t *payload, size_t bytes,
+                                    uint32_t kind, uint32_t chunk_bytes, uint64_t round,
+                                    fkd_error *err);
+/* Forgets the outgoing transfer (complete or not); the incoming one stays. */
+void fkd_client_xlink_drop_send(fkd_client_xlink *l);
 /* 1 while an outgoing transfer is not yet confirmed complete. */
 int fkd_client_xlink_sending(const fkd_client_xlink *l);
 /* Forces XFER_BEGIN to be sent again (after the peer reconnected). */

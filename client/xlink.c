@@ -23,10 +23,13 @@ void fkd_client_xlink_init(fkd_client_xlink *l, const uint8_t self[FKD_WIRE_ID_B
 static void drop_tx(fkd_client_xlink *l)
 {
     fkd_wire_xsend_free(&l->tx);
-    free(l->tx_payload);
+    if (l->tx_owned) free(l->tx_payload);
     l->tx_payload = NULL;
+    l->tx_owned = 0;
     l->tx_bytes = 0;
 }
+
+void fkd_client_xlink_drop_send(fkd_client_xlink *l) { drop_tx(l); }
 
 void fkd_client_xlink_free(fkd_client_xlink *l)
 {
@@ -34,18 +37,28 @@ void fkd_client_xlink_free(fkd_client_xlink *l)
     fkd_wire_xrecv_free(&l->rx);
 }
 
-int fkd_client_xlink_start(fkd_client_xlink *l, uint8_t *payload, size_t bytes, uint32_t kind,
-                           uint32_t chunk_bytes, uint64_t round, fkd_error *err)
+int fkd_client_xlink_start_borrowed(fkd_client_xlink *l, const uint8_t *payload, size_t bytes,
+                                    uint32_t kind, uint32_t chunk_bytes, uint64_t round,
+                                    fkd_error *err)
 {
     drop_tx(l);
     if (chunk_bytes == 0 || chunk_bytes > l->lim.max_chunk_bytes) chunk_bytes = FKD_WIRE_DEFAULT_CHUNK;
-    if (fkd_wire_xsend_new(&l->tx, payload, bytes, kind, chunk_bytes, l->self, round, err) != 0) {
+    if (fkd_wire_xsend_new(&l->tx, payload, bytes, kind, chunk_bytes, l->self, round, err) != 0)
+        return -1;
+    l->tx_payload = (uint8_t *)payload;
+    l->tx_bytes = bytes;
+    l->tx_last_ms = fkd_time_ms();
+    return 0;
+}
+
+int fkd_client_xlink_start(fkd_client_xlink *l, uint8_t *payload, size_t bytes, uint32_t kind,
+                           uint32_t chunk_bytes, uint64_t round, fkd_error *err)
+{
+    if (fkd_client_xlink_start_borrowed(l, payload, bytes, kind, chunk_bytes, round, err) != 0) {
         free(payload);
         return -1;
     }
-    l->tx_payload = payload;
-    l->tx_bytes = bytes;
-    l->tx_last_ms = fkd_time_ms();
+    l->tx_owned = 1;
     return 0;
 }
 

@@ -81,6 +81,8 @@ struct fkd_coord {
     int n_history;
     uint8_t *qweights;             /* the master re-quantized for TASKs */
     size_t qweights_len;
+    uint8_t *task;                 /* this round's TASK, encoded once, borrowed by every link */
+    size_t task_len;
     uint8_t **shards;
     size_t *shard_len;
     int n_shards;
@@ -466,13 +468,14 @@ static void clear_round(fkd_coord *c)
     c->n_ups = 0;
     for (int i = 0; i < c->n_slots; i++) {
         slot *s = &c->slots[i];
-        if (s->selected && !s->delivered) {
-            /* Nothing more to send for a round that is over. */
-            fkd_client_xlink_free(&s->link);
-            fkd_client_xlink_init(&s->link, c->id->sign_pk, &c->xlim, 0);
-        }
+        /* Nothing more to send for a round that is over; and the links
+         * borrow the round's TASK, freed below. */
+        if (s->selected) fkd_client_xlink_drop_send(&s->link);
         s->selected = s->delivered = s->gone = 0;
     }
+    free(c->task);
+    c->task = NULL;
+    c->task_len = 0;
     c->n_selected = 0;
 }
 
@@ -527,7 +530,9 @@ static void fill_hparams(const fkd_coord *c, fkd_wire_task *t, uint64_t round)
     fkd_wire_kv_set(z, "stochastic", g->up_stochastic, NULL);
 }
 
-static int send_task(fkd_coord *c, slot *s, fkd_error *err)
+/* Encodes the round's TASK once: every selected client gets the same bytes
+ * (one copy in memory however many clients a round selects). */
+static int encode_task(fkd_coord *c, fkd_error *err)
 {
     uint64_t round = c->round + 1;
     fkd_wire_msg m;
@@ -547,11 +552,15 @@ static int send_task(fkd_coord *c, slot *s, fkd_error *err)
         t->soft_labels.len = c->shard_len[k];
     }
     fill_hparams(c, t, round);
-    uint8_t *buf;
-    size_t len;
-    if (fkd_wire_encode(&buf, &len, &m, err) != 0) return -1;
-    return fkd_client_xlink_start(&s->link, buf, len, FKD_WIRE_TASK, c->cfg.chunk_bytes, round,
-                                  err);
+    free(c->task);
+    c->task = NULL;
+    return fkd_wire_encode(&c->task, &c->task_len, &m, err);
+}
+
+static int send_task(fkd_coord *c, slot *s, fkd_error *err)
+{
+    return fkd_client_xlink_start_borrowed(&s->link, c->task, c->task_len, FKD_WIRE_TASK,
+                                           c->cfg.chunk_bytes, c->round + 1, err);
 }
 
 /* ---- round start ------------------------------------------------------------------------------- */
@@ -579,6 +588,7 @@ static int start_round(fkd_coord *c, int n_avail, fkd_error *err)
     c->phase = FKD_COORD_COLLECTING;
     c->ups = calloc((size_t)(got > 0 ? got : 1), sizeof *c->ups);
     int rc = c->ups ? 0 : fkd_error_set(err, FKD_E_NOMEM, "no memory for the round");
+    if (rc == 0) rc = encode_task(c, err);
     for (int i = 0; i < got && rc == 0; i++) {
         slot *s = &c->slots[cand[pick[i]]];
         s->selected = 1;

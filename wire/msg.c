@@ -267,7 +267,7 @@ typedef struct {
 static int sink_write(void *data, const char *buf, size_t len)
 {
     sink *s = data;
-    if (s->dst) {
+    if (s->dst && len > 0) { /* an empty blob may come with a NULL buffer */
         if (len > s->cap - s->len) return -1;
         memcpy(s->dst + s->len, buf, len);
     }

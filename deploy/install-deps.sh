@@ -13,6 +13,7 @@ packages=(
   python3 python3-pip                # model download at install time
   libmicrohttpd-dev                  # coordinator metrics endpoint
   python3-yaml systemd groff-base    # deploy tests: manifests, systemd-analyze verify, man pages
+  chromium                           # simulation test: renders report.html headless
 )
 
 missing=()

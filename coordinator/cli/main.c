@@ -10,6 +10,7 @@ static const fkd_command commands[] = {
     {"teacher", cmd_teacher, "train the teacher on the public corpus; write its soft labels"},
     {"keygen", cmd_keygen, "write a key pair: PREFIX.key (secret, 0600) and PREFIX.pub"},
     {"serve", cmd_serve, "run the coordinator: federated rounds over the network"},
+    {"simulate", cmd_simulate, "coordinator + many virtual clients in one process; compare methods"},
     {"bench", cmd_bench, "benchmarks against their peers (train, ...)"},
 };
 

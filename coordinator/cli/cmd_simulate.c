@@ -1,0 +1,113 @@
+/* cmd_simulate.c — `fedkd simulate`: the coordinator and N virtual clients
+ * in one process over inproc://, devices drawn from a table of real device
+ * classes, and the comparison of federated distillation with the teacher,
+ * public-only distillation, FedAvg and central training (fkd_sim.h). With
+ * no arguments it runs the default job on the default corpus. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "fkd_sim.h"
+
+static int parse_format(const char *s)
+{
+    static const char *names[] = {"f32", "int8", "int4", "ternary"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) return i;
+    return -1;
+}
+
+int cmd_simulate(int argc, char **argv)
+{
+    fkd_sim_config cfg, dflt; /* string options point into dflt, are copied into cfg */
+    fkd_sim_config_defaults(&cfg);
+    dflt = cfg;
+    const char *data = dflt.data, *pub = NULL, *out = dflt.out, *cache = dflt.cache;
+    const char *words = dflt.words, *format = "int8";
+    int64_t seed = (int64_t)cfg.seed, transfer = cfg.transfer_tokens;
+    int64_t eval_final = cfg.eval_tokens_final, eval_round = cfg.eval_tokens_round;
+    float deadline = (float)cfg.deadline_s;
+    int no_dense = 0, quiet = 0;
+    const fkd_opt opts[] = {
+        {"data", FKD_OPT_STR, &data, "private corpus: a folder, one file or sub-folder per natural client"},
+        {"public", FKD_OPT_STR, &pub, "public corpus for the teacher and transfer set (default: the public categories of --data)"},
+        {"out", FKD_OPT_STR, &out, "run directory: summary.json, rounds.jsonl/.csv, students, report.html"},
+        {"cache", FKD_OPT_STR, &cache, "teacher and soft-label cache"},
+        {"words", FKD_OPT_STR, &words, "word list for the hallucination rate (\"\" = none)"},
+        {"seed", FKD_OPT_I64, &seed, "seed of everything (devices, data, weights, selection)"},
+        {"threads", FKD_OPT_INT, &cfg.threads, "worker pool size (cores)"},
+        {"clients", FKD_OPT_INT, &cfg.clients, "0: natural partitions; N: Dirichlet split into N clients"},
+        {"dirichlet-alpha", FKD_OPT_FLOAT, &cfg.dirichlet_alpha, "skew of the Dirichlet split (small = skewed)"},
+        {"rounds", FKD_OPT_INT, &cfg.rounds, "federated rounds"},
+        {"per-round", FKD_OPT_INT, &cfg.per_round, "updates a round waits for"},
+        {"over-select", FKD_OPT_FLOAT, &cfg.over_select, "extra share of clients selected per round"},
+        {"deadline", FKD_OPT_FLOAT, &deadline, "simulated round deadline, seconds"},
+        {"local-steps", FKD_OPT_INT, &cfg.local_steps, "optimizer steps per client per round"},
+        {"batch", FKD_OPT_INT, &cfg.batch, "sequences per step"},
+        {"seq", FKD_OPT_INT, &cfg.seq, "tokens per sequence"},
+        {"lr", FKD_OPT_FLOAT, &cfg.lr, "learning rate (AdamW, constant)"},
+        {"alpha", FKD_OPT_FLOAT, &cfg.alpha, "weight of distillation where a soft label exists"},
+        {"transfer-share", FKD_OPT_FLOAT, &cfg.transfer_share, "share of micro-batches from the transfer set (KD methods)"},
+        {"up-fraction", FKD_OPT_FLOAT, &cfg.up_fraction, "top-k share of the uplink update"},
+        {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary"},
+        {"no-dense-reference", FKD_OPT_FLAG, &no_dense, "skip the fedkd run with a dense fp32 uplink"},
+        {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
+        {"soft-k", FKD_OPT_INT, &cfg.soft_k, "soft-label ids per position"},
+        {"soft-shards", FKD_OPT_INT, &cfg.soft_shards, "soft-label shards (round r uses shard r mod n)"},
+        {"transfer-tokens", FKD_OPT_I64, &transfer, "transfer-set positions labelled by the teacher"},
+        {"eval-tokens", FKD_OPT_I64, &eval_final, "test tokens of the final evaluation"},
+        {"eval-tokens-round", FKD_OPT_I64, &eval_round, "test tokens evaluated after each round"},
+        {"halluc-prompts", FKD_OPT_INT, &cfg.halluc_prompts, "held-out openings sampled for the hallucination rate"},
+        {"client-eval-max", FKD_OPT_INT, &cfg.client_eval_max, "clients in the per-client accuracy distribution"},
+        {"quiet", FKD_OPT_FLAG, &quiet, "no progress line"},
+        {"verbose", FKD_OPT_FLAG, &cfg.verbose, "coordinator and agent logs on stderr"},
+    };
+    int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
+                           "usage: fedkd simulate [options]\n"
+                           "Runs a coordinator and many virtual clients in one process and "
+                           "compares fedkd with\nthe teacher, public-only distillation, FedAvg "
+                           "and central training (docs/simulation.md).",
+                           NULL, 0, NULL);
+    if (rc != 0) return rc > 0 ? 0 : 2;
+    cfg.up_format = parse_format(format);
+    if (cfg.up_format < 0) {
+        fprintf(stderr, "fedkd simulate: --up-format is f32, int8, int4 or ternary, not %s\n",
+                format);
+        return 2;
+    }
+    const char *paths[] = {data, pub ? pub : data, out, cache, words};
+    for (int i = 0; i < 5; i++)
+        if (strlen(paths[i]) >= FKD_SIM_PATH_MAX) {
+            fprintf(stderr, "fedkd simulate: path longer than %d bytes: %s\n",
+                    FKD_SIM_PATH_MAX - 1, paths[i]);
+            return 2;
+        }
+    snprintf(cfg.data, sizeof cfg.data, "%s", data);
+    snprintf(cfg.public_dir, sizeof cfg.public_dir, "%s", pub ? pub : data);
+    snprintf(cfg.out, sizeof cfg.out, "%s", out);
+    snprintf(cfg.cache, sizeof cfg.cache, "%s", cache);
+    snprintf(cfg.words, sizeof cfg.words, "%s", words);
+    cfg.seed = (uint64_t)seed;
+    cfg.transfer_tokens = transfer;
+    cfg.eval_tokens_final = eval_final;
+    cfg.eval_tokens_round = eval_round;
+    cfg.deadline_s = deadline;
+    cfg.dense_reference = !no_dense;
+    cfg.progress = !quiet;
+    fkd_error err = {0};
+    if (fkd_sim_config_validate(&cfg, &err) != 0) {
+        fprintf(stderr, "fedkd simulate: %s\n", err.msg);
+        return 2;
+    }
+    fkd_sim_result res;
+    rc = fkd_sim_run(&res, &cfg, &err);
+    if (rc == 0) {
+        fkd_sim_print_table(stdout, &res);
+        printf("outputs: %s/{summary.json,rounds.jsonl,rounds.csv,report.html,"
+               "student-fp32.ckpt,student-int8.qmdl,student-int4.qmdl}\n", cfg.out);
+    } else {
+        fprintf(stderr, "fedkd simulate: %s\n", err.msg);
+    }
+    fkd_sim_result_free(&res);
+    return rc == 0 ? 0 : 1;
+}

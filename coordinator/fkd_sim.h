@@ -1,0 +1,251 @@
+/* fkd_sim.h — `fedkd simulate`: one process runs the coordinator engine and
+ * N virtual clients over ZeroMQ inproc://, with devices that differ as real
+ * ones do, and compares federated distillation with the alternatives.
+ *
+ * The parts, one file each:
+ *   sim_devices.c   the device classes (a documented table), drawing a
+ *                   device per client, accessibility (can it train and run
+ *                   the student within its memory and time budgets?)
+ *   sim_clock.c     the simulated clock: bytes and FLOPs -> seconds per
+ *                   client, dropouts and stragglers, the round's wall time
+ *   sim_data.c      corpora: the private federation and its test text, the
+ *                   public transfer set; the teacher and its soft labels,
+ *                   cached under runs/cache/ keyed by their settings
+ *   sim_eval.c      one evaluation for every method: perplexity, accuracy,
+ *                   hallucination rate, int8 / int4 perplexity, per client
+ *   sim_baselines.c the methods with no federation: the teacher, a student
+ *                   distilled on public data only, a student trained
+ *                   centrally on everything pooled
+ *   sim_fed.c       the federated methods: the coordinator engine and the
+ *                   client agents over inproc://, training on a worker pool
+ *   sim_report.c    summary.json, rounds.jsonl, rounds.csv, report.html
+ *   sim_run.c       the whole run, in order
+ * docs/simulation.md explains the device table, the clock and the outputs.
+ *
+ * Deterministic given the seed: devices, dropouts, selection, client keys and
+ * every training batch derive from it; only wall times differ between runs. */
+#ifndef FKD_SIM_H
+#define FKD_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fkd_coordinator.h"
+
+/* ======================================================================== *
+ * Devices (sim_devices.c)
+ * ======================================================================== */
+enum fkd_sim_class {
+    FKD_SIM_PHONE_LOW = 0, FKD_SIM_PHONE_HIGH, FKD_SIM_SBC, FKD_SIM_EDGE, FKD_SIM_CLASS_COUNT
+};
+
+/* One row of the device table: each figure is a range a device is drawn
+ * from (log-uniformly), except share and dropout. Sources in
+ * docs/simulation.md. */
+typedef struct {
+    const char *key;                  /* "phone-low" */
+    const char *name;                 /* "low-end phone" */
+    double share;                     /* of the default population */
+    double gflops[2];                 /* sustained fp32 training throughput, GFLOP/s */
+    double mem_mb[2];                 /* memory an app may use for training, MiB */
+    double up_mbps[2], down_mbps[2];  /* link, Mbit/s */
+    double rtt_ms;                    /* round trip to the coordinator */
+    double dropout;                   /* probability of dropping out of a selected round */
+} fkd_sim_class_info;
+
+extern const fkd_sim_class_info fkd_sim_classes[FKD_SIM_CLASS_COUNT];
+
+typedef struct {
+    int cls;              /* enum fkd_sim_class */
+    double flops;         /* FLOP/s for training and inference */
+    double mem_bytes;     /* budget for training; inference gets the same */
+    double up_Bps, down_Bps; /* bytes per second */
+    double rtt_s;
+    double dropout;
+} fkd_sim_device;
+
+/* Draws one device: its class by share, then each figure in its range. */
+void fkd_sim_device_draw(fkd_sim_device *d, fkd_rng *rng);
+
+/* ======================================================================== *
+ * The simulated clock (sim_clock.c)
+ * ======================================================================== */
+/* Training FLOPs per token: forward + backward = 3 x forward; recomputing
+ * activations repeats the forward once more. */
+#define FKD_SIM_TRAIN_FLOP_FACTOR 3.0
+#define FKD_SIM_RECOMPUTE_FLOP_FACTOR 4.0
+
+/* What one client does in one round. */
+typedef struct {
+    double down_bytes;    /* TASK: quantized weights + soft-label shard + envelope */
+    double up_bytes;      /* sealed compressed update */
+    double train_tokens;  /* local steps x batch x seq */
+    double flops_per_token; /* forward, at seq */
+} fkd_sim_work;
+
+/* Seconds from the TASK leaving the coordinator to the UPDATE arriving. */
+double fkd_sim_client_seconds(const fkd_sim_device *d, const fkd_sim_work *w, int recompute);
+
+enum fkd_sim_outcome {
+    FKD_SIM_DELIVERED = 0, /* finished before the deadline and counted */
+    FKD_SIM_SURPLUS,       /* finished in time, after the round already had its target */
+    FKD_SIM_STRAGGLER,     /* would finish after the deadline: dropped as late */
+    FKD_SIM_DROPOUT,       /* went offline during the round */
+    FKD_SIM_OUTCOME_COUNT
+};
+const char *fkd_sim_outcome_name(int outcome);
+
+typedef struct {
+    int client;            /* index into the population */
+    double finish_s;       /* simulated seconds after the round start (dropouts: inf) */
+    int outcome;           /* enum fkd_sim_outcome */
+} fkd_sim_slot;
+
+/* Plans a round for the n selected clients in slots (client filled in):
+ * draws dropouts, times everyone else, and marks the first `target`
+ * finishers before deadline_s as delivered. Returns the round's simulated
+ * wall time: the target-th arrival, or the deadline when fewer made it, or
+ * the last arrival when every live client made it. recompute[client] says
+ * whether that client's memory plan recomputes activations. */
+double fkd_sim_round_plan(fkd_sim_slot *slots, int n, int target, double deadline_s,
+                          const fkd_sim_device *devs, const uint8_t *recompute,
+                          const fkd_sim_work *w, fkd_rng *rng);
+
+/* ======================================================================== *
+ * Accessibility (sim_devices.c)
+ * ======================================================================== */
+typedef struct {
+    int can_train;         /* a memory plan fits and a round ends before the deadline */
+    int can_run;           /* the int8 student + KV cache fit, and it generates fast enough */
+    int fits_train_memory;
+    int recompute;         /* of its memory plan */
+    double round_s;        /* simulated seconds of one round */
+    double run_bytes;      /* inference: int8 weights + KV cache + runtime */
+    double tokens_per_s;   /* inference speed */
+} fkd_sim_access;
+
+#define FKD_SIM_MIN_TOKENS_PER_S 5.0  /* slower generation than this is not usable */
+
+/* Judges one device for a student of cfg trained with (batch, seq) and
+ * shipped as run_model_bytes (int8). */
+void fkd_sim_access_check(fkd_sim_access *a, const fkd_sim_device *d, const fkd_model_config *cfg,
+                          int batch, int seq, const fkd_sim_work *w, double deadline_s,
+                          double run_model_bytes);
+
+/* ======================================================================== *
+ * Settings and results of a run
+ * ======================================================================== */
+#define FKD_SIM_PATH_MAX 400  /* leaves room for file names within the coordinator's paths */
+
+enum fkd_sim_method_id {
+    FKD_SIM_TEACHER = 0, FKD_SIM_PUBLIC_KD, FKD_SIM_FEDAVG, FKD_SIM_FEDKD, FKD_SIM_CENTRAL,
+    FKD_SIM_FEDKD_DENSE,   /* fedkd with a dense fp32 uplink: the compression reference */
+    FKD_SIM_METHOD_COUNT
+};
+
+typedef struct {
+    char data[FKD_SIM_PATH_MAX];     /* private corpus (one file or folder per natural client) */
+    char public_dir[FKD_SIM_PATH_MAX]; /* public corpus (teacher + transfer set) */
+    char out[FKD_SIM_PATH_MAX];      /* run directory */
+    char cache[FKD_SIM_PATH_MAX];    /* teacher and soft-label cache */
+    char words[FKD_SIM_PATH_MAX];    /* word list for the hallucination rate ("" = none) */
+    uint64_t seed;
+    int threads;                     /* worker pool size = cores */
+    int clients;                     /* 0: natural partition; N: Dirichlet into N clients */
+    float dirichlet_alpha;
+    /* rounds */
+    int rounds, per_round;           /* per_round: updates a round waits for */
+    float over_select;
+    double deadline_s;               /* simulated round deadline */
+    /* local training (also the step budget of the central baselines) */
+    int local_steps, batch, seq;
+    float lr, alpha, transfer_share;
+    /* compression */
+    float up_fraction;
+    int up_format;                   /* enum fkd_uvalue */
+    int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink */
+    /* teacher and soft labels */
+    int teacher_steps, teacher_batch;
+    int soft_k, soft_shards;
+    float soft_temperature;
+    int64_t transfer_tokens;
+    /* evaluation */
+    int64_t eval_tokens_round;       /* per round, per method */
+    int64_t eval_tokens_final;
+    int halluc_prompts;
+    int64_t client_eval_tokens;      /* per client, for the accuracy distribution */
+    int client_eval_max;             /* clients evaluated for the distribution */
+    int progress;                    /* progress line on a terminal */
+    int verbose;                     /* engine and agent logs on stderr */
+} fkd_sim_config;
+
+void fkd_sim_config_defaults(fkd_sim_config *cfg);
+int fkd_sim_config_validate(const fkd_sim_config *cfg, fkd_error *err);
+
+/* One method's per-round figures. */
+typedef struct {
+    int round;
+    double ppl, acc;
+    uint64_t bytes_up, bytes_down, bytes_up_dense, bytes_down_dense;
+    double sim_seconds;    /* simulated wall time of the round (federated only) */
+    double wall_seconds;
+    int selected, delivered, surplus, stragglers, dropouts;
+} fkd_sim_round;
+
+typedef struct {
+    int id;                /* enum fkd_sim_method_id */
+    int ran;
+    const char *key, *name;
+    double ppl, acc, bpb, halluc;
+    double ppl_int8, ppl_int4;    /* on device: quantized, one token at a time */
+    double ppl_fp32_steps;        /* the fp32 model scored the same way, same tokens */
+    int64_t quant_tokens;
+    uint64_t bytes_up, bytes_down;           /* as sent */
+    uint64_t bytes_up_dense, bytes_down_dense; /* the same rounds with fp32 weights and updates */
+    int64_t train_tokens;
+    double wall_seconds;
+    fkd_sim_round *rounds;
+    int n_rounds;
+    double *client_acc;    /* per evaluated client */
+    int n_client_acc;
+    fkd_params final;      /* the trained model (students) */
+} fkd_sim_method;
+
+typedef struct {
+    int n_clients, n_accessible;
+    int class_count[FKD_SIM_CLASS_COUNT], class_train[FKD_SIM_CLASS_COUNT],
+        class_run[FKD_SIM_CLASS_COUNT], class_both[FKD_SIM_CLASS_COUNT];
+    double accessibility;          /* share that can train and run */
+    double idle_client_bytes;      /* resident memory per idle virtual client (agent, socket,
+                                      coordinator's record of it) */
+    double client_data_bytes;      /* its private training tokens, per client */
+    double agg_updates_per_s;      /* open + decompress + aggregate, one core */
+    double wall_seconds;
+    double teacher_seconds;        /* training (0 when cached) */
+    int teacher_cached;
+    size_t student_params, teacher_params;
+    uint64_t student_q8_bytes;     /* the TASK's weights */
+    uint64_t update_bytes;         /* one compressed, sealed update (estimate for the clock) */
+    uint64_t private_train_tokens, public_transfer_tokens;
+    int64_t test_tokens;
+} fkd_sim_summary;
+
+typedef struct {
+    fkd_sim_config cfg;
+    fkd_sim_summary sum;
+    fkd_sim_method m[FKD_SIM_METHOD_COUNT];
+} fkd_sim_result;
+
+/* Runs everything and writes the run directory (sim_report.c): summary.json,
+ * rounds.jsonl, rounds.csv, student-fp32.ckpt, student-int8.qmdl,
+ * student-int4.qmdl (fedkd's final student) and report.html. */
+int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err);
+void fkd_sim_result_free(fkd_sim_result *res);
+/* The comparison table for a terminal. */
+void fkd_sim_print_table(FILE *f, const fkd_sim_result *res);
+/* sim_report.c: every file of the run directory; the HTML report alone. */
+int fkd_sim_write_outputs(const fkd_sim_result *res, fkd_error *err);
+int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *err);
+
+#endif

@@ -1,0 +1,126 @@
+/* sim_eval.c — one evaluation for every method, on the private clients'
+ * test text: perplexity, next-token accuracy and bits per byte (batched, on
+ * eval_tokens_final tokens), the hallucination rate (sampled continuations
+ * of held-out openings, train's fkd_eval_report_run), and the perplexity of
+ * the student as a device runs it, quantized to int8 (Q8_0) and int4
+ * (Q4_0), through compress/'s one-token-at-a-time forward pass. The fp32
+ * model is scored the same way on the same tokens, so the quantization
+ * cost is a like-for-like ratio. */
+#include "sim_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The quantized pass scores one token at a time: this many tokens keep it
+ * to seconds per model. */
+#define QUANT_EVAL_TOKENS 4096
+#define GEN_TOKENS 48
+
+int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_stream *s,
+                 int64_t max_tokens, fkd_error *err)
+{
+    int64_t n = max_tokens > 0 && s->n > max_tokens ? max_tokens : s->n;
+    int64_t bytes = (int64_t)((double)s->text_bytes * (double)n / (double)(s->n ? s->n : 1));
+    fkd_eval_result r;
+    if (fkd_eval_tokens(&r, p, s->tokens, n, bytes, p->cfg.max_seq, err) != 0) return -1;
+    *ppl = r.perplexity;
+    if (acc) *acc = r.accuracy;
+    return 0;
+}
+
+/* One token at a time is too little work to share between threads: the
+ * synchronisation would cost more than it saves. */
+static int single_thread(void)
+{
+    int before = fkd_train_get_threads();
+    fkd_train_set_threads(1);
+    return before;
+}
+
+static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_token_stream *s,
+                      int64_t n, fkd_error *err)
+{
+    fkd_qmodel qm;
+    if (fkd_qmodel_quantize(&qm, p, type, NULL, err) != 0) return -1;
+    fkd_qinfer st;
+    int rc = fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, err);
+    fkd_eval_result r;
+    if (rc == 0) {
+        rc = fkd_compress_eval_steps(&r, &st, fkd_qinfer_step_fn, fkd_qinfer_reset_fn,
+                                     p->cfg.vocab, s->tokens, n, 0, p->cfg.max_seq, err);
+        fkd_qinfer_free(&st);
+    }
+    fkd_qmodel_free(&qm);
+    if (rc == 0) *ppl = r.perplexity;
+    return rc;
+}
+
+static int eval_fp32_steps(double *ppl, const fkd_params *p, const fkd_token_stream *s, int64_t n,
+                           fkd_error *err)
+{
+    fkd_infer st;
+    if (fkd_infer_init(&st, p, err) != 0) return -1;
+    fkd_eval_result r;
+    int rc = fkd_compress_eval_steps(&r, &st, fkd_infer_step_fn, fkd_infer_reset_fn,
+                                     p->cfg.vocab, s->tokens, n, 0, p->cfg.max_seq, err);
+    fkd_infer_free(&st);
+    if (rc == 0) *ppl = r.perplexity;
+    return rc;
+}
+
+/* The hallucination rate alone: the report's loss part is given 2 tokens,
+ * since sim_eval_ppl scores the test text with batched (threaded) passes. */
+static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p, fkd_error *err)
+{
+    *rate = 0;
+    if (x->cfg.halluc_prompts == 0 || !x->es.known) return 0;
+    fkd_eval_config ec = fkd_eval_defaults();
+    ec.max_tokens = 2;
+    ec.n_prompts = x->cfg.halluc_prompts;
+    ec.gen_tokens = GEN_TOKENS;
+    ec.seed = x->cfg.seed;
+    fkd_eval_report r;
+    if (fkd_eval_report_run(&r, p, &x->tok, &x->es.corpus, x->es.docs, x->es.n_docs,
+                            x->es.known, &ec, err) != 0)
+        return -1;
+    *rate = r.halluc_rate;
+    return 0;
+}
+
+int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
+{
+    int64_t n = x->test.n;
+    fkd_eval_result lm;
+    if (fkd_eval_tokens(&lm, p, x->test.tokens, n, x->test.text_bytes, p->cfg.max_seq, err) != 0)
+        return -1;
+    m->ppl = lm.perplexity;
+    m->acc = lm.accuracy;
+    m->bpb = lm.bits_per_byte;
+    n = n < QUANT_EVAL_TOKENS ? n : QUANT_EVAL_TOKENS;
+    m->quant_tokens = n;
+    int threads = single_thread();
+    int rc = eval_halluc(&m->halluc, x, p, err) != 0 ||
+             eval_fp32_steps(&m->ppl_fp32_steps, p, &x->test, n, err) != 0 ||
+             eval_quant(&m->ppl_int8, p, FKD_QTYPE_Q8_0, &x->test, n, err) != 0 ||
+             eval_quant(&m->ppl_int4, p, FKD_QTYPE_Q4_0, &x->test, n, err) != 0 ? -1 : 0;
+    fkd_train_set_threads(threads);
+    return rc;
+}
+
+int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
+{
+    free(m->client_acc);
+    m->n_client_acc = 0;
+    m->client_acc = calloc((size_t)(x->n_client_test > 0 ? x->n_client_test : 1),
+                           sizeof *m->client_acc);
+    if (!m->client_acc) return fkd_error_set(err, FKD_E_NOMEM, "no memory for client accuracies");
+    for (int i = 0; i < x->n_client_test; i++) {
+        if (x->client_test[i].n < 2) continue;
+        double ppl;
+        if (sim_eval_ppl(&ppl, &m->client_acc[m->n_client_acc], p, &x->client_test[i], 0,
+                         err) != 0)
+            return -1;
+        m->n_client_acc++;
+    }
+    return 0;
+}

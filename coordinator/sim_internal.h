@@ -1,0 +1,70 @@
+/* sim_internal.h — what the sim_*.c files share: the run's context (its
+ * data, teacher, soft labels, devices and progress) and the functions that
+ * pass it between them. Private to the simulation. */
+#ifndef FKD_SIM_INTERNAL_H
+#define FKD_SIM_INTERNAL_H
+
+#include "fkd_sim.h"
+
+typedef struct {
+    fkd_sim_config cfg;
+    fkd_sim_result *res;
+    fkd_tokenizer tok;
+    fkd_model_config student_cfg;
+    fkd_params init;                   /* the one initial student every method starts from */
+    /* private side */
+    fkd_eval_set es;                   /* corpus, federation, test documents, known words */
+    fkd_token_stream *client_train;    /* (n_clients) */
+    fkd_token_stream *client_test;     /* (n_client_test) for the accuracy distribution */
+    int *client_test_id;
+    int n_clients, n_client_test;
+    fkd_token_stream pooled;           /* every client's training text */
+    fkd_token_stream test;             /* private test text, eval_tokens_final tokens */
+    /* public side */
+    fkd_params teacher;
+    fkd_softlabel_shard *shards;
+    int n_shards;
+    fkd_softlabel_shard all_soft;      /* the shards back to back (central methods) */
+    fkd_token_stream transfer;         /* view of all_soft */
+    char soft_dir[FKD_SIM_PATH_MAX + 64];   /* the shards as *.soft files, for the coordinator */
+    /* devices */
+    fkd_sim_device *devs;              /* (n_clients) */
+    fkd_sim_access *access;            /* (n_clients) */
+    uint8_t *recompute;                /* (n_clients) */
+    fkd_sim_work work[3];              /* a client's round: FedAvg, fedkd, fedkd dense uplink */
+    /* progress */
+    fkd_progress bar;
+    int64_t units_total, units_done;   /* training tokens of all methods */
+    char work_dir[FKD_SIM_PATH_MAX + 16];   /* out/work: training states, client folders */
+} sim_ctx;
+
+/* sim_data.c */
+int sim_data_load(sim_ctx *x, fkd_error *err);
+int sim_teacher_prepare(sim_ctx *x, fkd_error *err);
+void sim_data_free(sim_ctx *x);
+/* A copy of src into fresh dst. */
+int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err);
+
+/* sim_eval.c */
+int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_stream *s,
+                 int64_t max_tokens, fkd_error *err);
+int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
+int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
+
+/* sim_baselines.c */
+int sim_run_teacher(sim_ctx *x, fkd_error *err);
+int sim_run_central(sim_ctx *x, int method, fkd_error *err);
+
+/* sim_fed.c */
+int sim_run_federated(sim_ctx *x, int method, fkd_error *err);
+/* Aggregation throughput: open + decompress + FedAvg of real-sized updates. */
+int sim_measure_aggregation(sim_ctx *x, fkd_error *err);
+
+/* sim_run.c */
+double sim_rss_bytes(void);            /* resident memory of this process now */
+void sim_progress(sim_ctx *x, int64_t tokens, const char *what);
+int sim_method_add_round(fkd_sim_method *m, const fkd_sim_round *r, fkd_error *err);
+/* Steps a central method takes to match the federated compute. */
+int64_t sim_matched_steps(const fkd_sim_config *cfg);
+
+#endif

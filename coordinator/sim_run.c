@@ -1,0 +1,341 @@
+/* sim_run.c — a whole simulation, in the order a reader would explain it:
+ * load the data, get the teacher and its soft labels (cached), draw the
+ * devices and judge which can take part, then run every method from the
+ * same initial student with the same compute, evaluate each the same way,
+ * and write the run directory. */
+#include "sim_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Envelope and MessagePack framing of a TASK or UPDATE beyond its blobs. */
+#define MSG_FRAMING_BYTES 512
+
+void fkd_sim_config_defaults(fkd_sim_config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->data, sizeof c->data, "%s", FKD_DATA_DEFAULT_DIR);
+    snprintf(c->public_dir, sizeof c->public_dir, "%s", FKD_DATA_DEFAULT_DIR);
+    snprintf(c->out, sizeof c->out, "runs/sim");
+    snprintf(c->cache, sizeof c->cache, "runs/cache");
+    if (access(FKD_DATA_WORDS_PATH, R_OK) == 0)
+        snprintf(c->words, sizeof c->words, "%s", FKD_DATA_WORDS_PATH);
+    c->seed = 1;
+    c->threads = 2;
+    c->clients = 0;
+    c->dirichlet_alpha = 0.5f;
+    c->rounds = 10;
+    c->per_round = 4;
+    c->over_select = 0.5f;
+    c->deadline_s = 60;
+    c->local_steps = 6;
+    c->batch = 8;
+    c->seq = 64;
+    c->lr = 3e-3f;
+    c->alpha = 0.5f;
+    c->transfer_share = 0.5f;
+    c->up_fraction = 0.01f;
+    c->up_format = FKD_UVAL_INT8;
+    c->dense_reference = 1;
+    c->teacher_steps = 48;
+    c->teacher_batch = 8;
+    c->soft_k = 8;
+    c->soft_shards = 4;
+    c->soft_temperature = 2.0f;
+    c->transfer_tokens = 65536;
+    c->eval_tokens_round = 4096;
+    c->eval_tokens_final = 16384;
+    c->halluc_prompts = 16;
+    c->client_eval_tokens = 1024;
+    c->client_eval_max = 64;
+    c->progress = 1;
+}
+
+int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
+{
+    if (c->rounds < 1 || c->rounds > 100000 || c->per_round < 1 || c->local_steps < 1 ||
+        c->batch < 1 || c->seq < 2 || c->seq > fkd_config_student_s().max_seq)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "rounds, per-round, local-steps and batch "
+                             "must be >= 1 and seq in [2, %d]", fkd_config_student_s().max_seq);
+    if (c->clients < 0 || c->clients > FKD_COORD_MAX_CLIENTS || c->threads < 1 ||
+        c->threads > 256)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "clients in [0, %d] and threads in [1, 256]",
+                             FKD_COORD_MAX_CLIENTS);
+    if (!(c->over_select >= 0) || !(c->deadline_s > 0) || !(c->lr > 0) ||
+        !(c->alpha >= 0 && c->alpha <= 1) || !(c->transfer_share >= 0 && c->transfer_share <= 1))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "over-select >= 0, deadline > 0, lr > 0, "
+                             "alpha and transfer-share in [0, 1]");
+    if (!(c->up_fraction > 0 && c->up_fraction <= 1) || c->up_format < FKD_UVAL_F32 ||
+        c->up_format > FKD_UVAL_TERNARY)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "up-fraction in (0, 1], a known update format");
+    if (c->teacher_steps < 1 || c->teacher_batch < 1 || c->soft_k < 1 ||
+        c->soft_k > FKD_SOFT_MAX_K || c->soft_shards < 1 || !(c->soft_temperature > 0) ||
+        c->transfer_tokens < 0 || c->eval_tokens_round < 0 || c->eval_tokens_final < 0 ||
+        c->halluc_prompts < 0 || c->client_eval_max < 0)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "teacher, soft-label and evaluation "
+                             "settings out of range");
+    if (!(c->dirichlet_alpha > 0))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "the Dirichlet alpha must be > 0");
+    return 0;
+}
+
+double sim_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* ---- progress ------------------------------------------------------------------------------- */
+void sim_progress(sim_ctx *x, int64_t tokens, const char *what)
+{
+    x->units_done += tokens;
+    if (!x->cfg.progress) return;
+    fkd_progress_update(&x->bar, x->units_done, what);
+}
+
+int sim_method_add_round(fkd_sim_method *m, const fkd_sim_round *r, fkd_error *err)
+{
+    fkd_sim_round *nr = realloc(m->rounds, (size_t)(m->n_rounds + 1) * sizeof *nr);
+    if (!nr) return fkd_error_set(err, FKD_E_NOMEM, "no memory for round records");
+    m->rounds = nr;
+    m->rounds[m->n_rounds++] = *r;
+    return 0;
+}
+
+/* ---- the work of a client round, for the clock --------------------------------------------------- */
+static int estimate_work(sim_ctx *x, fkd_error *err)
+{
+    const fkd_sim_config *c = &x->cfg;
+    fkd_qmodel qm;
+    if (fkd_qmodel_quantize(&qm, &x->init, FKD_QTYPE_Q8_0, NULL, err) != 0) return -1;
+    double q8 = (double)fkd_qmodel_encoded_bytes(&qm);
+    fkd_qmodel_free(&qm);
+    x->res->sum.student_q8_bytes = (uint64_t)q8;
+    double shard = 0;
+    for (int i = 0; i < x->n_shards; i++)
+        shard += (double)fkd_softlabels_encoded_bytes(x->shards[i].n, x->shards[i].k,
+                                                      x->shards[i].vocab, x->shards[i].quant);
+    shard /= x->n_shards > 0 ? x->n_shards : 1;
+    /* One update of the run's format from a delta the size of the student. */
+    size_t n = x->init.n_params;
+    float *delta = malloc(n * sizeof *delta);
+    if (!delta) return fkd_error_set(err, FKD_E_NOMEM, "no memory for an update estimate");
+    fkd_rng rng;
+    fkd_rng_seed(&rng, c->seed);
+    for (size_t i = 0; i < n; i++) delta[i] = 1e-3f * fkd_rng_normal(&rng);
+    fkd_update_config uc = {.fraction = c->up_fraction, .value_format = c->up_format};
+    uint8_t *data;
+    size_t bytes;
+    int rc = fkd_update_compress(&data, &bytes, NULL, delta, NULL, n, &uc, err);
+    free(delta);
+    if (rc != 0) return -1;
+    free(data);
+    double up = (double)fkd_wire_sealed_bytes(bytes) + MSG_FRAMING_BYTES;
+    double up_dense = (double)fkd_wire_sealed_bytes(4 * n + FKD_UPDATE_HEADER_BYTES) +
+                      MSG_FRAMING_BYTES;
+    x->res->sum.update_bytes = (uint64_t)up;
+    fkd_sim_work base = {.down_bytes = q8 + MSG_FRAMING_BYTES, .up_bytes = up,
+                         .train_tokens = (double)c->local_steps * c->batch * c->seq,
+                         .flops_per_token = fkd_config_flops_per_token(&x->student_cfg, c->seq)};
+    x->work[0] = base;
+    x->work[1] = base;
+    x->work[1].down_bytes += shard;
+    x->work[2] = x->work[1];
+    x->work[2].up_bytes = up_dense;
+    return 0;
+}
+
+/* ---- devices and accessibility ------------------------------------------------------------------- */
+static int draw_devices(sim_ctx *x, fkd_error *err)
+{
+    int n = x->n_clients;
+    x->devs = calloc((size_t)n, sizeof *x->devs);
+    x->access = calloc((size_t)n, sizeof *x->access);
+    x->recompute = calloc((size_t)n, 1);
+    if (!x->devs || !x->access || !x->recompute)
+        return fkd_error_set(err, FKD_E_NOMEM, "no memory for %d devices", n);
+    fkd_rng rng;
+    fkd_rng_seed(&rng, x->cfg.seed ^ 0x646576696365ULL);
+    fkd_sim_summary *s = &x->res->sum;
+    for (int i = 0; i < n; i++) {
+        fkd_sim_device_draw(&x->devs[i], &rng);
+        fkd_sim_access *a = &x->access[i];
+        fkd_sim_access_check(a, &x->devs[i], &x->student_cfg, x->cfg.batch, x->cfg.seq,
+                             &x->work[1], x->cfg.deadline_s, (double)s->student_q8_bytes);
+        x->recompute[i] = (uint8_t)a->recompute;
+        int c = x->devs[i].cls;
+        s->class_count[c]++;
+        s->class_train[c] += a->can_train;
+        s->class_run[c] += a->can_run;
+        s->class_both[c] += a->can_train && a->can_run;
+        s->n_accessible += a->can_train && a->can_run;
+    }
+    s->accessibility = n > 0 ? (double)s->n_accessible / n : 0;
+    return 0;
+}
+
+/* ---- aggregation throughput ------------------------------------------------------------------------ */
+#define AGG_UPDATES 32
+
+int sim_measure_aggregation(sim_ctx *x, fkd_error *err)
+{
+    size_t n = x->init.n_params;
+    fkd_wire_identity coord, client;
+    if (fkd_wire_identity_generate(&coord, err) != 0 ||
+        fkd_wire_identity_generate(&client, err) != 0)
+        return -1;
+    float *delta = malloc(n * sizeof *delta), *dense = malloc(AGG_UPDATES * n * sizeof *dense);
+    float *master = malloc(n * sizeof *master);
+    uint8_t *sealed[AGG_UPDATES] = {0};
+    size_t sealed_len[AGG_UPDATES] = {0};
+    int rc = delta && dense && master ? 0 : fkd_error_set(err, FKD_E_NOMEM, "out of memory");
+    fkd_rng rng;
+    fkd_rng_seed(&rng, x->cfg.seed);
+    fkd_wire_seal_ctx sc = {.round = 1, .model_version = 0};
+    memcpy(sc.client_id, client.sign_pk, FKD_WIRE_ID_BYTES);
+    fkd_update_config uc = {.fraction = x->cfg.up_fraction, .value_format = x->cfg.up_format};
+    for (int u = 0; rc == 0 && u < AGG_UPDATES; u++) {
+        for (size_t i = 0; i < n; i++) delta[i] = 1e-3f * fkd_rng_normal(&rng);
+        uint8_t *plain;
+        size_t plain_len;
+        rc = fkd_update_compress(&plain, &plain_len, NULL, delta, NULL, n, &uc, err);
+        if (rc != 0) break;
+        sealed[u] = malloc(fkd_wire_sealed_bytes(plain_len));
+        rc = sealed[u] ? fkd_wire_seal(sealed[u], fkd_wire_sealed_bytes(plain_len),
+                                       &sealed_len[u], plain, plain_len, &sc, &client,
+                                       coord.curve_pk, err)
+                       : fkd_error_set(err, FKD_E_NOMEM, "out of memory");
+        free(plain);
+    }
+    /* Timed: what the coordinator does per update, then one FedAvg step. */
+    fkd_coord_config cc;
+    fkd_coord_config_defaults(&cc);
+    fkd_coord_agg agg;
+    int agg_ready = rc == 0 && fkd_coord_agg_init(&agg, &cc, n, err) == 0;
+    if (rc == 0 && !agg_ready) rc = -1;
+    double t0 = fkd_time_ms();
+    fkd_coord_update ups[AGG_UPDATES];
+    uint8_t *plain = rc == 0 ? malloc(fkd_wire_open_bytes(sealed_len[0]) + 64) : NULL;
+    for (int u = 0; rc == 0 && u < AGG_UPDATES; u++) {
+        size_t cap = fkd_wire_open_bytes(sealed_len[u]) + 64, plain_len;
+        uint8_t *p2 = realloc(plain, cap);
+        if (!p2) {
+            rc = fkd_error_set(err, FKD_E_NOMEM, "out of memory");
+            break;
+        }
+        plain = p2;
+        rc = fkd_wire_open(plain, cap, &plain_len, sealed[u], sealed_len[u], &sc, &coord, NULL,
+                           err);
+        if (rc == 0) rc = fkd_update_decompress(dense + (size_t)u * n, n, plain, plain_len, err);
+        ups[u] = (fkd_coord_update){.delta = dense + (size_t)u * n, .weight = 1.0};
+    }
+    if (rc == 0) {
+        memcpy(master, x->init.memory, n * sizeof *master);
+        rc = fkd_coord_agg_apply(&agg, master, ups, AGG_UPDATES, err);
+    }
+    double s = (fkd_time_ms() - t0) / 1e3;
+    if (rc == 0) x->res->sum.agg_updates_per_s = AGG_UPDATES / (s > 0 ? s : 1e-9);
+    if (agg_ready) fkd_coord_agg_free(&agg);
+    for (int u = 0; u < AGG_UPDATES; u++) free(sealed[u]);
+    free(plain);
+    free(delta);
+    free(dense);
+    free(master);
+    fkd_wire_identity_wipe(&coord);
+    fkd_wire_identity_wipe(&client);
+    return rc;
+}
+
+/* ---- the run --------------------------------------------------------------------------------------- */
+static const struct {
+    const char *key, *name;
+} method_names[FKD_SIM_METHOD_COUNT] = {
+    [FKD_SIM_TEACHER] = {"teacher", "1. teacher"},
+    [FKD_SIM_PUBLIC_KD] = {"public-kd", "2. public-only distillation"},
+    [FKD_SIM_FEDAVG] = {"fedavg", "3. FedAvg (no distillation)"},
+    [FKD_SIM_FEDKD] = {"fedkd", "4. fedkd (federated + KD)"},
+    [FKD_SIM_CENTRAL] = {"central", "5. central, all data pooled"},
+    [FKD_SIM_FEDKD_DENSE] = {"fedkd-dense", "   fedkd, dense fp32 uplink"},
+};
+
+static int init_student(sim_ctx *x, fkd_error *err)
+{
+    x->student_cfg = fkd_config_student_s();
+    x->student_cfg.vocab = x->tok.vocab;
+    if (fkd_params_init(&x->init, &x->student_cfg, err) != 0) return -1;
+    fkd_params_randomize(&x->init, x->cfg.seed ^ 0x73747564ULL);
+    x->res->sum.student_params = x->init.n_params;
+    char path[FKD_SIM_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/init.ckpt", x->work_dir);
+    return fkd_checkpoint_save(path, &x->init, err);
+}
+
+static int run_methods(sim_ctx *x, fkd_error *err)
+{
+    const fkd_sim_config *c = &x->cfg;
+    int n_students = 4 + (c->dense_reference ? 1 : 0);
+    x->units_total = (int64_t)n_students * c->rounds * sim_matched_steps(c) * c->batch * c->seq;
+    if (c->progress) fkd_progress_begin(&x->bar, "simulate", x->units_total);
+    fkd_train_set_threads(c->threads);
+    int rc = sim_run_teacher(x, err);
+    if (rc == 0) rc = sim_run_central(x, FKD_SIM_PUBLIC_KD, err);
+    if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDAVG, err);
+    if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDKD, err);
+    if (rc == 0 && c->dense_reference) rc = sim_run_federated(x, FKD_SIM_FEDKD_DENSE, err);
+    fkd_train_set_threads(c->threads);
+    if (rc == 0) rc = sim_run_central(x, FKD_SIM_CENTRAL, err);
+    if (c->progress) fkd_progress_end(&x->bar);
+    return rc;
+}
+
+int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err)
+{
+    memset(res, 0, sizeof *res);
+    res->cfg = *cfg;
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+        res->m[i].id = i;
+        res->m[i].key = method_names[i].key;
+        res->m[i].name = method_names[i].name;
+    }
+    if (fkd_sim_config_validate(cfg, err) != 0) return -1;
+    double t0 = fkd_time_ms();
+    sim_ctx *x = calloc(1, sizeof *x);
+    if (!x) return fkd_error_set(err, FKD_E_NOMEM, "out of memory");
+    x->cfg = *cfg;
+    x->res = res;
+    snprintf(x->work_dir, sizeof x->work_dir, "%s/work", cfg->out);
+    fkd_train_set_threads(cfg->threads);
+    int rc = fkd_mkdir_p(x->work_dir, err);
+    if (rc == 0) rc = sim_data_load(x, err);
+    if (rc == 0) rc = init_student(x, err);
+    if (rc == 0) rc = sim_teacher_prepare(x, err);
+    if (rc == 0) rc = estimate_work(x, err);
+    if (rc == 0) rc = draw_devices(x, err);
+    if (rc == 0) {
+        res->sum.client_data_bytes = (double)x->pooled.n * sizeof(int32_t) / x->n_clients;
+        rc = run_methods(x, err);
+    }
+    if (rc == 0) rc = sim_measure_aggregation(x, err);
+    res->sum.wall_seconds = (fkd_time_ms() - t0) / 1e3;
+    if (rc == 0) rc = fkd_sim_write_outputs(res, err);
+    sim_data_free(x);
+    free(x);
+    return rc;
+}
+
+void fkd_sim_result_free(fkd_sim_result *res)
+{
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+        free(res->m[i].rounds);
+        free(res->m[i].client_acc);
+        fkd_params_free(&res->m[i].final);
+    }
+    memset(res, 0, sizeof *res);
+}

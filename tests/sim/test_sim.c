@@ -1,0 +1,489 @@
+/* test_sim.c — `fedkd simulate`'s parts and one tiny simulation end to end.
+ *
+ * Parts: the device table (shares sum to 1, draws land in their ranges and
+ * repeat with the seed), the clock (seconds from bytes and FLOPs, dropouts,
+ * stragglers, the round's time), accessibility (a device with too little
+ * memory cannot train; a slow one misses the deadline).
+ *
+ * End to end: a small corpus of 4 natural clients and a public folder is
+ * written to a temporary folder; a simulation with a teacher of 2 steps,
+ * 2 rounds and tiny evaluations runs through the real coordinator engine
+ * and client agents over inproc://. Its run directory must hold a
+ * summary.json that parses and has every method's figures, a CSV with one
+ * row per method and round, the three student files, and a report.html
+ * whose structure is sound and which has its four SVG charts. When
+ * Chromium is installed, the report is also rendered headless: the DOM it
+ * builds must contain the charts and the screenshot must be a PNG of the
+ * window's size. */
+#include <ctype.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fkd_sim.h"
+
+/* ---- the device table ------------------------------------------------------------------------------ */
+static void test_device_table(void **state)
+{
+    (void)state;
+    double share = 0;
+    for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++) {
+        const fkd_sim_class_info *k = &fkd_sim_classes[c];
+        share += k->share;
+        assert_true(k->gflops[0] > 0 && k->gflops[0] <= k->gflops[1]);
+        assert_true(k->mem_mb[0] > 0 && k->mem_mb[0] <= k->mem_mb[1]);
+        assert_true(k->dropout >= 0 && k->dropout < 1);
+    }
+    assert_true(fabs(share - 1.0) < 1e-9);
+    fkd_rng a, b;
+    fkd_rng_seed(&a, 42);
+    fkd_rng_seed(&b, 42);
+    int count[FKD_SIM_CLASS_COUNT] = {0};
+    for (int i = 0; i < 20000; i++) {
+        fkd_sim_device d, e;
+        fkd_sim_device_draw(&d, &a);
+        fkd_sim_device_draw(&e, &b);
+        assert_memory_equal(&d, &e, sizeof d);
+        const fkd_sim_class_info *k = &fkd_sim_classes[d.cls];
+        assert_true(d.flops >= k->gflops[0] * 1e9 * 0.999 && d.flops <= k->gflops[1] * 1e9 * 1.001);
+        assert_true(d.up_Bps >= k->up_mbps[0] * 1e6 / 8 * 0.999);
+        count[d.cls]++;
+    }
+    for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++)
+        assert_true(fabs(count[c] / 20000.0 - fkd_sim_classes[c].share) < 0.02);
+}
+
+/* ---- the clock ------------------------------------------------------------------------------------------- */
+static fkd_sim_device device(double gflops, double mbps, double dropout)
+{
+    return (fkd_sim_device){.cls = FKD_SIM_SBC, .flops = gflops * 1e9, .mem_bytes = 1e9,
+                            .up_Bps = mbps * 1e6 / 8, .down_Bps = mbps * 1e6 / 8, .rtt_s = 0,
+                            .dropout = dropout};
+}
+
+static void test_clock_seconds(void **state)
+{
+    (void)state;
+    fkd_sim_device d = device(1, 8, 0); /* 1 GFLOP/s, 1 MB/s */
+    fkd_sim_work w = {.down_bytes = 2e6, .up_bytes = 1e6, .train_tokens = 1000,
+                      .flops_per_token = 1e6};
+    /* 2 s down + 1000 * 1e6 * 3 / 1e9 = 3 s compute + 1 s up */
+    assert_true(fabs(fkd_sim_client_seconds(&d, &w, 0) - 6.0) < 1e-9);
+    /* recomputation adds one forward: 4 s compute */
+    assert_true(fabs(fkd_sim_client_seconds(&d, &w, 1) - 7.0) < 1e-9);
+}
+
+static void test_clock_round(void **state)
+{
+    (void)state;
+    /* clients 0..4: fast, fast, slow (straggler), gone (dropout), fast */
+    fkd_sim_device devs[5] = {device(10, 80, 0), device(5, 80, 0), device(0.01, 80, 0),
+                              device(10, 80, 1.0), device(2, 80, 0)};
+    uint8_t rec[5] = {0};
+    fkd_sim_work w = {.down_bytes = 1e6, .up_bytes = 1e5, .train_tokens = 1000,
+                      .flops_per_token = 1e6};
+    fkd_rng rng;
+    fkd_rng_seed(&rng, 1);
+    fkd_sim_slot slots[5];
+    for (int i = 0; i < 5; i++) slots[i] = (fkd_sim_slot){.client = i};
+    double t = fkd_sim_round_plan(slots, 5, 2, 60, devs, rec, &w, &rng);
+    int outcome[5];
+    for (int i = 0; i < 5; i++) outcome[slots[i].client] = slots[i].outcome;
+    assert_int_equal(outcome[0], FKD_SIM_DELIVERED);
+    assert_int_equal(outcome[1], FKD_SIM_DELIVERED);
+    assert_int_equal(outcome[4], FKD_SIM_SURPLUS);
+    assert_int_equal(outcome[2], FKD_SIM_STRAGGLER);
+    assert_int_equal(outcome[3], FKD_SIM_DROPOUT);
+    /* the round closes at the second arrival, client 1's */
+    assert_true(fabs(t - fkd_sim_client_seconds(&devs[1], &w, 0)) < 1e-9);
+    /* waiting for 4 when only 3 can arrive in time: the deadline */
+    for (int i = 0; i < 5; i++) slots[i] = (fkd_sim_slot){.client = i};
+    assert_true(fkd_sim_round_plan(slots, 5, 4, 60, devs, rec, &w, &rng) == 60);
+}
+
+static void test_access(void **state)
+{
+    (void)state;
+    fkd_model_config cfg = fkd_config_student_s();
+    fkd_sim_work w = {.down_bytes = 4e6, .up_bytes = 1e5, .train_tokens = 8 * 64 * 6,
+                      .flops_per_token = fkd_config_flops_per_token(&cfg, 64)};
+    fkd_sim_device big = device(20, 100, 0), tiny = big, slow = big;
+    tiny.mem_bytes = 16 << 20;    /* below the runtime alone */
+    slow.flops = 1e7;             /* 10 MFLOP/s */
+    fkd_sim_access a;
+    fkd_sim_access_check(&a, &big, &cfg, 8, 64, &w, 60, 4e6);
+    assert_true(a.can_train && a.can_run);
+    fkd_sim_access_check(&a, &tiny, &cfg, 8, 64, &w, 60, 4e6);
+    assert_false(a.fits_train_memory);
+    assert_false(a.can_train || a.can_run);
+    fkd_sim_access_check(&a, &slow, &cfg, 8, 64, &w, 60, 4e6);
+    assert_true(a.fits_train_memory);
+    assert_false(a.can_train);
+}
+
+/* ---- a small JSON checker: syntax only, enough to say the file parses -------------------------------- */
+static const char *json_value(const char *p);
+
+static const char *ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    return p;
+}
+
+static const char *json_string(const char *p)
+{
+    if (*p++ != '"') return NULL;
+    while (*p && *p != '"') {
+        if ((unsigned char)*p < 0x20) return NULL;
+        if (*p == '\\') p++;
+        if (*p) p++;
+    }
+    return *p == '"' ? p + 1 : NULL;
+}
+
+static const char *json_number(const char *p)
+{
+    if (*p != '-' && !isdigit((unsigned char)*p)) return NULL; /* no nan, inf, +1, .5 */
+    char *end;
+    strtod(p, &end);
+    return end > p ? end : NULL;
+}
+
+static const char *json_list(const char *p, char close, int object)
+{
+    p = ws(p + 1);
+    if (*p == close) return p + 1;
+    for (;;) {
+        if (object) {
+            if (!(p = json_string(ws(p)))) return NULL;
+            p = ws(p);
+            if (*p++ != ':') return NULL;
+        }
+        if (!(p = json_value(p))) return NULL;
+        p = ws(p);
+        if (*p == close) return p + 1;
+        if (*p++ != ',') return NULL;
+    }
+}
+
+static const char *json_value(const char *p)
+{
+    p = ws(p);
+    if (*p == '{') return json_list(p, '}', 1);
+    if (*p == '[') return json_list(p, ']', 0);
+    if (*p == '"') return json_string(p);
+    if (!strncmp(p, "true", 4) || !strncmp(p, "null", 4)) return p + 4;
+    if (!strncmp(p, "false", 5)) return p + 5;
+    return json_number(p);
+}
+
+static int json_valid(const char *text)
+{
+    const char *end = json_value(text);
+    return end && *ws(end) == 0;
+}
+
+static void test_json_checker(void **state)
+{
+    (void)state;
+    assert_true(json_valid("{\"a\": [1, 2.5e3, null, true], \"b\": {\"c\": \"x\\\"y\"}}"));
+    assert_false(json_valid("{\"a\": nan}"));
+    assert_false(json_valid("{\"a\": 1,}"));
+    assert_false(json_valid("{\"a\": 1} x"));
+}
+
+/* ---- end to end --------------------------------------------------------------------------------------- */
+static char tmp_dir[256];
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) n = 0;
+    if (buf) buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* A file of n fortune-style documents ("%" lines between them) built from
+ * a topic's words, so each client's text differs from the others'. */
+static void write_corpus_file(const char *path, const char *const *words, int n_words, int docs,
+                              unsigned seed)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int d = 0; d < docs; d++) {
+        int len = 12 + (int)((seed + 7u * d) % 20);
+        for (int i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            fprintf(f, "%s%s", i ? " " : "", words[(seed >> 16) % (unsigned)n_words]);
+        }
+        fprintf(f, ".\n%%\n");
+    }
+    fclose(f);
+}
+
+static void make_corpus(const char *root)
+{
+    static const char *const topics[5][8] = {
+        {"the", "court", "law", "judge", "rules", "case", "appeal", "order"},
+        {"the", "kernel", "linux", "boots", "driver", "module", "patch", "system"},
+        {"the", "cat", "dog", "runs", "garden", "food", "sleeps", "warm"},
+        {"the", "ship", "sea", "storm", "sails", "harbor", "wind", "night"},
+        {"the", "wise", "man", "said", "time", "life", "truth", "world"},
+    };
+    char path[700];
+    snprintf(path, sizeof path, "%s/private", root);
+    mkdir(root, 0755);
+    mkdir(path, 0755);
+    for (int t = 0; t < 4; t++) {
+        snprintf(path, sizeof path, "%s/private/topic%d", root, t);
+        write_corpus_file(path, topics[t], 8, 60, 11u + (unsigned)t);
+    }
+    snprintf(path, sizeof path, "%s/public", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/public/general", root);
+    write_corpus_file(path, topics[4], 8, 200, 99);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+/* Every opening tag of these names has its closing tag, in order. */
+static int tags_balanced(const char *html)
+{
+    static const char *names[] = {"html", "head", "body", "table", "tr", "svg", "figure", "h1",
+                                  "h2", "p", "style", "title"};
+    const char *stack[256];
+    int depth = 0;
+    for (const char *p = html; (p = strchr(p, '<')); p++) {
+        int closing = p[1] == '/';
+        const char *name = p + 1 + closing;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            size_t len = strlen(names[i]);
+            if (strncmp(name, names[i], len) != 0 || isalnum((unsigned char)name[len])) continue;
+            if (!closing) {
+                if (depth == 256) return 0;
+                stack[depth++] = names[i];
+            } else if (depth == 0 || strcmp(stack[--depth], names[i]) != 0) {
+                return 0;
+            }
+            break;
+        }
+    }
+    return depth == 0;
+}
+
+static int run_cmd(const char *cmd)
+{
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
+}
+
+/* Renders the report with headless Chromium when it is installed: the DOM
+ * it builds must hold the charts, and the screenshot must be a PNG of the
+ * window size. Returns 0 when Chromium is not there (the structural checks
+ * above stand alone then). */
+static int check_in_browser(const char *out)
+{
+    if (run_cmd("command -v chromium >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "note: chromium not installed; the report was checked structurally\n");
+        return 0;
+    }
+    char cmd[2400], png[700], dom[700];
+    snprintf(png, sizeof png, "%s/report.png", out);
+    snprintf(dom, sizeof dom, "%s/report.dom.html", out);
+    const char *flags = "--headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                        "--no-first-run --hide-scrollbars --user-data-dir=%s/chromium-profile";
+    char f2[800];
+    snprintf(f2, sizeof f2, flags, out);
+    snprintf(cmd, sizeof cmd, "chromium %s --dump-dom file://%s/report.html > %s 2>/dev/null",
+             f2, out, dom);
+    assert_int_equal(run_cmd(cmd), 0);
+    char *d = read_text(dom);
+    assert_non_null(d);
+    assert_int_equal(count(d, "<svg"), 4);
+    assert_true(count(d, "<polyline") >= 3);
+    free(d);
+    snprintf(cmd, sizeof cmd, "chromium %s --window-size=1000,1400 --screenshot=%s "
+             "file://%s/report.html >/dev/null 2>&1", f2, png, out);
+    assert_int_equal(run_cmd(cmd), 0);
+    FILE *f = fopen(png, "rb");
+    assert_non_null(f);
+    unsigned char h[24];
+    assert_int_equal(fread(h, 1, 24, f), 24);
+    fseek(f, 0, SEEK_END);
+    long bytes = ftell(f);
+    fclose(f);
+    assert_memory_equal(h, "\x89PNG\r\n\x1a\n", 8);
+    unsigned w = (unsigned)h[16] << 24 | (unsigned)h[17] << 16 | (unsigned)h[18] << 8 | h[19];
+    unsigned ht = (unsigned)h[20] << 24 | (unsigned)h[21] << 16 | (unsigned)h[22] << 8 | h[23];
+    assert_int_equal(w, 1000);
+    assert_int_equal(ht, 1400);
+    assert_true(bytes > 20000); /* charts and tables, not a blank page */
+    return 1;
+}
+
+static void tiny_config(fkd_sim_config *c, const char *root)
+{
+    fkd_sim_config_defaults(c);
+    snprintf(c->data, sizeof c->data, "%s/private", root);
+    snprintf(c->public_dir, sizeof c->public_dir, "%s/public", root);
+    snprintf(c->out, sizeof c->out, "%s/run", root);
+    snprintf(c->cache, sizeof c->cache, "%s/cache", root);
+    c->words[0] = 0;
+    c->threads = 2;
+    c->rounds = 2;
+    c->per_round = 2;
+    c->over_select = 0.5f;
+    c->deadline_s = 600;
+    c->local_steps = 1;
+    c->batch = 2;
+    c->seq = 32;
+    c->teacher_steps = 2;
+    c->teacher_batch = 1;
+    c->soft_shards = 2;
+    c->transfer_tokens = 1024;
+    c->eval_tokens_round = 256;
+    c->eval_tokens_final = 512;
+    c->halluc_prompts = 2;
+    c->client_eval_tokens = 128;
+    c->client_eval_max = 4;
+    c->progress = 0;
+}
+
+static void test_end_to_end(void **state)
+{
+    (void)state;
+    const char *base = getenv("FKD_TEST_TMP") ? getenv("FKD_TEST_TMP") : "/tmp";
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/sim-e2e-%d", base, (int)getpid());
+    make_corpus(tmp_dir);
+    fkd_sim_config cfg;
+    tiny_config(&cfg, tmp_dir);
+    fkd_sim_result res;
+    fkd_error err = {0};
+    int rc = fkd_sim_run(&res, &cfg, &err);
+    if (rc != 0) fprintf(stderr, "simulation failed: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+        assert_true(res.m[i].ran);
+        assert_true(res.m[i].ppl > 1 && res.m[i].ppl < 300);
+        assert_true(res.m[i].ppl_int8 > 1 && res.m[i].ppl_int4 > 1);
+    }
+    /* the federated methods moved bytes, compressed below dense */
+    assert_int_equal(res.m[FKD_SIM_FEDKD].n_rounds, 2);
+    assert_true(res.m[FKD_SIM_FEDKD].bytes_up > 0);
+    assert_true(res.m[FKD_SIM_FEDKD].bytes_up * 10 < res.m[FKD_SIM_FEDKD].bytes_up_dense);
+    assert_true(res.m[FKD_SIM_FEDKD_DENSE].bytes_up > res.m[FKD_SIM_FEDKD].bytes_up * 10);
+    assert_int_equal(res.sum.n_clients, 4);
+
+    char path[700];
+    snprintf(path, sizeof path, "%s/summary.json", cfg.out);
+    char *json = read_text(path);
+    assert_non_null(json);
+    assert_true(json_valid(json));
+    static const char *keys[] = {"\"methods\"", "\"teacher\"", "\"public-kd\"", "\"fedavg\"",
+                                 "\"fedkd\"", "\"central\"", "\"perplexity\"", "\"accuracy\"",
+                                 "\"hallucination_rate\"", "\"int8_perplexity\"",
+                                 "\"int4_perplexity\"", "\"bytes_up\"", "\"bytes_down\"",
+                                 "\"bytes_up_dense_fp32\"", "\"settings\"", "\"wall_seconds\"",
+                                 "\"accessibility\"", "\"idle_client_bytes\"",
+                                 "\"aggregation_updates_per_s\""};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        assert_non_null(strstr(json, keys[i]));
+    free(json);
+
+    snprintf(path, sizeof path, "%s/rounds.csv", cfg.out);
+    char *csv = read_text(path);
+    assert_non_null(csv);
+    /* header + 2 rounds x (public-kd, fedavg, fedkd, fedkd-dense, central) */
+    assert_int_equal(count(csv, "\n"), 1 + 2 * 5);
+    for (char *line = csv; *line;) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        int commas = 0;
+        for (char *q = line; q < nl; q++) commas += *q == ',';
+        assert_int_equal(commas, 14);
+        line = nl + 1;
+    }
+    free(csv);
+    snprintf(path, sizeof path, "%s/rounds.jsonl", cfg.out);
+    char *jl = read_text(path);
+    assert_non_null(jl);
+    for (char *line = jl; *line;) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = 0;
+        assert_true(json_valid(line));
+        line = nl + 1;
+    }
+    free(jl);
+
+    static const char *files[] = {"student-fp32.ckpt", "student-int8.qmdl", "student-int4.qmdl"};
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", cfg.out, files[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(st.st_size > 100000);
+    }
+    fkd_params back;
+    snprintf(path, sizeof path, "%s/student-fp32.ckpt", cfg.out);
+    assert_int_equal(fkd_checkpoint_load(&back, path, &err), 0);
+    assert_memory_equal(back.memory, res.m[FKD_SIM_FEDKD].final.memory,
+                        back.n_params * sizeof(float));
+    fkd_params_free(&back);
+
+    snprintf(path, sizeof path, "%s/report.html", cfg.out);
+    char *html = read_text(path);
+    assert_non_null(html);
+    assert_true(strncmp(html, "<!DOCTYPE html>", 15) == 0);
+    assert_int_equal(count(html, "<svg"), 4);
+    assert_int_equal(count(html, "<script"), 0);
+    assert_int_equal(count(html, "src="), 0);      /* self-contained */
+    assert_int_equal(count(html, "nan"), 0);
+    assert_true(tags_balanced(html));
+    free(html);
+    check_in_browser(cfg.out);
+
+    /* The same seed gives the same students. */
+    fkd_sim_config again = cfg;
+    snprintf(again.out, sizeof again.out, "%s/run2", tmp_dir);
+    fkd_sim_result res2;
+    assert_int_equal(fkd_sim_run(&res2, &again, &err), 0);
+    assert_true(res2.sum.teacher_cached);
+    for (int i = FKD_SIM_PUBLIC_KD; i < FKD_SIM_METHOD_COUNT; i++)
+        assert_memory_equal(res2.m[i].final.memory, res.m[i].final.memory,
+                            res.m[i].final.n_params * sizeof(float));
+    fkd_sim_result_free(&res2);
+    fkd_sim_result_free(&res);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    run_cmd(cmd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_device_table), cmocka_unit_test(test_clock_seconds),
+        cmocka_unit_test(test_clock_round),  cmocka_unit_test(test_access),
+        cmocka_unit_test(test_json_checker), cmocka_unit_test(test_end_to_end),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -271,8 +271,9 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
     const fkd_trainer_config *c = r->cfg;
     fkd_model *m = r->m;
     double t0 = fkd_time_ms();
+    const char *label = c->label ? c->label : "train";
     fkd_progress prog;
-    if (c->progress) fkd_progress_begin(&prog, c->label ? c->label : "train", c->steps);
+    if (c->progress) fkd_progress_begin(&prog, label, c->steps);
     int rc = 0;
     while (step < c->steps && rc == 0) {
         fkd_model_zero_grad(m);
@@ -293,7 +294,7 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
             rc = validate(res, r, err);
             if (c->progress) fkd_progress_end(&prog);
             if (rc == 0) log_line(r, res, step, t0);
-            if (c->progress && !last) fkd_progress_begin(&prog, c->label, c->steps);
+            if (c->progress && !last) fkd_progress_begin(&prog, label, c->steps);
         }
         if (rc == 0 && c->state_path &&
             ((c->ckpt_every > 0 && step % c->ckpt_every == 0) || last || out_of_time))

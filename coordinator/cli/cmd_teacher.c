@@ -10,11 +10,12 @@
 #include "fkd_train.h"
 
 /* Defaults sized so the default teacher trains in under 5 minutes on 2
- * cores (docs/data.md, "Teacher"): 64 steps of 4 x 128 tokens at about
- * 65 MFLOP per token; --time-limit stops a slower machine in time. */
-#define TEACHER_STEPS 64
+ * cores (docs/data.md, "Teacher"): 128 steps of 4 x 128 tokens at about
+ * 65 MFLOP per token, about 2 CPU-minutes; --time-limit stops a slower or
+ * busier machine in time (resumably). */
+#define TEACHER_STEPS 128
 #define TEACHER_BATCH 4
-#define TEACHER_EVAL_EVERY 16
+#define TEACHER_EVAL_EVERY 32
 #define TEACHER_TIME_LIMIT_S 285.0f
 #define TEACHER_EVAL_TOKENS 4096
 
@@ -199,8 +200,14 @@ static int teacher_softlabels(int argc, char **argv)
     fkd_softlabel_shard *shards = calloc((size_t)(tc.n_shards > 0 ? tc.n_shards : 1),
                                          sizeof *shards);
     fkd_softlabel_stats st = {0};
+    /* a capped transfer set still samples every public category */
+    uint32_t *docs = NULL, n_docs = 0;
+    const fkd_client_data *pub = &fed.clients[0];
     int ok = shards &&
-             fkd_token_stream_from_split(&transfer, &c, &fed, 0, FKD_SPLIT_TRAIN, &tok, &err) == 0;
+             fkd_docs_spread(&docs, &n_docs, &c, pub->docs[FKD_SPLIT_TRAIN],
+                             pub->n_docs[FKD_SPLIT_TRAIN], (uint64_t)max_tokens, &err) == 0 &&
+             fkd_token_stream_from_docs(&transfer, &c, docs, n_docs, &tok, &err) == 0;
+    free(docs);
     if (ok && max_tokens > 0 && transfer.n > max_tokens) transfer.n = max_tokens;
     ok = ok && fkd_teacher_softlabels(shards, &st, &params, &transfer, &tc, &err) == 0 &&
          write_shards(out, shards, tc.n_shards, &err) == 0;

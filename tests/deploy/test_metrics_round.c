@@ -237,6 +237,9 @@ static void test_counters_move_during_rounds(void **state)
     fkd_coord_metrics_destroy(&f.m);
     fkd_wire_identity_wipe(&f.coord_id);
     zmq_ctx_term(f.zmq);
+    char rm[320];   /* the folder came from mkdtemp: no quotes or spaces in it */
+    snprintf(rm, sizeof rm, "rm -rf '%s'", f.dir);
+    assert_int_equal(system(rm), 0);
 }
 
 int main(void)

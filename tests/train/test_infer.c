@@ -78,7 +78,8 @@ static void test_sampler(void **state)
         assert_int_equal(fkd_sampler_sample(&k1, logits), 1);
         assert_int_equal(fkd_sampler_sample(&p_small, logits), 1);
     }
-    assert_int_equal(fkd_sampler_init(&k1, 6, -1.0f, 0, 1.0f, 3, NULL), -1);
+    fkd_sampler bad;
+    assert_int_equal(fkd_sampler_init(&bad, 6, -1.0f, 0, 1.0f, 3, NULL), -1);
     fkd_sampler_free(&greedy);
     fkd_sampler_free(&a);
     fkd_sampler_free(&b);

@@ -75,6 +75,9 @@ void fkd_sim_device_draw(fkd_sim_device *d, fkd_rng *rng);
  * activations repeats the forward once more. */
 #define FKD_SIM_TRAIN_FLOP_FACTOR 3.0
 #define FKD_SIM_RECOMPUTE_FLOP_FACTOR 4.0
+/* Per round, a device runs at its nominal speed divided by a load factor
+ * drawn log-uniformly in [1, this] (other apps, heat, a busy link). */
+#define FKD_SIM_LOAD_MAX 3.0
 
 /* What one client does in one round. */
 typedef struct {
@@ -103,7 +106,7 @@ typedef struct {
 } fkd_sim_slot;
 
 /* Plans a round for the n selected clients in slots (client filled in):
- * draws dropouts, times everyone else, and marks the first `target`
+ * draws dropouts and load factors, times everyone else, and marks the first `target`
  * finishers before deadline_s as delivered. Returns the round's simulated
  * wall time: the target-th arrival, or the deadline when fewer made it, or
  * the last arrival when every live client made it. recompute[client] says
@@ -152,7 +155,8 @@ typedef struct {
     char words[FKD_SIM_PATH_MAX];    /* word list for the hallucination rate ("" = none) */
     uint64_t seed;
     int threads;                     /* worker pool size = cores */
-    int clients;                     /* 0: natural partition; N: Dirichlet into N clients */
+    int clients;                     /* 0: natural partition; N: split into N clients */
+    int partition;                   /* for N clients: FKD_PARTITION_DIRICHLET or _IID */
     float dirichlet_alpha;
     /* rounds */
     int rounds, per_round;           /* per_round: updates a round waits for */

@@ -3,6 +3,9 @@
  * round trip per message exchange; a dropout never arrives. The round ends
  * when the coordinator has the updates it waits for, or at the deadline:
  * clients that would arrive later are stragglers, and their work is lost.
+ * A device is rarely idle: in each round its speed is its nominal speed
+ * divided by a load factor drawn log-uniformly in [1, FKD_SIM_LOAD_MAX], so
+ * a device that meets the deadline when idle may still straggle.
  * Wall time on this machine plays no part: a round takes as long as it
  * would on the devices. */
 #include "fkd_sim.h"
@@ -45,8 +48,9 @@ double fkd_sim_round_plan(fkd_sim_slot *slots, int n, int target, double deadlin
     for (int i = 0; i < n; i++) {
         const fkd_sim_device *d = &devs[slots[i].client];
         int gone = fkd_rng_uniform(rng) < d->dropout;
+        double load = exp(fkd_rng_uniform(rng) * log(FKD_SIM_LOAD_MAX));
         slots[i].finish_s = gone ? INFINITY
-                                 : fkd_sim_client_seconds(d, w, recompute[slots[i].client]);
+                                 : load * fkd_sim_client_seconds(d, w, recompute[slots[i].client]);
         slots[i].outcome = gone ? FKD_SIM_DROPOUT : FKD_SIM_STRAGGLER;
     }
     qsort(slots, (size_t)n, sizeof *slots, by_finish);

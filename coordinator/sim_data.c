@@ -47,7 +47,7 @@ static fkd_partition_config partition_of(const fkd_sim_config *cfg)
     fkd_partition_config pc = fkd_partition_defaults();
     pc.seed = cfg->seed;
     if (cfg->clients > 0) {
-        pc.kind = FKD_PARTITION_DIRICHLET;
+        pc.kind = cfg->partition;
         pc.n_clients = cfg->clients;
         pc.alpha = cfg->dirichlet_alpha;
         pc.min_docs = MIN_CLIENT_DOCS_DIRICHLET;

@@ -25,6 +25,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <zmq.h>
 
 #define SIM_HEARTBEAT_MS 60000            /* the clock, not heartbeats, decides liveness */
@@ -32,6 +33,7 @@
 #define SIM_ROUND_TIMEOUT_MS 3600000
 #define SIM_STALL_MS 120000               /* no progress for this long is a bug: stop */
 #define SIM_CHUNK_BYTES (1u << 20)
+#define SIM_IDLE_POLL_MS 20
 
 typedef struct {
     fkd_wire_identity id;
@@ -269,8 +271,27 @@ static void configure(fed_run *f)
     c->log_level = s->verbose ? FKD_LOG_INFO : FKD_LOG_ERROR;
 }
 
+/* Every agent's socket holds a descriptor (its mailbox): a thousand agents
+ * need more than the usual soft limit of 1024. */
+static int raise_fd_limit(int n_sockets, fkd_error *err)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rlim_t want = (rlim_t)n_sockets * 2 + 256;
+    if (rl.rlim_cur >= want) return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+        return fkd_error_set(err, FKD_E_LIMIT, "%d virtual clients need %llu file descriptors; "
+                             "the hard limit is %llu (raise it with ulimit -Hn)", n_sockets,
+                             (unsigned long long)want, (unsigned long long)rl.rlim_max);
+    rl.rlim_cur = want;
+    return setrlimit(RLIMIT_NOFILE, &rl) == 0
+               ? 0
+               : fkd_error_set(err, FKD_E_LIMIT, "cannot raise the file descriptor limit");
+}
+
 static int open_coordinator(fed_run *f, fkd_error *err)
 {
+    if (raise_fd_limit(f->n, err) != 0) return -1;
     f->zctx = zmq_ctx_new();
     if (!f->zctx) return fkd_error_set(err, FKD_E_NET, "cannot create a ZeroMQ context");
     /* One socket per agent, plus the coordinator and ZeroMQ's own. */
@@ -316,9 +337,8 @@ static int count_ready(fed_run *f, int *ready)
 }
 
 /* How many clients the engine selects this round (select.c's rule). */
-static int expected_selected(fed_run *f, int connected)
+static int expected_selected(fed_run *f, int connected, int target)
 {
-    int target = fkd_coord_target(&f->cc, connected);
     int want = (int)ceil(target * (1.0 + f->cc.over_select) - 1e-9);
     return want < connected ? want : connected;
 }
@@ -328,6 +348,7 @@ typedef struct {
     fkd_sim_slot *slots;
     int *ready;
     int n_slots;
+    int target;              /* updates the engine waits for (select.c's rule) */
     double t0;
 } round_state;
 
@@ -437,8 +458,12 @@ static int drive(fed_run *f, fkd_error *err)
     uint64_t done_rounds = 0;
     double last_progress = fkd_time_ms();
     while (rc == 0 && fkd_coord_phase(f->coord) != FKD_COORD_DONE) {
+        /* While the workers train, wait on the coordinator's socket instead
+         * of spinning: the cores are theirs. */
+        pthread_mutex_lock(&f->pool.mu);
         int idle = planned && f->pool.pending > 0;
-        rc = pump(f, idle ? 2 : 0, err);
+        pthread_mutex_unlock(&f->pool.mu);
+        rc = pump(f, idle ? SIM_IDLE_POLL_MS : 0, err);
         int64_t tokens = 0;
         if (rc == 0) rc = take_tokens(f, &tokens, err);
         if (rc != 0) break;
@@ -446,12 +471,14 @@ static int drive(fed_run *f, fkd_error *err)
         int phase = fkd_coord_phase(f->coord);
         if (phase == FKD_COORD_COLLECTING && !planned) {
             if (!expect) {
-                expect = expected_selected(f, fkd_coord_connected(f->coord));
-                memset(&rs.r, 0, sizeof rs.r);
+                int connected = fkd_coord_connected(f->coord);
+                rs.target = fkd_coord_target(&f->cc, connected);
+                expect = expected_selected(f, connected, rs.target);
+                rs.r = (fkd_sim_round){0};
                 rs.t0 = fkd_time_ms();
             }
             if (count_ready(f, rs.ready) >= expect) {
-                rc = plan_round(f, &rs, fkd_coord_target(&f->cc, expect), err);
+                rc = plan_round(f, &rs, rs.target, err);
                 planned = 1;
                 last_progress = fkd_time_ms();
             }

@@ -340,7 +340,8 @@ int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *e
                "</style></head><body>\n<h1>fedkd simulation</h1>\n");
     fprintf(f, "<p>%d clients (%s), %d rounds of %d updates (over-selection %g), %d local "
                "steps of %d×%d tokens, simulated deadline %g s, seed %llu. Wall time %.1f s%s."
-               "</p>\n", s->n_clients, c->clients ? "Dirichlet split" : "natural partitions",
+               "</p>\n", s->n_clients, c->clients == 0 ? "natural partitions" : c->partition ==
+            FKD_PARTITION_IID ? "IID split" : "Dirichlet split",
             c->rounds, c->per_round, (double)c->over_select, c->local_steps, c->batch, c->seq,
             c->deadline_s, (unsigned long long)c->seed, s->wall_seconds,
             s->teacher_cached ? ", teacher from cache" : "");

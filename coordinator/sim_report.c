@@ -103,14 +103,16 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
     jstr(f, c->data);
     fprintf(f, ", \"public\": ");
     jstr(f, c->public_dir);
-    fprintf(f, ", \"seed\": %llu, \"threads\": %d, \"clients\": %d, \"dirichlet_alpha\": %g, "
+    fprintf(f, ", \"seed\": %llu, \"threads\": %d, \"clients\": %d, \"partition\": \"%s\", \"dirichlet_alpha\": %g, "
                "\"rounds\": %d, \"per_round\": %d, \"over_select\": %g, \"deadline_s\": %g, "
                "\"local_steps\": %d, \"batch\": %d, \"seq\": %d, \"lr\": %g, \"alpha\": %g, "
                "\"transfer_share\": %g, \"up_fraction\": %g, \"up_format\": \"%s\", "
                "\"teacher_steps\": %d, \"soft_k\": %d, \"soft_temperature\": %g, "
                "\"soft_shards\": %d, \"transfer_tokens\": %lld, \"eval_tokens_final\": %lld, "
                "\"eval_tokens_round\": %lld},\n",
-            (unsigned long long)c->seed, c->threads, c->clients, (double)c->dirichlet_alpha,
+            (unsigned long long)c->seed, c->threads, c->clients,
+            c->clients == 0 ? "natural" : c->partition == FKD_PARTITION_IID ? "iid" : "dirichlet",
+            (double)c->dirichlet_alpha,
             c->rounds, c->per_round, (double)c->over_select, c->deadline_s, c->local_steps,
             c->batch, c->seq, (double)c->lr, (double)c->alpha, (double)c->transfer_share,
             (double)c->up_fraction, uval_name(c->up_format), c->teacher_steps, c->soft_k,

@@ -18,13 +18,14 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     memset(c, 0, sizeof *c);
     snprintf(c->data, sizeof c->data, "%s", FKD_DATA_DEFAULT_DIR);
     snprintf(c->public_dir, sizeof c->public_dir, "%s", FKD_DATA_DEFAULT_DIR);
-    snprintf(c->out, sizeof c->out, "runs/sim");
+    snprintf(c->out, sizeof c->out, "runs/default");
     snprintf(c->cache, sizeof c->cache, "runs/cache");
     if (access(FKD_DATA_WORDS_PATH, R_OK) == 0)
         snprintf(c->words, sizeof c->words, "%s", FKD_DATA_WORDS_PATH);
     c->seed = 1;
     c->threads = 2;
     c->clients = 0;
+    c->partition = FKD_PARTITION_DIRICHLET;
     c->dirichlet_alpha = 0.5f;
     c->rounds = 10;
     c->per_round = 4;
@@ -76,6 +77,8 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
         c->halluc_prompts < 0 || c->client_eval_max < 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "teacher, soft-label and evaluation "
                              "settings out of range");
+    if (c->partition != FKD_PARTITION_DIRICHLET && c->partition != FKD_PARTITION_IID)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "--partition is dirichlet or iid");
     if (!(c->dirichlet_alpha > 0))
         return fkd_error_set(err, FKD_E_INVALID_ARG, "the Dirichlet alpha must be > 0");
     return 0;

@@ -23,7 +23,7 @@ int cmd_simulate(int argc, char **argv)
     fkd_sim_config_defaults(&cfg);
     dflt = cfg;
     const char *data = dflt.data, *pub = NULL, *out = dflt.out, *cache = dflt.cache;
-    const char *words = dflt.words, *format = "int8";
+    const char *words = dflt.words, *format = "int8", *partition = "dirichlet";
     int64_t seed = (int64_t)cfg.seed, transfer = cfg.transfer_tokens;
     int64_t eval_final = cfg.eval_tokens_final, eval_round = cfg.eval_tokens_round;
     float deadline = (float)cfg.deadline_s;
@@ -37,6 +37,7 @@ int cmd_simulate(int argc, char **argv)
         {"seed", FKD_OPT_I64, &seed, "seed of everything (devices, data, weights, selection)"},
         {"threads", FKD_OPT_INT, &cfg.threads, "worker pool size (cores)"},
         {"clients", FKD_OPT_INT, &cfg.clients, "0: natural partitions; N: Dirichlet split into N clients"},
+        {"partition", FKD_OPT_STR, &partition, "with --clients N: dirichlet (skewed by category) | iid"},
         {"dirichlet-alpha", FKD_OPT_FLOAT, &cfg.dirichlet_alpha, "skew of the Dirichlet split (small = skewed)"},
         {"rounds", FKD_OPT_INT, &cfg.rounds, "federated rounds"},
         {"per-round", FKD_OPT_INT, &cfg.per_round, "updates a round waits for"},
@@ -82,6 +83,11 @@ int cmd_simulate(int argc, char **argv)
                     FKD_SIM_PATH_MAX - 1, paths[i]);
             return 2;
         }
+    cfg.partition = fkd_partition_parse_kind(partition);
+    if (cfg.partition != FKD_PARTITION_DIRICHLET && cfg.partition != FKD_PARTITION_IID) {
+        fprintf(stderr, "fedkd simulate: --partition is dirichlet or iid, not %s\n", partition);
+        return 2;
+    }
     snprintf(cfg.data, sizeof cfg.data, "%s", data);
     snprintf(cfg.public_dir, sizeof cfg.public_dir, "%s", pub ? pub : data);
     snprintf(cfg.out, sizeof cfg.out, "%s", out);

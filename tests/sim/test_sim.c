@@ -85,9 +85,10 @@ static void test_clock_seconds(void **state)
 static void test_clock_round(void **state)
 {
     (void)state;
-    /* clients 0..4: fast, fast, slow (straggler), gone (dropout), fast */
+    /* clients 0..4: fast, fast, slow (straggler), gone (dropout), slower;
+     * 4 stays behind 0 and 1 even at the largest load factor of theirs. */
     fkd_sim_device devs[5] = {device(10, 80, 0), device(5, 80, 0), device(0.01, 80, 0),
-                              device(10, 80, 1.0), device(2, 80, 0)};
+                              device(10, 80, 1.0), device(0.3, 80, 0)};
     uint8_t rec[5] = {0};
     fkd_sim_work w = {.down_bytes = 1e6, .up_bytes = 1e5, .train_tokens = 1000,
                       .flops_per_token = 1e6};
@@ -103,8 +104,14 @@ static void test_clock_round(void **state)
     assert_int_equal(outcome[4], FKD_SIM_SURPLUS);
     assert_int_equal(outcome[2], FKD_SIM_STRAGGLER);
     assert_int_equal(outcome[3], FKD_SIM_DROPOUT);
-    /* the round closes at the second arrival, client 1's */
-    assert_true(fabs(t - fkd_sim_client_seconds(&devs[1], &w, 0)) < 1e-9);
+    /* the round closes at the second arrival, within its load range */
+    double last = 0;
+    for (int i = 0; i < 5; i++)
+        if (slots[i].outcome == FKD_SIM_DELIVERED && slots[i].finish_s > last)
+            last = slots[i].finish_s;
+    assert_true(t == last);
+    double base = fkd_sim_client_seconds(&devs[0], &w, 0);
+    assert_true(t >= base && t <= FKD_SIM_LOAD_MAX * fkd_sim_client_seconds(&devs[1], &w, 0));
     /* waiting for 4 when only 3 can arrive in time: the deadline */
     for (int i = 0; i < 5; i++) slots[i] = (fkd_sim_slot){.client = i};
     assert_true(fkd_sim_round_plan(slots, 5, 4, 60, devs, rec, &w, &rng) == 60);
@@ -362,7 +369,7 @@ static void tiny_config(fkd_sim_config *c, const char *root)
     c->soft_shards = 2;
     c->transfer_tokens = 1024;
     c->eval_tokens_round = 256;
-    c->eval_tokens_final = 512;
+    c->eval_tokens_final = 256;
     c->halluc_prompts = 2;
     c->client_eval_tokens = 128;
     c->client_eval_max = 4;
@@ -382,6 +389,10 @@ static void test_end_to_end(void **state)
     int rc = fkd_sim_run(&res, &cfg, &err);
     if (rc != 0) fprintf(stderr, "simulation failed: %s\n", err.msg);
     assert_int_equal(rc, 0);
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++)
+        fprintf(stderr, "note: %-12s %6.1f s wall, ppl %.3f\n", res.m[i].key,
+                res.m[i].wall_seconds, res.m[i].ppl);
+    fprintf(stderr, "note: whole run %.1f s wall\n", res.sum.wall_seconds);
     for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
         assert_true(res.m[i].ran);
         assert_true(res.m[i].ppl > 1 && res.m[i].ppl < 300);
@@ -462,14 +473,17 @@ static void test_end_to_end(void **state)
     free(html);
     check_in_browser(cfg.out);
 
-    /* The same seed gives the same students. */
+    /* The same seed gives the same students (the dense reference is left
+     * out: it is the same code as fedkd with other settings). */
     fkd_sim_config again = cfg;
+    again.dense_reference = 0;
     snprintf(again.out, sizeof again.out, "%s/run2", tmp_dir);
     fkd_sim_result res2;
     assert_int_equal(fkd_sim_run(&res2, &again, &err), 0);
     assert_true(res2.sum.teacher_cached);
     for (int i = FKD_SIM_PUBLIC_KD; i < FKD_SIM_METHOD_COUNT; i++)
-        assert_memory_equal(res2.m[i].final.memory, res.m[i].final.memory,
+        if (res2.m[i].ran)
+            assert_memory_equal(res2.m[i].final.memory, res.m[i].final.memory,
                             res.m[i].final.n_params * sizeof(float));
     fkd_sim_result_free(&res2);
     fkd_sim_result_free(&res);

@@ -29,12 +29,18 @@ void fkd_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const
  * Inputs below -87 give 0-ish, above 88 are clamped. */
 static inline float fkd_expf(float x)
 {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x); /* NaN passes through */
     float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
     float r = x - n * 0.693145752f - n * 1.42860677e-6f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f +
               r * (0.00833333377f + r * 0.00138888892f)))));
-    int32_t bits = ((int32_t)n + 127) << 23;
+    /* 2^n from the bits of n + 127 held in the low mantissa of 1.5*2^23:
+     * unsigned integer work only, so a NaN input cannot cause undefined
+     * behaviour (a float-to-int cast of NaN would) and stays NaN in p. */
+    float biased = n + (127.0f + 12582912.0f);
+    uint32_t bits;
+    memcpy(&bits, &biased, sizeof bits);
+    bits = (bits - 0x4B400000u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

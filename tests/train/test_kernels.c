@@ -5,12 +5,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "fkd_train.h"
 #include "gradcheck.h"
+#include "internal.h"
 
 enum { N = 6, C = 8, OC = 5, V = 11 };
 
@@ -159,6 +161,20 @@ static void test_swiglu(void **state)
     assert_memory_equal(dd, da, sizeof da);
 }
 
+/* ---- the vectorisable exp ---- */
+static void test_expf(void **state)
+{
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.01f) {
+        double e = exp((double)x), rel = fabs(fkd_expf(x) - e) / e;
+        worst = rel > worst ? rel : worst;
+    }
+    assert_true(worst < 5e-7);
+    assert_true(isnan(fkd_expf(NAN)));         /* no undefined float-to-int cast */
+    assert_true(fkd_expf(-1000.0f) < 1e-37f);  /* clamped, not garbage */
+    assert_true(isfinite(fkd_expf(1000.0f)));
+}
+
 int main(void)
 {
     fkd_train_set_threads(2);
@@ -166,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_matmul),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_embedding), cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_expf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

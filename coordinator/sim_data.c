@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 
 #define TEACHER_LR 2e-3f
-#define TEACHER_EVAL_TOKENS 8192
 #define MIN_CLIENT_DOCS_DIRICHLET 3
 
 int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err)
@@ -158,7 +157,7 @@ static uint32_t teacher_key(const sim_ctx *x, const fkd_model_config *tc)
 }
 
 static int train_teacher(sim_ctx *x, const char *path, const fkd_token_stream *train,
-                         const fkd_token_stream *val, fkd_error *err)
+                         fkd_error *err)
 {
     fkd_model_config mc = fkd_config_teacher_default();
     mc.vocab = x->tok.vocab;
@@ -178,14 +177,15 @@ static int train_teacher(sim_ctx *x, const char *path, const fkd_token_stream *t
     tc.opt.schedule = FKD_LR_COSINE;
     tc.opt.warmup_steps = x->cfg.teacher_steps / 16;
     tc.eval_every = 0;
-    tc.eval_max_tokens = TEACHER_EVAL_TOKENS;
     tc.ckpt_every = 8;
     tc.state_path = state;
     tc.seed = x->cfg.seed;
     tc.progress = x->cfg.progress;
     tc.label = "teacher (once; cached)";
     fkd_trainer_result r;
-    int rc = fkd_trainer_run(&r, &m, train, NULL, val, &tc, err);
+    /* No validation pass: the teacher is judged on the private test text
+     * with every other method. */
+    int rc = fkd_trainer_run(&r, &m, train, NULL, NULL, &tc, err);
     if (rc == 0) rc = fkd_checkpoint_save(path, &m.params, err);
     if (rc == 0) {
         remove(state);
@@ -277,7 +277,7 @@ int sim_teacher_prepare(sim_ctx *x, fkd_error *err)
 
     fkd_corpus c = {0};
     fkd_federation fed = {0};
-    fkd_token_stream train = {0}, val = {0};
+    fkd_token_stream train = {0};
     int have_teacher = fkd_checkpoint_load(&x->teacher, tpath, NULL) == 0;
     int have_soft = is_dir(sdir);
     x->res->sum.teacher_cached = have_teacher;
@@ -286,18 +286,15 @@ int sim_teacher_prepare(sim_ctx *x, fkd_error *err)
         rc = load_public(&c, &fed, x, err);
         if (rc == 0) rc = fkd_token_stream_from_split(&train, &c, &fed, 0, FKD_SPLIT_TRAIN,
                                                       &x->tok, err);
-        if (rc == 0) rc = fkd_token_stream_from_split(&val, &c, &fed, 0, FKD_SPLIT_VAL, &x->tok,
-                                                      err);
     }
     if (rc == 0 && !have_teacher) {
-        rc = train_teacher(x, tpath, &train, &val, err);
+        rc = train_teacher(x, tpath, &train, err);
         if (rc == 0) rc = fkd_checkpoint_load(&x->teacher, tpath, err);
     }
     if (rc == 0) rc = have_soft ? shards_load(x, sdir, err) : shards_make(x, sdir, &train, err);
     if (rc == 0) rc = shards_concat(x, err);
     x->res->sum.teacher_params = x->teacher.n_params;
     fkd_token_stream_free(&train);
-    fkd_token_stream_free(&val);
     if (c.docs) fkd_federation_free(&fed);
     if (c.docs) fkd_corpus_free(&c);
     return rc;

@@ -96,11 +96,14 @@ static void frame(FILE *f, const char *title, const char *xl, const char *yl, co
         fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>"
                    "<text x=\"%d\" y=\"%.1f\" class=\"l\" text-anchor=\"end\">%s</text>\n",
                 x0, x1, py, py, x0 - 4, py + 4, lab);
-        double vx = ax->lo + i * (ax->hi - ax->lo) / 4;
-        double px = ax_map(ax, vx, x0, x1);
-        fmt_tick(lab, sizeof lab, vx);
-        if (xl) fprintf(f, "<text x=\"%.1f\" y=\"%d\" class=\"l\" text-anchor=\"middle\">%s"
-                           "</text>\n", px, y0 + 16, lab);
+    }
+    /* x ticks: whole rounds */
+    int step = (int)ceil((ax->hi - ax->lo) / 6);
+    if (step < 1) step = 1;
+    for (int r = (int)ceil(ax->lo); xl && r <= (int)floor(ax->hi); r += step) {
+        double px = ax_map(ax, r, x0, x1);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" class=\"l\" text-anchor=\"middle\">%d</text>\n",
+                px, y0 + 16, r);
     }
     if (xl) fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"l\" text-anchor=\"middle\">%s</text>\n",
                     (x0 + x1) / 2, H - 8, xl);

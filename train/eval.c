@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { EVAL_BATCH = 8 };
+/* Windows per forward pass: up to 8, fewer when the logits of a batch would
+ * pass EVAL_LOGITS_BYTES (a 49,152-token vocabulary). */
+enum { EVAL_MAX_BATCH = 8 };
+#define EVAL_LOGITS_BYTES ((size_t)128 << 20)
 
 int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_t *tokens,
                     int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err)
@@ -20,11 +23,15 @@ int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_
     if (n_tokens < 2)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "eval needs at least 2 tokens, got %lld",
                              (long long)n_tokens);
+    size_t logits_per_window = (size_t)window * params->cfg.vocab * sizeof(float);
+    int batch = (int)(EVAL_LOGITS_BYTES / logits_per_window);
+    batch = batch < 1 ? 1 : batch > EVAL_MAX_BATCH ? EVAL_MAX_BATCH : batch;
+    /* Recompute mode keeps one layer's activations: forward-only needs no more. */
     fkd_model m;
-    if (fkd_model_init_borrowed(&m, params, EVAL_BATCH, window, 0, err) != 0) return -1;
+    if (fkd_model_init_borrowed(&m, params, batch, window, 1, err) != 0) return -1;
 
-    int32_t *inp = malloc((size_t)EVAL_BATCH * window * sizeof(int32_t));
-    int32_t *tgt = malloc((size_t)EVAL_BATCH * window * sizeof(int32_t));
+    int32_t *inp = malloc((size_t)batch * window * sizeof(int32_t));
+    int32_t *tgt = malloc((size_t)batch * window * sizeof(int32_t));
     if (!inp || !tgt) {
         free(inp);
         free(tgt);
@@ -34,8 +41,8 @@ int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_
     double nats = 0.0;
     int64_t counted = 0, correct = 0;
     int64_t n_windows = (n_tokens - 1 + window - 1) / window;
-    for (int64_t w0 = 0; w0 < n_windows; w0 += EVAL_BATCH) {
-        for (int b = 0; b < EVAL_BATCH; b++) {
+    for (int64_t w0 = 0; w0 < n_windows; w0 += batch) {
+        for (int b = 0; b < batch; b++) {
             int64_t start = (w0 + b) * window;
             for (int t = 0; t < window; t++) {
                 int64_t i = start + t;
@@ -48,7 +55,7 @@ int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_
         fkd_model_forward(&m, inp, &logits);
         fkd_loss_stats st;
         fkd_loss_forward_backward(logits, &st, logits, tgt, NULL, NULL,
-                                  EVAL_BATCH * window, params->cfg.vocab);
+                                  batch * window, params->cfg.vocab);
         nats += st.ce * (double)st.n_ce;
         counted += st.n_ce;
         correct += st.n_correct;

@@ -46,7 +46,7 @@ static inline float fkd_expf(float x)
     return p * scale;
 }
 
-/* Allocates 64-byte aligned, zeroed floats; NULL on failure. */
+/* Allocates zeroed floats; NULL on failure. */
 float *fkd_alloc_floats(size_t n);
 
 #endif

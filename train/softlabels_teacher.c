@@ -99,7 +99,8 @@ static int run_windows(pass *ps, const fkd_params *teacher, const fkd_token_stre
 {
     int B = cfg->batch, V = teacher->cfg.vocab;
     fkd_model m;
-    if (fkd_model_init_borrowed(&m, teacher, B, W, 0, err) != 0) return -1;
+    /* forward only: recompute mode keeps one layer of activations */
+    if (fkd_model_init_borrowed(&m, teacher, B, W, 1, err) != 0) return -1;
     int32_t *in = malloc((size_t)B * W * sizeof *in);
     if (!in) {
         fkd_model_free(&m);

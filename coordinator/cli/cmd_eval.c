@@ -7,6 +7,8 @@
 #include "commands.h"
 #include "fkd_train.h"
 
+enum { EVAL_GGUF_CONTEXT = 512 }; /* tokens per window for a GGUF model */
+
 static int parse_side(const char *s)
 {
     if (strcmp(s, "private") == 0) return FKD_SIDE_PRIVATE;
@@ -71,14 +73,14 @@ int cmd_eval(int argc, char **argv)
     fkd_params params = {0};
     fkd_eval_set es;
     fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
-    if (fkd_checkpoint_load(&params, model, &err) != 0) {
+    if (fkd_cli_load_model(&params, &tok, model, EVAL_GGUF_CONTEXT, &err) != 0) {
         fprintf(stderr, "fedkd eval: %s\n", err.msg);
         return 1;
     }
     if (fkd_eval_set_load(&es, data, side, split, &pc, words, &err) != 0) {
         fprintf(stderr, "fedkd eval: %s\n", err.msg);
         fkd_params_free(&params);
+        fkd_tokenizer_free(&tok);
         return 1;
     }
     fkd_eval_report r;
@@ -94,5 +96,6 @@ int cmd_eval(int argc, char **argv)
     }
     fkd_eval_set_free(&es);
     fkd_params_free(&params);
+    fkd_tokenizer_free(&tok);
     return rc == 0 ? 0 : 1;
 }

@@ -7,14 +7,17 @@
 #include "commands.h"
 #include "fkd_train.h"
 
+enum { GENERATE_CONTEXT = 2048 }; /* tokens of context for a GGUF model */
+
 int cmd_generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = "";
+    const char *model = NULL, *teacher = NULL, *prompt = "";
     int tokens = 200, top_k = 0, threads = 1, no_stop = 0;
     float temperature = 0.8f, top_p = 0.95f;
     int64_t seed = 1;
     const fkd_opt opts[] = {
-        {"model", FKD_OPT_STR, &model, "checkpoint (required)"},
+        {"model", FKD_OPT_STR, &model, "checkpoint or GGUF file (required)"},
+        {"teacher", FKD_OPT_STR, &teacher, "same as --model (a GGUF teacher reads naturally)"},
         {"prompt", FKD_OPT_STR, &prompt, "text to continue (a new document when empty)"},
         {"tokens", FKD_OPT_INT, &tokens, "tokens to sample at most"},
         {"temperature", FKD_OPT_FLOAT, &temperature, "0 = greedy"},
@@ -28,6 +31,7 @@ int cmd_generate(int argc, char **argv)
                            "usage: fedkd generate --model M [--prompt TEXT] [options]", NULL, 0,
                            NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    if (!model) model = teacher;
     if (!model) {
         fprintf(stderr, "fedkd generate: --model is required\n");
         return 2;
@@ -36,8 +40,7 @@ int cmd_generate(int argc, char **argv)
     fkd_error err = {0};
     fkd_params params = {0};
     fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
-    if (fkd_checkpoint_load(&params, model, &err) != 0) {
+    if (fkd_cli_load_model(&params, &tok, model, GENERATE_CONTEXT, &err) != 0) {
         fprintf(stderr, "fedkd generate: %s\n", err.msg);
         return 1;
     }
@@ -50,10 +53,16 @@ int cmd_generate(int argc, char **argv)
     double ms = 0;
     int32_t sep = fkd_data_separator(&tok);
     rc = ptok && out ? 0 : fkd_error_set(&err, FKD_E_NOMEM, "out of memory");
+    /* A byte model's prompt starts a document, as in training; a pretrained
+     * BPE model's prompt is its text, chat markers included. */
+    int lead = tok.kind == FKD_TOKENIZER_BYTES || plen == 0;
     if (rc == 0) {
-        ptok[0] = sep; /* the prompt starts a document, as in training */
-        rc = fkd_tokenizer_encode(ptok + 1, plen, &n_prompt, &tok, (const uint8_t *)prompt, plen,
-                                  &err);
+        ptok[0] = sep;
+        rc = tok.kind == FKD_TOKENIZER_BPE
+                 ? fkd_tokenizer_encode_special(ptok + lead, plen, &n_prompt, &tok,
+                                                (const uint8_t *)prompt, plen, &err)
+                 : fkd_tokenizer_encode(ptok + lead, plen, &n_prompt, &tok,
+                                        (const uint8_t *)prompt, plen, &err);
     }
     if (rc == 0) rc = fkd_infer_init(&st, &params, &err);
     if (rc == 0)
@@ -76,5 +85,6 @@ int cmd_generate(int argc, char **argv)
     free(ptok);
     free(out);
     fkd_params_free(&params);
+    fkd_tokenizer_free(&tok);
     return rc == 0 ? 0 : 1;
 }

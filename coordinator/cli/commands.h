@@ -24,6 +24,12 @@ int cmd_bench_quant(int argc, char **argv);
 int cmd_bench_tokenizer(int argc, char **argv);
 int cmd_bench_teacher(int argc, char **argv);
 
+/* Opens a model path: a GGUF file (weights dequantized, its tokenizer, a
+ * context of max_seq) or a fedkd checkpoint (byte tokenizer). */
+#include "fkd_train.h"
+int fkd_cli_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
+                       fkd_error *err);
+
 /* Runs the command named by argv[0] from the table, or prints the table. */
 int fkd_dispatch(const fkd_command *table, int n, const char *program, int argc, char **argv);
 

@@ -12,7 +12,9 @@ fkd_model_config fkd_config_student_s(void)
 
 fkd_model_config fkd_config_teacher_default(void)
 {
-    /* About 4x student-S: twice the depth, 1.4x the width. */
+    /* About 3x student-S (10.8 M parameters against 3.5 M): 1.5x the depth,
+     * 1.5x the width. The issue asked for about 4x; 3x is what trains within
+     * the 5-minute teacher budget on 2 cores (docs/data.md). */
     return (fkd_model_config){.vocab = 256, .dim = 384, .n_layers = 6, .n_heads = 6,
                               .n_kv_heads = 6, .ffn_hidden = 1024, .max_seq = 128,
                               .tie_embeddings = 0, .rope_theta = 10000.0f, .norm_eps = 1e-5f};

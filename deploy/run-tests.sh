@@ -25,7 +25,7 @@ if command -v clang >/dev/null 2>&1; then
   step "Fuzz targets (libFuzzer, ${FKD_FUZZ_SECONDS:-20} s each)"
   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DFKD_FUZZ=ON \
     -DFKD_BUILD_TESTS=OFF >/dev/null
-  cmake --build build-fuzz -j "$jobs"
+  cmake --build build-fuzz -j "$jobs" --target fuzzers
   shopt -s nullglob
   for fuzzer in build-fuzz/fuzz_*; do
     name=$(basename "$fuzzer")

@@ -83,6 +83,9 @@ double fkd_rng_gamma(fkd_rng *rng, double shape);    /* Gamma(shape, 1) */
 
 /* ---- time, memory, checksums --------------------------------------------- */
 double fkd_time_ms(void);          /* monotonic clock */
+/* CPU time of this process, all threads: rates per CPU-millisecond stay
+ * meaningful on a machine that other work is sharing. */
+double fkd_cpu_time_ms(void);
 double fkd_peak_rss_mb(void);      /* peak resident set size of this process */
 uint32_t fkd_crc32(uint32_t crc, const void *data, size_t bytes);
 

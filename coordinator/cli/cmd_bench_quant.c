@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench_student.h"
 #include "commands.h"
@@ -46,15 +45,6 @@ static int perplexity(double *ppl, void *state, fkd_step_fn step, fkd_reset_fn r
     return 0;
 }
 
-/* CPU time of this process: on a shared machine the wall clock measures
- * the neighbours too; at one thread, CPU time is the decoder's own cost. */
-static double cpu_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 typedef struct {
     double wall, cpu; /* tokens per second of wall-clock and of CPU time */
 } speed;
@@ -71,7 +61,7 @@ static int gen_speed(speed *tokens_per_s, char *sample, void *state, fkd_step_fn
     double ms = 0.0, cms = 0.0;
     while (steps < gen_tokens) {
         reset(state);
-        double t0 = fkd_time_ms(), c0 = cpu_ms();
+        double t0 = fkd_time_ms(), c0 = fkd_cpu_time_ms();
         const float *logits = NULL;
         for (int i = 0; i < PROMPT_TOKENS && i < max_seq; i++, steps++) logits = step(state, prompt[i]);
         for (int pos = PROMPT_TOKENS; pos < max_seq && logits; pos++, steps++) {
@@ -80,7 +70,7 @@ static int gen_speed(speed *tokens_per_s, char *sample, void *state, fkd_step_fn
             logits = step(state, tok);
         }
         ms += fkd_time_ms() - t0;
-        cms += cpu_ms() - c0;
+        cms += fkd_cpu_time_ms() - c0;
         if (sample) sample[chars] = 0;
         sample = NULL;
     }

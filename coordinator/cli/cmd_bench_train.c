@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -29,15 +28,6 @@ typedef struct {
     int micro_batch, recompute, ok;
     char error[sizeof(((fkd_error *)0)->msg)];
 } bench_result;
-
-/* CPU time of this process: tokens per CPU-second stays meaningful on a
- * machine that other work is sharing, where wall-clock rates do not. */
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void run_steps(bench_result *res, const bench_setup *s)
 {
@@ -77,7 +67,7 @@ static void run_steps(bench_result *res, const bench_setup *s)
     for (int step = 0; step < s->warmup + s->steps; step++) {
         if (step == s->warmup) {
             t0 = fkd_time_ms();
-            cpu0 = cpu_seconds();
+            cpu0 = fkd_cpu_time_ms();
         }
         fkd_model_zero_grad(&m);
         for (int k = 0; k < plan.n_micro; k++) {
@@ -89,7 +79,7 @@ static void run_steps(bench_result *res, const bench_setup *s)
     }
     double seconds = (fkd_time_ms() - t0) / 1e3;
     res->tokens_per_s = (double)n * s->steps / seconds;
-    res->cpu_tokens_per_s = (double)n * s->steps / (cpu_seconds() - cpu0);
+    res->cpu_tokens_per_s = (double)n * s->steps * 1e3 / (fkd_cpu_time_ms() - cpu0);
     res->gflops = res->tokens_per_s * 3.0 * fkd_config_flops_per_token(&s->cfg, s->seq) / 1e9;
     res->micro_batch = plan.micro_batch;
     res->recompute = plan.recompute;

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "commands.h"
 #include "fkd_wire.h"
@@ -60,15 +59,6 @@ static void buffers_free(buffers *b)
     free(b->copy);
 }
 
-/* CPU seconds of this process: on a machine shared with other work the
- * wall-clock rates drop, the CPU-time rates (and the ratio) stay meaningful. */
-static double cpu_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* One update, client to coordinator and back to plaintext. */
 static int one_update(parties *p, buffers *b, fkd_error *err)
 {
@@ -109,22 +99,22 @@ static int bench_size(parties *p, double mb, int reps, uint64_t seed)
         buffers_free(&b);
         return 1;
     }
-    double t0 = fkd_time_ms(), c0 = cpu_ms();
+    double t0 = fkd_time_ms(), c0 = fkd_cpu_time_ms();
     for (int i = 0; i < reps; i++)
         if (one_update(p, &b, &err)) {
             fprintf(stderr, "fedkd bench wire: %s\n", err.msg);
             buffers_free(&b);
             return 1;
         }
-    double wire_ms = fkd_time_ms() - t0, wire_cpu = cpu_ms() - c0;
+    double wire_ms = fkd_time_ms() - t0, wire_cpu = fkd_cpu_time_ms() - c0;
     t0 = fkd_time_ms();
-    c0 = cpu_ms();
+    c0 = fkd_cpu_time_ms();
     for (int i = 0; i < reps; i++) {
         memcpy(b.copy, b.plain, bytes);
         /* keep the copy observable so it is not optimised away */
         b.plain[i % bytes] ^= b.copy[(i * 7919) % bytes] & 1;
     }
-    double copy_ms = fkd_time_ms() - t0, copy_cpu = cpu_ms() - c0;
+    double copy_ms = fkd_time_ms() - t0, copy_cpu = fkd_cpu_time_ms() - c0;
     double total_mb = mb * reps;
     double wire = total_mb / (wire_ms / 1e3), copy = total_mb / (copy_ms / 1e3);
     double wire_c = total_mb / (wire_cpu / 1e3), copy_c = total_mb / (copy_cpu / 1e3);

@@ -54,7 +54,7 @@ int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_
         float *logits;
         fkd_model_forward(&m, inp, &logits);
         fkd_loss_stats st;
-        fkd_loss_forward_backward(logits, &st, logits, tgt, NULL, NULL,
+        fkd_loss_forward_backward(NULL, &st, logits, tgt, NULL, NULL,
                                   batch * window, params->cfg.vocab);
         nats += st.ce * (double)st.n_ce;
         counted += st.n_ce;

@@ -199,7 +199,8 @@ typedef struct {
 } fkd_loss_stats;
 
 /* Computes the loss and writes dlogits (N,V) (may alias logits) scaled by
- * 1/positions. targets[i] < 0 means "no hard target". soft may be NULL. */
+ * 1/positions; dlogits NULL computes the loss only (evaluation).
+ * targets[i] < 0 means "no hard target". soft may be NULL. */
 void fkd_loss_forward_backward(float *dlogits, fkd_loss_stats *stats, const float *logits,
                                const int32_t *targets, const fkd_soft_labels *soft,
                                const fkd_loss_config *lc, int N, int V);

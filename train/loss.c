@@ -45,7 +45,7 @@ static void loss_row(float *dz, loss_sums *sums, const float *z, int32_t target,
     int has_ce = target >= 0 && target < V;
     int has_kd = ids && soft_present(probs, k);
     if (!has_ce && !has_kd) {
-        memset(dz, 0, (size_t)V * sizeof(float));
+        if (dz) memset(dz, 0, (size_t)V * sizeof(float));
         return;
     }
     float alpha = lc ? lc->alpha : 0.0f, T = (lc && lc->temperature > 0) ? lc->temperature : 1.0f;
@@ -96,6 +96,7 @@ static void loss_row(float *dz, loss_sums *sums, const float *z, int32_t target,
     }
     sums->loss += row_loss;
     sums->n_pos++;
+    if (!dz) return; /* evaluation: the loss only */
 
     /* Gradient: w_ce*(p - onehot) + w_kd*T*(q - p~), written in place. */
     float kd_coef = w_kd * T;
@@ -146,7 +147,7 @@ void fkd_loss_forward_backward(float *dlogits, fkd_loss_stats *stats, const floa
         for (int i = 0; i < N; i++) {
             const int32_t *ids = soft ? soft->ids + (size_t)i * soft->k : NULL;
             const float *probs = soft ? soft->probs + (size_t)i * soft->k : NULL;
-            loss_row(dlogits + (size_t)i * V, mine_p, logits + (size_t)i * V,
+            loss_row(dlogits ? dlogits + (size_t)i * V : NULL, mine_p, logits + (size_t)i * V,
                      targets ? targets[i] : -1, ids, probs, k, lc, V, row_scale);
         }
     }

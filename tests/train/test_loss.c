@@ -90,6 +90,10 @@ static void test_values_match_direct_computation(void **state)
     assert_true(fabs(st.kd - (kd0 + kd1) / 2) < 1e-5);
     assert_int_equal(st.n_kd, 2);
     assert_int_equal(st.n_ce, 3);
+    /* without a gradient buffer: the same loss, nothing written */
+    fkd_loss_stats only;
+    fkd_loss_forward_backward(NULL, &only, c.z, c.targets, &soft, &c.lc, N, V);
+    assert_true(only.loss == st.loss && only.n_correct == st.n_correct);
 }
 
 static void test_gradient_matches_finite_differences(void **state)

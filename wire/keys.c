@@ -60,6 +60,22 @@ static void z85_encode(char *out, const uint8_t *bytes, size_t n)
 }
 
 /* ---- identities ----------------------------------------------------------- */
+/* X25519 ignores five bits of a secret key (it clamps them before use), so
+ * an unclamped secret has equivalent spellings and an edit of those bits
+ * would go unnoticed. Secrets are stored clamped, and only clamped secrets
+ * are read back: one key, one spelling. */
+static void curve_secret_clamp(uint8_t *sk)
+{
+    sk[0] &= 248;
+    sk[31] &= 127;
+    sk[31] |= 64;
+}
+
+static int curve_secret_is_clamped(const uint8_t *sk)
+{
+    return (sk[0] & 7) == 0 && (sk[31] & 192) == 64;
+}
+
 int fkd_wire_identity_generate(fkd_wire_identity *id, fkd_error *err)
 {
     if (sodium_init() < 0)
@@ -67,6 +83,7 @@ int fkd_wire_identity_generate(fkd_wire_identity *id, fkd_error *err)
     if (crypto_sign_keypair(id->sign_pk, id->sign_sk) || crypto_box_keypair(id->curve_pk,
                                                                             id->curve_sk))
         return fkd_error_set(err, FKD_E_UNSUPPORTED, "key generation failed");
+    curve_secret_clamp(id->curve_sk);
     return 0;
 }
 
@@ -95,7 +112,8 @@ static int identity_consistent(const fkd_wire_identity *id)
     int ok = sodium_memcmp(ssk, id->sign_sk, sizeof ssk) == 0;
     sodium_memzero(seed, sizeof seed);
     sodium_memzero(ssk, sizeof ssk);
-    if (!ok || crypto_scalarmult_base(pk, id->curve_sk) ||
+    if (!ok || !curve_secret_is_clamped(id->curve_sk) ||
+        crypto_scalarmult_base(pk, id->curve_sk) ||
         sodium_memcmp(pk, id->curve_pk, sizeof pk) != 0)
         return 0;
     return 1;

@@ -92,6 +92,26 @@ static void test_edited_key_file_refused(void **state)
     assert_int_equal(err.code, FKD_E_FORMAT);
 }
 
+/* X25519 ignores the clamped bits of a secret: a file whose secret differs
+ * from the stored one only there would still match its public key, so the
+ * reader insists on the clamped spelling. */
+static void test_unclamped_secret_refused(void **state)
+{
+    (void)state;
+    static const struct { int byte; uint8_t bit; } clamped[] = {
+        {0, 1}, {0, 2}, {0, 4}, {31, 64}, {31, 128},
+    };
+    for (size_t i = 0; i < sizeof clamped / sizeof clamped[0]; i++) {
+        fkd_wire_identity id, back;
+        fkd_wire_identity_generate(&id, NULL);
+        id.curve_sk[clamped[i].byte] ^= clamped[i].bit;
+        assert_int_equal(fkd_wire_identity_save(path_of("clamp"), &id, NULL, 1, NULL), 0);
+        fkd_error err;
+        assert_int_equal(fkd_wire_identity_load(&back, path_of("clamp.key"), &err), -1);
+        assert_int_equal(err.code, FKD_E_FORMAT);
+    }
+}
+
 static void test_pubkey_lines_and_allowlist(void **state)
 {
     fkd_wire_identity a, b;
@@ -138,6 +158,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_save_load_round_trip),
         cmocka_unit_test(test_edited_key_file_refused),
+        cmocka_unit_test(test_unclamped_secret_refused),
         cmocka_unit_test(test_pubkey_lines_and_allowlist),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

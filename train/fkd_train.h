@@ -221,6 +221,12 @@ typedef struct {
     const uint8_t *frozen;   /* optional (FKD_T_COUNT): 1 = tensor gets no gradient */
     size_t act_floats;       /* size of the activation arena, for reports */
     int owns_params;         /* 0 when made by fkd_model_init_borrowed */
+    /* LoRA / QLoRA (fkd_model_init_lora): the base is frozen and has no
+     * gradient arena (grads is NULL); block matrices come from wsrc when set. */
+    const struct fkd_weight_source *wsrc; /* NULL: the fp32 params */
+    float *wscratch;         /* one layer's matrix materialised from wsrc */
+    struct fkd_lora *lora;   /* adapters (not owned), or NULL */
+    float *lora_scratch;     /* (2, B*T, rank) */
 } fkd_model;
 
 /* Takes ownership of params (moved in; the caller's copy is cleared). */
@@ -302,6 +308,130 @@ float fkd_optimizer_lr(const fkd_optimizer *opt); /* lr for the next step */
 float fkd_optimizer_step(fkd_optimizer *opt, float *params, float *grads);
 
 /* ======================================================================== *
+ * Frozen base weights and LoRA adapters (train/weight_source.c, lora.c,
+ * lora_io.c). A LoRA model adds to each adapted block matrix W (out, in) of
+ * every layer a low-rank term:  y = x·Wᵀ + (alpha/r) · (x·Aᵀ)·Bᵀ  with
+ * A (r, in) ~ N(0, 1/in) and B (out, r) = 0, so training starts from the
+ * base. Only A and B are trained: one arena for them, one for their
+ * gradients, AdamW (fkd_optimizer) over those arenas only.
+ *
+ * The base stays frozen and may live elsewhere than in fp32 parameters: a
+ * weight source materialises one layer's matrix into the model's scratch
+ * when a block matmul needs it (forward, and again for dx in backward), so a
+ * QLoRA device holds the base int8/int4 plus one fp32 matrix (compress/
+ * implements the source over a quantized model).
+ * ======================================================================== */
+/* One layer's slice of a block matrix (wq wk wv wo w1 w3 w2): rows = its
+ * outputs, cols = its inputs. -1 for any other tensor. */
+int fkd_config_matrix_shape(int *rows, int *cols, const fkd_model_config *cfg, int tensor);
+int fkd_tensor_is_block_matrix(int tensor);
+
+/* Writes rows [row0, row0+n_rows) of layer `layer`'s slice of `tensor` as
+ * fp32 (n_rows, cols) into out. Cannot fail: a source checks its storage
+ * when it is made. */
+typedef void (*fkd_weight_rows_fn)(float *out, void *user, int tensor, int layer, size_t row0,
+                                   size_t n_rows);
+typedef struct fkd_weight_source {
+    fkd_weight_rows_fn rows;
+    void *user;
+} fkd_weight_source;
+
+/* Parameters holding only the tensors with held[t] = 1; the others have
+ * count 0 and a NULL pointer (their values come from a weight source). */
+int fkd_params_init_held(fkd_params *params, const fkd_model_config *cfg,
+                         const uint8_t held[FKD_T_COUNT], fkd_error *err);
+/* held[] of a LoRA base over a weight source: everything but the block matrices. */
+void fkd_params_held_without_blocks(uint8_t held[FKD_T_COUNT]);
+
+#define FKD_LORA_MAX_RANK 1024
+#define FKD_LORA_DEFAULT_RANK 8
+#define FKD_LORA_DEFAULT_ALPHA 16.0f
+
+typedef struct {
+    int rank;                      /* r, in [1, FKD_LORA_MAX_RANK] */
+    float alpha;                   /* the term is scaled by alpha / r */
+    uint8_t targets[FKD_T_COUNT];  /* 1: adapt this block matrix in every layer */
+} fkd_lora_config;
+
+/* Rank 8, alpha 16, on wq wk wv wo w1 w3 w2. */
+fkd_lora_config fkd_lora_defaults(void);
+/* "wq,wk,wv,wo,w1,w3,w2" (any subset, comma-separated; "all" = every one). */
+int fkd_lora_parse_targets(uint8_t targets[FKD_T_COUNT], const char *list, fkd_error *err);
+
+typedef struct fkd_lora {
+    fkd_lora_config cfg;
+    fkd_model_config model;   /* the shape it adapts */
+    float scale;              /* alpha / rank */
+    /* Per adapted tensor t, one contiguous range of both arenas: A of every
+     * layer (L, r, in) then B of every layer (L, out, r). count 0 for
+     * tensors without adapters. Ranges are in tensor order. */
+    fkd_tensor_info tensors[FKD_T_COUNT];
+    size_t n;                 /* floats in each arena */
+    float *params;            /* A and B of every target (64-byte aligned) */
+    float *grads;             /* same layout; backward ACCUMULATES */
+} fkd_lora;
+
+/* A random (seeded), B zero. */
+int fkd_lora_init(fkd_lora *lora, const fkd_model_config *model, const fkd_lora_config *cfg,
+                  uint64_t seed, fkd_error *err);
+void fkd_lora_free(fkd_lora *lora);
+void fkd_lora_zero_grad(fkd_lora *lora);
+/* A (r, in) and B (out, r) of one tensor and layer inside an arena laid out
+ * as lora->params (pass lora->params or lora->grads). NULL without adapter. */
+float *fkd_lora_a(const fkd_lora *lora, float *arena, int tensor, int layer);
+float *fkd_lora_b(const fkd_lora *lora, float *arena, int tensor, int layer);
+
+/* Kernels. out (N,OC) += s · (x (N,C) · Aᵀ) · Bᵀ ;  u (N,r) scratch. */
+void fkd_lora_forward(float *out, float *u, const float *x, const float *a, const float *b,
+                      float s, int N, int C, int OC, int r);
+/* dx (N,C) += s·(dout·B)·A ; da (r,C) += s·(dout·B)ᵀ·x ; db (OC,r) += s·doutᵀ·(x·Aᵀ).
+ * u, du (N,r) scratch. dx may be NULL. */
+void fkd_lora_backward(float *dx, float *da, float *db, float *u, float *du, const float *dout,
+                       const float *x, const float *a, const float *b, float s, int N, int C,
+                       int OC, int r);
+
+/* fkd_optimizer over the adapters only (weight decay applies to A and B);
+ * step with fkd_optimizer_step(opt, lora->params, lora->grads). */
+int fkd_lora_optimizer_init(fkd_optimizer *opt, const fkd_optimizer_config *cfg,
+                            const fkd_lora *lora, fkd_error *err);
+
+/* W += (alpha/r) · B·A for every adapted matrix: params then computes what
+ * base + adapters computed. params must hold the block matrices in fp32. */
+int fkd_lora_merge(fkd_params *params, const fkd_lora *lora, fkd_error *err);
+
+/* The model of a LoRA client: takes ownership of base (as fkd_model_init),
+ * which may lack the block matrices when src is given (fkd_params_init_held).
+ * The base gets no gradient and no gradient arena; backward accumulates into
+ * lora->grads (fkd_model_zero_grad zeroes them). src and lora must outlive m;
+ * lora may be NULL (a forward-only model over a weight source). */
+int fkd_model_init_lora(fkd_model *m, fkd_params *base, const fkd_weight_source *src,
+                        fkd_lora *lora, int B, int T, int recompute, fkd_error *err);
+
+/* Bytes a LoRA training step holds besides the base and the activations:
+ * adapters, their gradients and AdamW moments, the lora scratch for a
+ * (B,T) batch and, with a weight source, one materialised matrix. */
+size_t fkd_lora_train_bytes(const fkd_model_config *model, const fkd_lora_config *cfg, int B,
+                            int T, int with_source);
+
+/* Serialization (what a LoRA client uploads), little-endian:
+ *   "FKDLORA\0", u32 version, config (8 x u32: vocab dim n_layers n_heads
+ *   n_kv_heads ffn_hidden max_seq tie_embeddings; 2 x f32 rope_theta
+ *   norm_eps), u32 rank, f32 alpha, u32 target bits (bit t = tensor t),
+ *   u64 n floats, n x f32 (the params arena), CRC-32 of all before it.
+ * The decoder refuses anything whose fields disagree with each other, with
+ * `expect` (when not NULL: the shape the coordinator trains), or with
+ * exactly `bytes`; non-finite values; a bad CRC. Never reads past bytes. */
+#define FKD_LORA_VERSION 1
+#define FKD_LORA_MAX_FLOATS ((size_t)1 << 30)
+size_t fkd_lora_encoded_bytes(const fkd_lora *lora);
+int fkd_lora_encode(uint8_t **data, size_t *bytes, const fkd_lora *lora, fkd_error *err);
+int fkd_lora_decode(fkd_lora *lora, const fkd_model_config *expect, const uint8_t *data,
+                    size_t bytes, fkd_error *err);
+int fkd_lora_save(const char *path, const fkd_lora *lora, fkd_error *err); /* atomic */
+int fkd_lora_load(fkd_lora *lora, const fkd_model_config *expect, const char *path,
+                  fkd_error *err);
+
+/* ======================================================================== *
  * Threads
  * ======================================================================== */
 void fkd_train_set_threads(int n);
@@ -359,6 +489,14 @@ typedef struct {
 /* text_bytes: how many bytes of text the tokens encode (= n_tokens for bytes). */
 int fkd_eval_tokens(fkd_eval_result *res, const fkd_params *params, const int32_t *tokens,
                     int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
+/* The protocol of llama.cpp's llama-perplexity, so the two tools' figures
+ * compare: the stream cut into whole chunks of n_ctx tokens (a partial last
+ * chunk is dropped), each chunk's first input replaced by bos_id when
+ * bos_id >= 0 (a model whose tokenizer adds BOS), and only the second half
+ * of each chunk scored: positions n_ctx/2 .. n_ctx-2 predicting the next. */
+int fkd_eval_tokens_llama(fkd_eval_result *res, const fkd_params *params, const int32_t *tokens,
+                          int64_t n_tokens, int64_t text_bytes, int n_ctx, int32_t bos_id,
+                          fkd_error *err);
 
 /* ======================================================================== *
  * Tokenizers: every part of fedkd takes a tokenizer and a vocabulary size.

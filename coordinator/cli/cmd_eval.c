@@ -1,7 +1,13 @@
 /* cmd_eval.c — `fedkd eval --model M --data D`: the project's one
  * evaluation (fkd_eval_report_run) of a checkpoint on a split of a corpus:
  * perplexity, bits per byte, next-token accuracy, hallucination rate and
- * the resource figures, as a table or as JSON. */
+ * the resource figures, as a table or as JSON.
+ *
+ * `--protocol llama-perplexity` instead scores one text file exactly as
+ * llama.cpp's llama-perplexity does (fkd_eval_tokens_llama), so the two
+ * tools can be checked against each other on the same file; `--save-text`
+ * writes the documents of a split to such a file. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
@@ -24,6 +30,57 @@ static int parse_split(const char *s)
     return -1;
 }
 
+/* The documents of the split, separated by blank lines, atomically. */
+static int save_text(const char *path, const fkd_eval_set *es, fkd_error *err)
+{
+    fkd_atomic_file af;
+    if (fkd_atomic_open(&af, path, err)) return -1;
+    for (uint32_t i = 0; i < es->n_docs; i++) {
+        const fkd_doc *d = &es->corpus.docs[es->docs[i]];
+        if (fkd_atomic_write(&af, es->corpus.text + d->offset, d->bytes, err) ||
+            fkd_atomic_write(&af, "\n\n", i + 1 < es->n_docs ? 2 : 1, err)) {
+            fkd_atomic_abort(&af);
+            return -1;
+        }
+    }
+    return fkd_atomic_commit(&af, err);
+}
+
+enum { EVAL_TEXT_MAX_BYTES = 256 << 20 };
+
+/* llama-perplexity's figure for one text file, tokenized whole. */
+static int eval_llama_protocol(const fkd_params *params, const fkd_tokenizer *tok,
+                               const char *path, int n_ctx, int add_bos, int json,
+                               fkd_error *err)
+{
+    uint8_t *text = NULL;
+    size_t bytes = 0;
+    if (fkd_file_read_all(&text, &bytes, path, EVAL_TEXT_MAX_BYTES, err)) return -1;
+    int32_t *tokens = malloc((bytes + 1) * sizeof *tokens);
+    size_t n = 0;
+    int rc = tokens ? fkd_tokenizer_encode(tokens, bytes + 1, &n, tok, text, bytes, err)
+                    : fkd_error_set(err, FKD_E_NOMEM, "out of memory for %zu tokens", bytes);
+    fkd_eval_result res;
+    int32_t bos = add_bos ? tok->bos_id : -1;
+    if (rc == 0 && add_bos && bos < 0)
+        rc = fkd_error_set(err, FKD_E_INVALID_ARG, "--add-bos: the tokenizer has no BOS token");
+    if (rc == 0)
+        rc = fkd_eval_tokens_llama(&res, params, tokens, (int64_t)n, (int64_t)bytes, n_ctx, bos,
+                                   err);
+    if (rc == 0 && json)
+        printf("{\"protocol\":\"llama-perplexity\",\"ctx\":%d,\"text_tokens\":%zu,"
+               "\"scored_tokens\":%lld,\"perplexity\":%.6f,\"mean_loss\":%.6f,"
+               "\"accuracy\":%.6f}\n", n_ctx, n, (long long)res.tokens, res.perplexity,
+               res.mean_loss, res.accuracy);
+    else if (rc == 0)
+        printf("%s, llama-perplexity protocol (ctx %d): %zu tokens, %lld scored\n"
+               "perplexity  %.4f\nmean loss   %.6f nats/token\naccuracy    %.4f\n", path,
+               n_ctx, n, (long long)res.tokens, res.perplexity, res.mean_loss, res.accuracy);
+    free(tokens);
+    free(text);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = FKD_DATA_DEFAULT_DIR, *side_name = "private";
@@ -33,6 +90,8 @@ int cmd_eval(int argc, char **argv)
     int json = 0, threads = 2, clients = pc.n_clients;
     int64_t seed = (int64_t)pc.seed, eval_seed = (int64_t)ec.seed;
     float alpha = pc.alpha;
+    const char *protocol = "fedkd", *save_path = NULL;
+    int ctx = EVAL_GGUF_CONTEXT, add_bos = 0;
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &model, "checkpoint to evaluate (required)"},
         {"data", FKD_OPT_STR, &data, "corpus directory, or one text file evaluated whole"},
@@ -50,6 +109,13 @@ int cmd_eval(int argc, char **argv)
         {"words", FKD_OPT_STR, &words, "system word list (Debian wamerican)"},
         {"threads", FKD_OPT_INT, &threads, "compute threads"},
         {"json", FKD_OPT_FLAG, &json, "print one JSON object instead of a table"},
+        {"protocol", FKD_OPT_STR, &protocol, "fedkd | llama-perplexity (--data is one text "
+         "file, scored as llama.cpp's llama-perplexity -c CTX does)"},
+        {"ctx", FKD_OPT_INT, &ctx, "llama-perplexity: tokens per chunk (its -c)"},
+        {"add-bos", FKD_OPT_FLAG, &add_bos, "llama-perplexity: start each chunk with BOS, as "
+         "llama.cpp does when the model's tokenizer.ggml.add_bos_token is true"},
+        {"save-text", FKD_OPT_STR, &save_path, "also write the split's documents to this "
+         "file (blank-line separated) for other tools"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd eval --model M [--data D] [--json]\n"
@@ -58,6 +124,11 @@ int cmd_eval(int argc, char **argv)
     if (rc != 0) return rc > 0 ? 0 : 2;
     int side = parse_side(side_name), split = parse_split(split_name);
     pc.kind = fkd_partition_parse_kind(partition);
+    int llama = strcmp(protocol, "llama-perplexity") == 0;
+    if (!llama && strcmp(protocol, "fedkd") != 0) {
+        fprintf(stderr, "fedkd eval: --protocol is fedkd or llama-perplexity\n");
+        return 2;
+    }
     if (!model || side < 0 || split < 0 || pc.kind < 0) {
         fprintf(stderr, "fedkd eval: need --model, and valid --side, --split, --partition "
                         "(see --help)\n");
@@ -73,12 +144,26 @@ int cmd_eval(int argc, char **argv)
     fkd_params params = {0};
     fkd_eval_set es;
     fkd_tokenizer tok;
-    if (fkd_cli_load_model(&params, &tok, model, EVAL_GGUF_CONTEXT, &err) != 0) {
+    if (fkd_cli_load_model(&params, &tok, model, llama ? ctx : EVAL_GGUF_CONTEXT, &err) != 0) {
         fprintf(stderr, "fedkd eval: %s\n", err.msg);
         return 1;
     }
+    if (llama) {
+        rc = eval_llama_protocol(&params, &tok, data, ctx, add_bos, json, &err);
+        if (rc != 0) fprintf(stderr, "fedkd eval: %s\n", err.msg);
+        fkd_params_free(&params);
+        fkd_tokenizer_free(&tok);
+        return rc == 0 ? 0 : 1;
+    }
     if (fkd_eval_set_load(&es, data, side, split, &pc, words, &err) != 0) {
         fprintf(stderr, "fedkd eval: %s\n", err.msg);
+        fkd_params_free(&params);
+        fkd_tokenizer_free(&tok);
+        return 1;
+    }
+    if (save_path && save_text(save_path, &es, &err) != 0) {
+        fprintf(stderr, "fedkd eval: %s\n", err.msg);
+        fkd_eval_set_free(&es);
         fkd_params_free(&params);
         fkd_tokenizer_free(&tok);
         return 1;

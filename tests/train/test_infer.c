@@ -116,6 +116,50 @@ static void test_eval_of_a_uniform_model(void **state)
     fkd_params_free(&p);
 }
 
+/* llama-perplexity's protocol, computed by hand from the forward pass:
+ * whole chunks only, BOS first, the second half of each chunk scored. */
+static double chunk_nll(fkd_model *m, const int32_t *chunk, int32_t bos, int64_t *counted)
+{
+    int32_t inp[T];
+    memcpy(inp, chunk, sizeof inp);
+    inp[0] = bos;
+    float *logits;
+    fkd_model_forward(m, inp, &logits);
+    int V = m->params.cfg.vocab;
+    double nll = 0.0;
+    for (int j = T / 2; j <= T - 2; j++) {
+        const float *row = logits + (size_t)j * V;
+        double mx = row[0], sum = 0.0;
+        for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+        for (int v = 0; v < V; v++) sum += exp(row[v] - mx);
+        nll += mx + log(sum) - row[chunk[j + 1]];
+        (*counted)++;
+    }
+    return nll;
+}
+
+static void test_eval_llama_protocol(void **state)
+{
+    fkd_params p = random_params(1);
+    enum { N = 2 * T + 5 }; /* the partial third chunk is dropped */
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (i * 13 + 5) % p.cfg.vocab;
+    const int32_t bos = 1;
+    fkd_model m;
+    assert_int_equal(fkd_model_init_borrowed(&m, &p, 1, T, 0, NULL), 0);
+    int64_t counted = 0;
+    double nll = chunk_nll(&m, tokens, bos, &counted) + chunk_nll(&m, tokens + T, bos, &counted);
+    fkd_model_free(&m);
+    fkd_eval_result res;
+    assert_int_equal(fkd_eval_tokens_llama(&res, &p, tokens, N, N, T, bos, NULL), 0);
+    assert_int_equal(res.tokens, counted);
+    assert_true(fabs(res.mean_loss - nll / (double)counted) < 1e-4);
+    fkd_error err;
+    assert_int_equal(fkd_eval_tokens_llama(&res, &p, tokens, T - 1, T - 1, T, -1, &err), -1);
+    assert_int_equal(err.code, FKD_E_INVALID_ARG);
+    fkd_params_free(&p);
+}
+
 static void test_byte_tokenizer_round_trip(void **state)
 {
     fkd_tokenizer tok;
@@ -143,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_kv_cache_matches_training_forward),
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_eval_of_a_uniform_model),
+        cmocka_unit_test(test_eval_llama_protocol),
         cmocka_unit_test(test_byte_tokenizer_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

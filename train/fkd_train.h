@@ -221,6 +221,8 @@ typedef struct {
     const uint8_t *frozen;   /* optional (FKD_T_COUNT): 1 = tensor gets no gradient */
     size_t act_floats;       /* size of the activation arena, for reports */
     int owns_params;         /* 0 when made by fkd_model_init_borrowed */
+    int head_chunk;          /* positions per chunk of the head + loss in backward; init sets
+                              * fkd_model_head_chunk(), a caller may lower it (tests do) */
     /* LoRA / QLoRA (fkd_model_init_lora): the base is frozen and has no
      * gradient arena (grads is NULL); block matrices come from wsrc when set. */
     const struct fkd_weight_source *wsrc; /* NULL: the fp32 params */
@@ -237,12 +239,26 @@ int fkd_model_init(fkd_model *m, fkd_params *params, int B, int T, int recompute
 int fkd_model_init_borrowed(fkd_model *m, const fkd_params *params, int B, int T, int recompute,
                             fkd_error *err);
 void fkd_model_free(fkd_model *m);
-/* Bytes the activations of a (B,T) batch need, without allocating them. */
+/* Bytes the activations of a (B,T) training step need, without allocating
+ * them (the head's logits count one chunk, not B*T rows). */
 size_t fkd_model_activation_bytes(const fkd_model_config *cfg, int B, int T, int recompute);
 
-/* Forward pass over tokens (B,T); leaves logits (B*T,V) in *logits_out. */
-void fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out);
-/* Loss + full backward; grads ACCUMULATE (call fkd_model_zero_grad first). */
+/* Training never holds the (B*T,V) logits: backward computes the head and
+ * the loss over chunks of positions, about FKD_HEAD_CHUNK_BYTES of logits
+ * each (a 49,152-token vocabulary: 80 positions, 15 MB, instead of 201 MB
+ * for 4 x 256 tokens). */
+#define FKD_HEAD_CHUNK_BYTES ((size_t)16 << 20)
+/* Positions per chunk for a (B,T) batch: a multiple of 8 when 8 fit, <= B*T. */
+int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T);
+
+/* Forward pass over tokens (B,T). With logits_out, leaves the logits
+ * (B*T,V) there (evaluation, soft labels); their buffer is allocated by the
+ * first such call and kept (-1 and *logits_out NULL when that allocation
+ * fails). With logits_out NULL, stops at the final norm: the training
+ * forward, followed by fkd_model_backward. */
+int fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out);
+/* Head + loss (chunked) + full backward; grads ACCUMULATE (call
+ * fkd_model_zero_grad first). Runs after either kind of forward. */
 void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targets,
                         const fkd_soft_labels *soft, const fkd_loss_config *lc,
                         fkd_loss_stats *stats, float grad_scale);
@@ -267,6 +283,11 @@ typedef struct {
  * nothing fits. */
 int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int batch, int seq,
                          int optimizer_kind, size_t budget_bytes, fkd_error *err);
+/* Same, with frozen tensors (FKD_T_COUNT flags, as fkd_model.frozen; NULL =
+ * none): a frozen tensor counts its parameters only, no gradient or moments. */
+int fkd_memory_plan_make_frozen(fkd_memory_plan *plan, const fkd_model_config *cfg,
+                                const uint8_t *frozen, int batch, int seq, int optimizer_kind,
+                                size_t budget_bytes, fkd_error *err);
 
 /* ======================================================================== *
  * Optimizers
@@ -298,6 +319,8 @@ typedef struct {
     const float *prox_ref;  /* FedProx reference weights (n), not owned */
     const fkd_tensor_info *tensors; /* for per-tensor weight decay */
     const uint8_t *mask;    /* optional (n): 0 = weight pruned, kept at 0 */
+    const uint8_t *frozen;  /* optional (FKD_T_COUNT): 1 = tensor left as it is; its gradient
+                             * and moments are never read (set it to the model's frozen) */
 } fkd_optimizer;
 
 int fkd_optimizer_init(fkd_optimizer *opt, const fkd_optimizer_config *cfg,

@@ -46,6 +46,21 @@ static inline float fkd_expf(float x)
     return p * scale;
 }
 
+/* The loss over a batch in pieces (loss.c): count the positions that carry
+ * a target or a soft label once, then any rows i0..i0+n-1 with
+ * row_scale = grad_scale / count; logits and dlogits (may alias, or NULL
+ * for the loss only) hold just those n rows, targets and soft the whole batch. */
+typedef struct {
+    double ce, kd, loss;
+    int64_t n_ce, n_kd, n_pos, n_correct;
+} fkd_loss_sums;
+
+int64_t fkd_loss_count(const int32_t *targets, const fkd_soft_labels *soft, int N, int V);
+void fkd_loss_rows(float *dlogits, fkd_loss_sums *sums, const float *logits,
+                   const int32_t *targets, const fkd_soft_labels *soft,
+                   const fkd_loss_config *lc, int i0, int n, int V, float row_scale);
+void fkd_loss_stats_from_sums(fkd_loss_stats *stats, const fkd_loss_sums *s);
+
 /* Allocates zeroed floats; NULL on failure. */
 float *fkd_alloc_floats(size_t n);
 

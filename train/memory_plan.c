@@ -1,20 +1,40 @@
 /* memory_plan.c — choosing micro-batch size and recomputation so a training
  * step fits a memory budget. Prefers, in order: the largest micro-batch
  * without recomputation, then the largest with it (recomputation costs about
- * one extra forward pass; smaller micro-batches cost GEMM efficiency). */
+ * one extra forward pass; smaller micro-batches cost GEMM efficiency).
+ *
+ * What a step holds: every parameter in fp32; a gradient and the optimizer's
+ * moments for each tensor that trains; activations (fkd_model_activation_bytes,
+ * whose head counts one chunk of logits, not the whole batch's); a fixed
+ * runtime overhead. A frozen tensor costs only its parameters: the gradient
+ * and moment arenas keep the parameters' layout, so their frozen slices exist
+ * as address space, but nothing reads or writes them (fkd_model_zero_grad,
+ * backward and fkd_optimizer_step skip frozen tensors) and the OS never backs
+ * them with memory. A tied head is the embedding: freezing tok_emb freezes it. */
 #include "fkd_train.h"
 
-static size_t fixed_bytes(const fkd_model_config *cfg, int optimizer_kind)
+static size_t trainable_floats(const fkd_model_config *cfg, const uint8_t *frozen)
 {
-    size_t p = fkd_config_param_count(cfg) * sizeof(float);
-    size_t moments = optimizer_kind == FKD_OPT_ADAMW ? 2 : 1;
-    return p * (2 + moments) + FKD_RUNTIME_OVERHEAD_BYTES;
+    fkd_tensor_info t[FKD_T_COUNT];
+    size_t total = fkd_param_layout(t, cfg), frozen_floats = 0;
+    for (int i = 0; frozen && i < FKD_T_COUNT; i++)
+        if (frozen[i]) frozen_floats += t[i].count;
+    return total - frozen_floats;
 }
 
-int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int batch, int seq,
-                         int optimizer_kind, size_t budget_bytes, fkd_error *err)
+static size_t fixed_bytes(const fkd_model_config *cfg, const uint8_t *frozen, int optimizer_kind)
 {
-    size_t fixed = fixed_bytes(cfg, optimizer_kind);
+    size_t p = fkd_config_param_count(cfg) * sizeof(float);
+    size_t trained = trainable_floats(cfg, frozen) * sizeof(float);
+    size_t moments = optimizer_kind == FKD_OPT_ADAMW ? 2 : 1;
+    return p + trained * (1 + moments) + FKD_RUNTIME_OVERHEAD_BYTES;
+}
+
+int fkd_memory_plan_make_frozen(fkd_memory_plan *plan, const fkd_model_config *cfg,
+                                const uint8_t *frozen, int batch, int seq, int optimizer_kind,
+                                size_t budget_bytes, fkd_error *err)
+{
+    size_t fixed = fixed_bytes(cfg, frozen, optimizer_kind);
     for (int recompute = 0; recompute <= 1; recompute++) {
         for (int mb = batch; mb >= 1; mb--) {
             if (batch % mb != 0) continue;
@@ -29,7 +49,14 @@ int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int
     size_t smallest = fixed + fkd_model_activation_bytes(cfg, 1, seq, 1);
     return fkd_error_set(err, FKD_E_LIMIT,
                          "a training step needs at least %zu MB (one sequence of %d tokens with "
-                         "recomputation); the budget is %zu MB: raise it, shorten the sequence "
-                         "or use a smaller model",
+                         "recomputation); the budget is %zu MB: raise it, shorten the sequence, "
+                         "freeze tensors or use a smaller model",
                          (smallest >> 20) + 1, seq, budget_bytes >> 20);
+}
+
+int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int batch, int seq,
+                         int optimizer_kind, size_t budget_bytes, fkd_error *err)
+{
+    return fkd_memory_plan_make_frozen(plan, cfg, NULL, batch, seq, optimizer_kind, budget_bytes,
+                                       err);
 }

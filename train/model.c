@@ -29,7 +29,8 @@ struct fkd_acts {
     layer_acts *layers;   /* L entries, or 1 when recomputing */
     int n_layer_acts;
     float *lnf, *rstd_f;  /* (N,C), (N) */
-    float *logits;        /* (N,V); holds dlogits during backward */
+    float *head_buf;      /* (head chunk, V): one chunk's logits, then their gradient */
+    float *logits;        /* (N,V), own allocation, made by the first forward asked for them */
     /* backward scratch, shared by all layers */
     float *dresid, *dln;  /* (N,C) */
     float *dq, *dk, *dv, *datty; /* (N,QD), (N,KVD), (N,KVD), (N,QD) */
@@ -56,11 +57,27 @@ static size_t layer_floats(const dims *d)
            d->N * d->C + 2 * d->N * d->F;
 }
 
+/* Positions per chunk of the head and loss: FKD_HEAD_CHUNK_BYTES of logits,
+ * a multiple of 8 rows when that many fit, never more than the batch. */
+static size_t head_rows(const dims *d)
+{
+    size_t rows = FKD_HEAD_CHUNK_BYTES / (d->V * sizeof(float));
+    if (rows >= 8) rows -= rows % 8;
+    if (rows < 1) rows = 1;
+    return rows < d->N ? rows : d->N;
+}
+
+int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T)
+{
+    dims d = model_dims(cfg, B, T);
+    return (int)head_rows(&d);
+}
+
 static size_t acts_floats(const dims *d, int recompute)
 {
     size_t n_layers = recompute ? 1 : d->L;
     return (d->L + 1) * d->N * d->C + n_layers * layer_floats(d) + d->N * d->C + d->N +
-           d->N * d->V + 2 * d->N * d->C + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
+           head_rows(d) * d->V + 2 * d->N * d->C + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
            2 * d->N * d->F;
 }
 
@@ -99,7 +116,7 @@ static void bind_acts(fkd_acts *a, const dims *d)
     }
     a->lnf = take(&cur, d->N * d->C);
     a->rstd_f = take(&cur, d->N);
-    a->logits = take(&cur, d->N * d->V);
+    a->head_buf = take(&cur, head_rows(d) * d->V);
     a->dresid = take(&cur, d->N * d->C);
     a->dln = take(&cur, d->N * d->C);
     a->dq = take(&cur, d->N * d->QD);
@@ -167,6 +184,7 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err
                              m->act_floats * sizeof(float) >> 20, B, T);
     }
     bind_acts(m->acts, &d);
+    m->head_chunk = (int)head_rows(&d);
     fkd_param_ptrs_bind(&m->g, m->grads, m->params.tensors, c->tie_embeddings);
     fkd_rope_tables(m->rope_cos, m->rope_sin, c->max_seq, hd, c->rope_theta);
     return 0;
@@ -176,6 +194,7 @@ void fkd_model_free(fkd_model *m)
 {
     if (m->acts) {
         free(m->acts->memory);
+        free(m->acts->logits);
         free(m->acts->layers);
         free(m->acts);
     }
@@ -188,7 +207,12 @@ void fkd_model_free(fkd_model *m)
 
 void fkd_model_zero_grad(fkd_model *m)
 {
-    memset(m->grads, 0, m->params.n_params * sizeof(float));
+    /* Frozen tensors' gradients are never written: leaving their pages
+     * untouched keeps them out of memory (the arena is calloc'ed). */
+    for (int t = 0; m->grads && t < FKD_T_COUNT; t++)
+        if (!(m->frozen && m->frozen[t]))
+            memset(m->grads + m->params.tensors[t].offset, 0,
+                   m->params.tensors[t].count * sizeof(float));
 }
 
 /* Pointers to layer l's weights (or gradients) in a parameter layout. */
@@ -237,7 +261,7 @@ static layer_acts *acts_of_layer(fkd_model *m, int l)
     return &m->acts->layers[m->recompute ? 0 : l];
 }
 
-void fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
+int fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
 {
     const fkd_model_config *c = &m->params.cfg;
     dims d = model_dims(c, m->B, m->T);
@@ -249,8 +273,13 @@ void fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
                       a->resid + (l + 1) * d.N * d.C);
     float *last = a->resid + d.L * d.N * d.C;
     fkd_rmsnorm_forward(a->lnf, a->rstd_f, last, m->params.p.final_norm, N, C, c->norm_eps);
+    if (!logits_out) return 0; /* training: backward runs the head chunk by chunk */
+    *logits_out = NULL;
+    if (!a->logits) a->logits = fkd_alloc_floats(d.N * d.V);
+    if (!a->logits) return -1;
     fkd_matmul_forward(a->logits, a->lnf, m->params.p.head, N, C, (int)d.V, 0.0f);
-    if (logits_out) *logits_out = a->logits;
+    *logits_out = a->logits;
+    return 0;
 }
 
 /* dW pointer, or NULL when that tensor is frozen. */
@@ -305,6 +334,36 @@ static void layer_backward(fkd_model *m, const dims *d, int l, layer_acts *la, c
                          w.attn_norm, la->rstd1, N, C);
 }
 
+/* The head and the loss, FKD_HEAD_CHUNK_BYTES of logits at a time: per chunk
+ * of positions, logits = lnf·headᵀ, the loss turns them into their gradient
+ * in place, then dlnf = dlogits·head and dhead += dlogitsᵀ·lnf (a tied head
+ * adds into the embedding's gradient). The (N,V) logits never exist at once;
+ * every row is the same as the unchunked loss's, since the count of
+ * positions that scales the mean is taken over the whole batch first. */
+static void head_loss_backward(fkd_model *m, const dims *d, const int32_t *targets,
+                               const fkd_soft_labels *soft, const fkd_loss_config *lc,
+                               fkd_loss_stats *stats, float grad_scale)
+{
+    fkd_acts *a = m->acts;
+    int N = (int)d->N, C = (int)d->C, V = (int)d->V;
+    int chunk = m->head_chunk >= 1 && m->head_chunk <= (int)head_rows(d) ? m->head_chunk
+                                                                         : (int)head_rows(d);
+    int head_tensor = m->params.cfg.tie_embeddings ? FKD_T_TOK_EMB : FKD_T_HEAD;
+    float *dhead = grad_or_null(m, head_tensor, m->g.head);
+    int64_t n_pos = fkd_loss_count(targets, soft, N, V);
+    float row_scale = n_pos > 0 ? grad_scale / (float)n_pos : 0.0f;
+    fkd_loss_sums sums = {0};
+    for (int i0 = 0; i0 < N; i0 += chunk) {
+        int n = N - i0 < chunk ? N - i0 : chunk;
+        const float *x = a->lnf + (size_t)i0 * C;
+        fkd_matmul_forward(a->head_buf, x, m->params.p.head, n, C, V, 0.0f);
+        fkd_loss_rows(a->head_buf, &sums, a->head_buf, targets, soft, lc, i0, n, V, row_scale);
+        linear_backward(a->dln + (size_t)i0 * C, 0.0f, dhead, a->head_buf, x, m->params.p.head,
+                        n, C, V);
+    }
+    fkd_loss_stats_from_sums(stats, &sums);
+}
+
 void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targets,
                         const fkd_soft_labels *soft, const fkd_loss_config *lc,
                         fkd_loss_stats *stats, float grad_scale)
@@ -312,17 +371,9 @@ void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targ
     const fkd_model_config *c = &m->params.cfg;
     dims d = model_dims(c, m->B, m->T);
     fkd_acts *a = m->acts;
-    int N = (int)d.N, C = (int)d.C, V = (int)d.V;
+    int N = (int)d.N, C = (int)d.C;
 
-    float *dlogits = a->logits; /* the loss overwrites logits with their gradient */
-    fkd_loss_forward_backward(dlogits, stats, a->logits, targets, soft, lc, N, V);
-    if (grad_scale != 1.0f)
-        for (size_t i = 0; i < d.N * d.V; i++) dlogits[i] *= grad_scale;
-
-    /* Head and final norm. A tied head adds into the embedding's gradient. */
-    int head_tensor = c->tie_embeddings ? FKD_T_TOK_EMB : FKD_T_HEAD;
-    linear_backward(a->dln, 0.0f, grad_or_null(m, head_tensor, m->g.head), dlogits, a->lnf,
-                    m->params.p.head, N, C, V);
+    head_loss_backward(m, &d, targets, soft, lc, stats, grad_scale);
     memset(a->dresid, 0, d.N * d.C * sizeof(float));
     fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_FINAL_NORM, m->g.final_norm), a->dln,
                          a->resid + d.L * d.N * d.C, m->params.p.final_norm, a->rstd_f, N, C);

@@ -1,7 +1,9 @@
 /* optimizer.c — AdamW (decoupled weight decay) and SGD with momentum, with
  * global-norm gradient clipping, a warmup + cosine/linear learning-rate
  * schedule, the FedProx proximal term, and pruning masks that keep pruned
- * weights at exactly zero. Moments live in one arena. */
+ * weights at exactly zero. Moments live in one arena, laid out as the
+ * parameters; a frozen tensor's slice of it is never read or written, so
+ * the pages of that slice are never backed by memory (the arena is calloc'ed). */
 #include "internal.h"
 
 #include <math.h>
@@ -109,10 +111,29 @@ static void sgd_span(float *w, float *m, const float *g, const float *prox_ref, 
     }
 }
 
+static int is_frozen(const fkd_optimizer *opt, int t)
+{
+    return opt->frozen && opt->frozen[t];
+}
+
+/* The norm over the tensors that train; the whole arena in one pass when
+ * nothing is frozen (the same sums as before frozen tensors existed). */
+static double trainable_grad_norm(const fkd_optimizer *opt, const float *grads)
+{
+    if (!opt->frozen) return grad_norm(grads, opt->n);
+    double sq = 0.0;
+    for (int t = 0; t < FKD_T_COUNT; t++) {
+        if (is_frozen(opt, t)) continue;
+        double nt = grad_norm(grads + opt->tensors[t].offset, opt->tensors[t].count);
+        sq += nt * nt;
+    }
+    return sqrt(sq);
+}
+
 float fkd_optimizer_step(fkd_optimizer *opt, float *params, float *grads)
 {
     const fkd_optimizer_config *c = &opt->cfg;
-    float norm = (float)grad_norm(grads, opt->n);
+    float norm = (float)trainable_grad_norm(opt, grads);
     step_consts k = {.clip = (c->grad_clip > 0 && norm > c->grad_clip) ? c->grad_clip / norm : 1.0f,
                      .lr = fkd_optimizer_lr(opt), .b1 = c->beta1, .b2 = c->beta2,
                      .eps = c->eps, .momentum = c->momentum,
@@ -123,6 +144,7 @@ float fkd_optimizer_step(fkd_optimizer *opt, float *params, float *grads)
     enum { SPAN = 4096 };
     for (int t = 0; t < FKD_T_COUNT; t++) {
         const fkd_tensor_info *ti = &opt->tensors[t];
+        if (is_frozen(opt, t)) continue; /* not updated, not even decayed */
         k.wd = ti->is_matrix ? c->weight_decay : 0.0f; /* no decay on norm gains */
         size_t i0 = ti->offset, i1 = ti->offset + ti->count;
 #pragma omp parallel for schedule(static)

@@ -224,9 +224,8 @@ static int micro_step(run *r, int64_t index, float scale, fkd_error *err)
         }
     }
     if (fkd_batch_random(&r->batch, src, seed, index, err) != 0) return -1;
-    float *logits;
     fkd_loss_stats st;
-    fkd_model_forward(r->m, r->batch.inputs, &logits);
+    fkd_model_forward(r->m, r->batch.inputs, NULL); /* the head runs chunked in backward */
     fkd_model_backward(r->m, r->batch.inputs, r->batch.targets,
                        r->batch.has_soft ? &r->batch.soft : NULL, &c->loss, &st, scale);
     if (!isfinite(st.loss))
@@ -328,6 +327,7 @@ int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_strea
     if (fkd_optimizer_init(&r.opt, &oc, &m->params, err) != 0) return -1;
     r.opt.prox_ref = cfg->prox_ref;
     r.opt.mask = cfg->mask;
+    r.opt.frozen = m->frozen;
     int k = transfer && cfg->transfer_share > 0 ? transfer->soft_k : 0;
     int rc = fkd_batch_init(&r.batch, m->B, m->T, k, err);
     int64_t step = 0;

@@ -1,8 +1,8 @@
 /* test_model.c — the whole model: gradient check of every tensor against
- * finite differences (tied and untied heads, grouped-query attention),
- * recomputation and micro-batching giving the same gradients, frozen
- * tensors, the optimizers, the memory planner, overfitting a short text,
- * and determinism. */
+ * finite differences (tied and untied heads, grouped-query attention, the
+ * head and loss in chunks), recomputation, micro-batching and chunking giving
+ * the same gradients, frozen tensors, the optimizers, the memory planner,
+ * overfitting a short text, and determinism. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -69,11 +69,13 @@ static void fill_batch(model_ctx *c, int vocab)
     c->lc = (fkd_loss_config){.alpha = 0.6f, .temperature = 1.5f};
 }
 
-static void check_whole_model(int tie)
+/* chunk: positions per chunk of the head and loss (0: the default, one chunk here). */
+static void check_whole_model(int tie, int chunk)
 {
     fkd_model_config cfg = tiny_config(tie);
     fkd_model m;
     make_model(&m, &cfg, B, 0, 5);
+    if (chunk) m.head_chunk = chunk;
     model_ctx c = {.m = &m};
     fill_batch(&c, cfg.vocab);
     fkd_model_zero_grad(&m);
@@ -90,8 +92,84 @@ static void check_whole_model(int tie)
     fkd_model_free(&m);
 }
 
-static void test_whole_model_gradient_untied(void **state) { check_whole_model(0); }
-static void test_whole_model_gradient_tied(void **state) { check_whole_model(1); }
+static void test_whole_model_gradient_untied(void **state) { check_whole_model(0, 0); }
+static void test_whole_model_gradient_tied(void **state) { check_whole_model(1, 0); }
+static void test_whole_model_gradient_chunked_untied(void **state) { check_whole_model(0, 3); }
+static void test_whole_model_gradient_chunked_tied(void **state) { check_whole_model(1, 4); }
+
+enum { LOSS_CE, LOSS_KD, LOSS_MIXED };
+
+/* One forward + backward with hard targets, soft labels or both. */
+static void step_with(fkd_model *m, const model_ctx *c, int kind, fkd_loss_stats *st)
+{
+    int32_t none[B * T];
+    for (int i = 0; i < B * T; i++) none[i] = -1;
+    fkd_soft_labels soft = {.k = 2, .ids = c->ids, .probs = c->probs};
+    fkd_model_zero_grad(m);
+    fkd_model_forward(m, c->tokens, NULL);
+    fkd_model_backward(m, c->tokens, kind == LOSS_KD ? none : c->targets,
+                       kind == LOSS_CE ? NULL : &soft, &c->lc, st, 0.5f);
+}
+
+static void assert_stats_close(const fkd_loss_stats *a, const fkd_loss_stats *b)
+{
+    assert_float_equal(a->loss, b->loss, 1e-6 * (1 + fabs(a->loss)));
+    assert_float_equal(a->ce, b->ce, 1e-6 * (1 + fabs(a->ce)));
+    assert_float_equal(a->kd, b->kd, 1e-6 * (1 + fabs(a->kd)));
+    assert_int_equal(a->n_ce, b->n_ce);
+    assert_int_equal(a->n_kd, b->n_kd);
+    assert_int_equal(a->n_correct, b->n_correct);
+}
+
+/* The head and loss in chunks of 1, 3 and 4 positions (the last chunk
+ * short) give the loss of the whole-batch logits and the same gradient in
+ * every tensor, for each kind of loss and either head. */
+static void check_chunked_equals_unchunked(int tie)
+{
+    fkd_model_config cfg = tiny_config(tie);
+    for (int kind = LOSS_CE; kind <= LOSS_MIXED; kind++) {
+        fkd_model whole, chunked;
+        make_model(&whole, &cfg, B, 0, 11);
+        make_model(&chunked, &cfg, B, 0, 11);
+        assert_int_equal(whole.head_chunk, B * T); /* a 13-token vocabulary: one chunk */
+        model_ctx c = {.m = &whole};
+        fill_batch(&c, cfg.vocab);
+        fkd_loss_stats ref, st;
+        step_with(&whole, &c, kind, &ref);
+        assert_true(ref.loss > 0);
+
+        /* the loss of the materialised logits, as evaluation computes it */
+        float *logits;
+        int32_t none[B * T];
+        for (int i = 0; i < B * T; i++) none[i] = -1;
+        fkd_soft_labels soft = {.k = 2, .ids = c.ids, .probs = c.probs};
+        assert_int_equal(fkd_model_forward(&whole, c.tokens, &logits), 0);
+        fkd_loss_forward_backward(NULL, &st, logits, kind == LOSS_KD ? none : c.targets,
+                                  kind == LOSS_CE ? NULL : &soft, &c.lc, B * T, cfg.vocab);
+        assert_stats_close(&ref, &st);
+
+        const int chunks[] = {1, 3, 4};
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            chunked.head_chunk = chunks[k];
+            step_with(&chunked, &c, kind, &st);
+            assert_stats_close(&ref, &st);
+            for (size_t i = 0; i < whole.params.n_params; i++)
+                assert_true(fabsf(whole.grads[i] - chunked.grads[i]) <=
+                            1e-6f + 1e-5f * fabsf(whole.grads[i]));
+        }
+        fkd_model_free(&whole);
+        fkd_model_free(&chunked);
+    }
+}
+
+static void test_chunked_head_equals_unchunked_untied(void **state)
+{
+    check_chunked_equals_unchunked(0);
+}
+static void test_chunked_head_equals_unchunked_tied(void **state)
+{
+    check_chunked_equals_unchunked(1);
+}
 
 static void test_recompute_and_micro_batches_give_the_same_gradients(void **state)
 {
@@ -222,6 +300,86 @@ static void test_memory_plan_fits_the_budget(void **state)
     assert_non_null(strstr(err.msg, "budget"));
 }
 
+/* The pruned SmolLM2 student of the train benchmark: 49,152 tokens, tied. */
+static fkd_model_config smollm2_student(void)
+{
+    return (fkd_model_config){.vocab = 49152, .dim = 576, .n_layers = 6, .n_heads = 9,
+                              .n_kv_heads = 3, .ffn_hidden = 1536, .max_seq = 256,
+                              .tie_embeddings = 1, .rope_theta = 100000.0f, .norm_eps = 1e-5f};
+}
+
+static void test_memory_plan_counts_one_chunk_of_logits_and_no_frozen_state(void **state)
+{
+    fkd_model_config cfg = smollm2_student();
+    size_t V = (size_t)cfg.vocab, C = (size_t)cfg.dim, N = 4 * 256;
+    int chunk = fkd_model_head_chunk(&cfg, 4, 256);
+    assert_true(chunk >= 8 && chunk % 8 == 0 && (size_t)chunk < N);
+    assert_true((size_t)chunk * V * sizeof(float) <= FKD_HEAD_CHUNK_BYTES);
+    /* With recomputation the whole step's activations take less than the
+     * (N,V) logits alone would. */
+    assert_true(fkd_model_activation_bytes(&cfg, 4, 256, 1) < N * V * sizeof(float));
+
+    /* A frozen tied embedding (and so head) drops its gradient and both
+     * AdamW moments from the estimate, one moment with SGD. */
+    uint8_t frozen[FKD_T_COUNT] = {0};
+    frozen[FKD_T_TOK_EMB] = 1;
+    fkd_memory_plan all, part;
+    fkd_error err;
+    assert_int_equal(fkd_memory_plan_make(&all, &cfg, 4, 256, FKD_OPT_ADAMW, 0, &err), 0);
+    assert_int_equal(
+        fkd_memory_plan_make_frozen(&part, &cfg, frozen, 4, 256, FKD_OPT_ADAMW, 0, &err), 0);
+    assert_int_equal(all.estimated_bytes - part.estimated_bytes, 3 * V * C * sizeof(float));
+    assert_int_equal(
+        fkd_memory_plan_make_frozen(&part, &cfg, frozen, 4, 256, FKD_OPT_SGD, 0, &err), 0);
+    assert_int_equal(fkd_memory_plan_make(&all, &cfg, 4, 256, FKD_OPT_SGD, 0, &err), 0);
+    assert_int_equal(all.estimated_bytes - part.estimated_bytes, 2 * V * C * sizeof(float));
+    /* a budget that only the frozen plan meets: one sequence, no recomputation */
+    assert_int_equal(
+        fkd_memory_plan_make_frozen(&part, &cfg, frozen, 1, 256, FKD_OPT_SGD, 0, &err), 0);
+    size_t budget = part.estimated_bytes;
+    assert_int_equal(fkd_memory_plan_make(&all, &cfg, 4, 256, FKD_OPT_SGD, budget, &err), -1);
+    assert_int_equal(
+        fkd_memory_plan_make_frozen(&part, &cfg, frozen, 4, 256, FKD_OPT_SGD, budget, &err), 0);
+    assert_int_equal(part.micro_batch, 1);
+}
+
+static void test_optimizer_leaves_frozen_tensors_alone(void **state)
+{
+    fkd_model_config cfg = tiny_config(0);
+    fkd_params p;
+    assert_int_equal(fkd_params_init(&p, &cfg, NULL), 0);
+    fkd_params_randomize(&p, 3);
+    float *g = calloc(p.n_params, sizeof(float)), *w0 = malloc(p.n_params * sizeof(float));
+    fill_normal(g, p.n_params, 0.01f, 4);
+    memcpy(w0, p.memory, p.n_params * sizeof(float));
+    fkd_optimizer_config oc = fkd_optimizer_defaults();
+    oc.grad_clip = 0;
+    fkd_optimizer opt;
+    assert_int_equal(fkd_optimizer_init(&opt, &oc, &p, NULL), 0);
+    uint8_t frozen[FKD_T_COUNT] = {0};
+    frozen[FKD_T_WQ] = frozen[FKD_T_HEAD] = 1;
+    opt.frozen = frozen;
+    float norm = fkd_optimizer_step(&opt, p.memory, g);
+    double sq = 0;
+    for (int t = 0; t < FKD_T_COUNT; t++) {
+        const fkd_tensor_info *ti = &p.tensors[t];
+        for (size_t i = ti->offset; i < ti->offset + ti->count; i++) {
+            if (frozen[t]) {
+                assert_true(p.memory[i] == w0[i]);
+                assert_true(opt.m[i] == 0.0f && opt.v[i] == 0.0f);
+            } else {
+                assert_true(p.memory[i] != w0[i]);
+                sq += (double)g[i] * g[i];
+            }
+        }
+    }
+    assert_float_equal(norm, sqrt(sq), 1e-6 * sqrt(sq)); /* the trainable tensors' norm */
+    free(g);
+    free(w0);
+    fkd_optimizer_free(&opt);
+    fkd_params_free(&p);
+}
+
 static double train_short_text(fkd_model *m, int steps)
 {
     const char *text = "the quick brown fox jumps over the lazy dog; the dog sleeps.";
@@ -286,11 +444,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient_untied),
         cmocka_unit_test(test_whole_model_gradient_tied),
+        cmocka_unit_test(test_whole_model_gradient_chunked_untied),
+        cmocka_unit_test(test_whole_model_gradient_chunked_tied),
+        cmocka_unit_test(test_chunked_head_equals_unchunked_untied),
+        cmocka_unit_test(test_chunked_head_equals_unchunked_tied),
         cmocka_unit_test(test_recompute_and_micro_batches_give_the_same_gradients),
         cmocka_unit_test(test_frozen_tensors_get_no_gradient),
         cmocka_unit_test(test_adamw_step_matches_hand_computation),
         cmocka_unit_test(test_learning_rate_schedule),
         cmocka_unit_test(test_memory_plan_fits_the_budget),
+        cmocka_unit_test(test_memory_plan_counts_one_chunk_of_logits_and_no_frozen_state),
+        cmocka_unit_test(test_optimizer_leaves_frozen_tensors_alone),
         cmocka_unit_test(test_overfits_a_short_text),
         cmocka_unit_test(test_training_is_deterministic),
     };

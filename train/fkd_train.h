@@ -390,7 +390,7 @@ typedef struct fkd_lora {
      * tensors without adapters. Ranges are in tensor order. */
     fkd_tensor_info tensors[FKD_T_COUNT];
     size_t n;                 /* floats in each arena */
-    float *params;            /* A and B of every target (64-byte aligned) */
+    float *params;            /* A and B of every target */
     float *grads;             /* same layout; backward ACCUMULATES */
 } fkd_lora;
 

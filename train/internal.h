@@ -64,4 +64,17 @@ void fkd_loss_stats_from_sums(fkd_loss_stats *stats, const fkd_loss_sums *s);
 /* Allocates zeroed floats; NULL on failure. */
 float *fkd_alloc_floats(size_t n);
 
+/* LoRA (lora.c): zeroed arenas for cfg over model (init and decode fill
+ * them); scratch of a (B,T) batch; one layer's largest block matrix. */
+int fkd_lora_alloc(fkd_lora *lora, const fkd_model_config *model, const fkd_lora_config *cfg,
+                   fkd_error *err);
+/* Lays out the arenas of cfg over model; returns the float count, or 0 when
+ * the configuration is invalid (err says why). Allocates nothing. */
+size_t fkd_lora_layout(fkd_tensor_info tensors[FKD_T_COUNT], const fkd_model_config *model,
+                       const fkd_lora_config *cfg, fkd_error *err);
+/* 1 when a and b have the same block matrices (width, depth, heads, FFN). */
+int fkd_config_same_blocks(const fkd_model_config *a, const fkd_model_config *b);
+size_t fkd_lora_scratch_floats(const fkd_lora_config *cfg, int B, int T);
+size_t fkd_weight_scratch_floats(const fkd_model_config *model);
+
 #endif

@@ -128,7 +128,8 @@ static void bind_acts(fkd_acts *a, const dims *d)
     a->fbuf2 = take(&cur, d->N * d->F);
 }
 
-static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err);
+static int model_setup(fkd_model *m, int B, int T, int recompute, int with_grads,
+                       fkd_error *err);
 
 int fkd_model_init(fkd_model *m, fkd_params *params, int B, int T, int recompute,
                    fkd_error *err)
@@ -136,7 +137,7 @@ int fkd_model_init(fkd_model *m, fkd_params *params, int B, int T, int recompute
     memset(m, 0, sizeof *m);
     m->params = *params;
     m->owns_params = 1;
-    if (model_setup(m, B, T, recompute, err) != 0) return -1;
+    if (model_setup(m, B, T, recompute, 1, err) != 0) return -1;
     memset(params, 0, sizeof *params); /* moved in only on success */
     return 0;
 }
@@ -147,10 +148,52 @@ int fkd_model_init_borrowed(fkd_model *m, const fkd_params *params, int B, int T
     memset(m, 0, sizeof *m);
     m->params = *params;
     m->owns_params = 0;
-    return model_setup(m, B, T, recompute, err);
+    return model_setup(m, B, T, recompute, 1, err);
 }
 
-static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err)
+/* What a LoRA model's base must hold in fp32: everything the forward pass
+ * reads directly, and the block matrices unless a source gives them. */
+static int lora_base_check(const fkd_params *base, const fkd_weight_source *src,
+                           const fkd_lora *lora, fkd_error *err)
+{
+    const fkd_param_ptrs *p = &base->p;
+    if (!p->tok_emb || !p->attn_norm || !p->ffn_norm || !p->final_norm || !p->head)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base must hold the embedding, head "
+                             "and norm gains in fp32 (see fkd_params_held_without_blocks)");
+    if (!src && (!p->wq || !p->wk || !p->wv || !p->wo || !p->w1 || !p->w3 || !p->w2))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base without its block matrices "
+                             "needs a weight source");
+    const fkd_model_config *a = &base->cfg, *b = lora ? &lora->model : &base->cfg;
+    if (!fkd_config_same_blocks(a, b))
+        return fkd_error_set(err, FKD_E_MISMATCH, "the LoRA adapters were made for another model "
+                             "shape than the base (dim %d vs %d, %d vs %d layers)", b->dim,
+                             a->dim, b->n_layers, a->n_layers);
+    return 0;
+}
+
+int fkd_model_init_lora(fkd_model *m, fkd_params *base, const fkd_weight_source *src,
+                        fkd_lora *lora, int B, int T, int recompute, fkd_error *err)
+{
+    memset(m, 0, sizeof *m);
+    if (lora_base_check(base, src, lora, err) != 0) return -1;
+    m->params = *base;
+    m->owns_params = 1;
+    m->wsrc = src;
+    m->lora = lora;
+    if (model_setup(m, B, T, recompute, 0, err) != 0) return -1;
+    if (src) m->wscratch = fkd_alloc_floats(fkd_weight_scratch_floats(&base->cfg));
+    if (lora) m->lora_scratch = fkd_alloc_floats(fkd_lora_scratch_floats(&lora->cfg, B, T));
+    if ((src && !m->wscratch) || (lora && !m->lora_scratch)) {
+        m->owns_params = 0; /* on failure the caller keeps its params */
+        fkd_model_free(m);
+        return fkd_error_set(err, FKD_E_NOMEM, "cannot allocate the LoRA model's scratch");
+    }
+    memset(base, 0, sizeof *base); /* moved in only on success */
+    return 0;
+}
+
+static int model_setup(fkd_model *m, int B, int T, int recompute, int with_grads,
+                       fkd_error *err)
 {
     const fkd_model_config *c = &m->params.cfg;
     if (B < 1 || T < 1 || T > c->max_seq) {
@@ -164,7 +207,7 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err
     m->recompute = recompute ? 1 : 0;
     dims d = model_dims(c, B, T);
     int hd = c->dim / c->n_heads;
-    m->grads = fkd_alloc_floats(m->params.n_params);
+    if (with_grads) m->grads = fkd_alloc_floats(m->params.n_params);
     m->acts = calloc(1, sizeof *m->acts);
     m->rope_cos = fkd_alloc_floats((size_t)c->max_seq * hd / 2);
     m->rope_sin = fkd_alloc_floats((size_t)c->max_seq * hd / 2);
@@ -174,7 +217,7 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err
         m->acts->layers = calloc((size_t)m->acts->n_layer_acts, sizeof(layer_acts));
         m->acts->memory = fkd_alloc_floats(m->act_floats);
     }
-    if (!m->grads || !m->acts || !m->acts->layers || !m->acts->memory || !m->rope_cos ||
+    if ((with_grads && !m->grads) || !m->acts || !m->acts->layers || !m->acts->memory || !m->rope_cos ||
         !m->rope_sin) {
         m->owns_params = 0; /* on failure the caller keeps its params */
         fkd_model_free(m);
@@ -185,7 +228,7 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, fkd_error *err
     }
     bind_acts(m->acts, &d);
     m->head_chunk = (int)head_rows(&d);
-    fkd_param_ptrs_bind(&m->g, m->grads, m->params.tensors, c->tie_embeddings);
+    if (m->grads) fkd_param_ptrs_bind(&m->g, m->grads, m->params.tensors, c->tie_embeddings);
     fkd_rope_tables(m->rope_cos, m->rope_sin, c->max_seq, hd, c->rope_theta);
     return 0;
 }
@@ -199,6 +242,8 @@ void fkd_model_free(fkd_model *m)
         free(m->acts);
     }
     free(m->grads);
+    free(m->wscratch);
+    free(m->lora_scratch);
     free(m->rope_cos);
     free(m->rope_sin);
     if (m->owns_params) fkd_params_free(&m->params);
@@ -213,47 +258,102 @@ void fkd_model_zero_grad(fkd_model *m)
         if (!(m->frozen && m->frozen[t]))
             memset(m->grads + m->params.tensors[t].offset, 0,
                    m->params.tensors[t].count * sizeof(float));
+    if (m->lora) fkd_lora_zero_grad(m->lora);
 }
 
-/* Pointers to layer l's weights (or gradients) in a parameter layout. */
+/* Layer l's norm gains (or their gradients; NULL when there are none). */
 typedef struct {
-    float *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w1, *w3, *w2;
-} layer_weights;
+    float *attn_norm, *ffn_norm;
+} layer_norms;
 
-static layer_weights layer_of(const fkd_param_ptrs *p, const dims *d, int l)
+static layer_norms norms_of(const fkd_param_ptrs *p, const dims *d, int l)
 {
-    return (layer_weights){
-        .attn_norm = p->attn_norm + l * d->C, .wq = p->wq + l * d->QD * d->C,
-        .wk = p->wk + l * d->KVD * d->C, .wv = p->wv + l * d->KVD * d->C,
-        .wo = p->wo + l * d->C * d->QD, .ffn_norm = p->ffn_norm + l * d->C,
-        .w1 = p->w1 + l * d->F * d->C, .w3 = p->w3 + l * d->F * d->C,
-        .w2 = p->w2 + l * d->C * d->F};
+    if (!p->attn_norm) return (layer_norms){NULL, NULL};
+    return (layer_norms){.attn_norm = p->attn_norm + l * d->C, .ffn_norm = p->ffn_norm + l * d->C};
+}
+
+/* ---- the block matmuls ------------------------------------------------------
+ * Every product with wq wk wv wo w1 w3 w2 goes through block_forward and
+ * block_backward: the weight comes from the weight source when the model has
+ * one (materialised into one matrix of scratch, again in backward for dx,
+ * rather than kept per layer: dequantizing costs a few percent of the
+ * product), else from the fp32 params; a LoRA adapter on the tensor adds its
+ * low-rank term. */
+static const float *block_weight(fkd_model *m, int tensor, int layer, int rows, int cols)
+{
+    if (m->wsrc) {
+        m->wsrc->rows(m->wscratch, m->wsrc->user, tensor, layer, 0, (size_t)rows);
+        return m->wscratch;
+    }
+    return m->params.memory + m->params.tensors[tensor].offset + (size_t)layer * rows * cols;
+}
+
+static float *block_grad(const fkd_model *m, int tensor, int layer, int rows, int cols)
+{
+    if (!m->grads || (m->frozen && m->frozen[tensor])) return NULL;
+    return m->grads + m->params.tensors[tensor].offset + (size_t)layer * rows * cols;
+}
+
+/* out (N,rows) = x (N,cols) · Wᵀ + beta·out, plus the adapter's term. */
+static void block_forward(fkd_model *m, float *out, const float *x, int tensor, int layer,
+                          float beta)
+{
+    int rows, cols, N = m->B * m->T;
+    fkd_config_matrix_shape(&rows, &cols, &m->params.cfg, tensor);
+    fkd_matmul_forward(out, x, block_weight(m, tensor, layer, rows, cols), N, cols, rows, beta);
+    fkd_lora *lo = m->lora;
+    float *a = lo ? fkd_lora_a(lo, lo->params, tensor, layer) : NULL;
+    if (a)
+        fkd_lora_forward(out, m->lora_scratch, x, a, fkd_lora_b(lo, lo->params, tensor, layer),
+                         lo->scale, N, cols, rows, lo->cfg.rank);
+}
+
+static void linear_backward(float *dx, float beta, float *dw, const float *dout, const float *x,
+                            const float *w, int N, int C, int OC);
+
+/* dx = dout·W + beta·dx ; dW += doutᵀ·x unless frozen ; the adapter's dA, dB
+ * and its share of dx. */
+static void block_backward(fkd_model *m, float *dx, float beta, const float *dout,
+                           const float *x, int tensor, int layer)
+{
+    int rows, cols, N = m->B * m->T;
+    fkd_config_matrix_shape(&rows, &cols, &m->params.cfg, tensor);
+    linear_backward(dx, beta, block_grad(m, tensor, layer, rows, cols), dout, x,
+                    block_weight(m, tensor, layer, rows, cols), N, cols, rows);
+    fkd_lora *lo = m->lora;
+    float *a = lo ? fkd_lora_a(lo, lo->params, tensor, layer) : NULL;
+    if (!a) return;
+    size_t nr = (size_t)N * lo->cfg.rank;
+    fkd_lora_backward(dx, fkd_lora_a(lo, lo->grads, tensor, layer),
+                      fkd_lora_b(lo, lo->grads, tensor, layer), m->lora_scratch,
+                      m->lora_scratch + nr, dout, x, a, fkd_lora_b(lo, lo->params, tensor, layer),
+                      lo->scale, N, cols, rows, lo->cfg.rank);
 }
 
 static void layer_forward(fkd_model *m, const dims *d, int l, layer_acts *la, const float *x,
                           float *out)
 {
     const fkd_model_config *c = &m->params.cfg;
-    layer_weights w = layer_of(&m->params.p, d, l);
-    int N = (int)d->N, C = (int)d->C, QD = (int)d->QD, KVD = (int)d->KVD, F = (int)d->F;
+    layer_norms w = norms_of(&m->params.p, d, l);
+    int N = (int)d->N, C = (int)d->C, F = (int)d->F;
     int hd = C / c->n_heads;
     fkd_rmsnorm_forward(la->ln1, la->rstd1, x, w.attn_norm, N, C, c->norm_eps);
-    fkd_matmul_forward(la->q, la->ln1, w.wq, N, C, QD, 0.0f);
-    fkd_matmul_forward(la->k, la->ln1, w.wk, N, C, KVD, 0.0f);
-    fkd_matmul_forward(la->v, la->ln1, w.wv, N, C, KVD, 0.0f);
+    block_forward(m, la->q, la->ln1, FKD_T_WQ, l, 0.0f);
+    block_forward(m, la->k, la->ln1, FKD_T_WK, l, 0.0f);
+    block_forward(m, la->v, la->ln1, FKD_T_WV, l, 0.0f);
     fkd_rope_forward(la->q, m->rope_cos, m->rope_sin, m->B, m->T, c->n_heads, hd, 0);
     fkd_rope_forward(la->k, m->rope_cos, m->rope_sin, m->B, m->T, c->n_kv_heads, hd, 0);
     fkd_attention_forward(la->atty, la->att, la->q, la->k, la->v, m->B, m->T, c->n_heads,
                           c->n_kv_heads, hd);
     memcpy(la->resid2, x, d->N * d->C * sizeof(float));
-    fkd_matmul_forward(la->resid2, la->atty, w.wo, N, QD, C, 1.0f);
+    block_forward(m, la->resid2, la->atty, FKD_T_WO, l, 1.0f);
     fkd_rmsnorm_forward(la->ln2, la->rstd2, la->resid2, w.ffn_norm, N, C, c->norm_eps);
-    fkd_matmul_forward(la->h1, la->ln2, w.w1, N, C, F, 0.0f);
-    fkd_matmul_forward(la->h3, la->ln2, w.w3, N, C, F, 0.0f);
+    block_forward(m, la->h1, la->ln2, FKD_T_W1, l, 0.0f);
+    block_forward(m, la->h3, la->ln2, FKD_T_W3, l, 0.0f);
     float *gated = m->acts->fbuf1; /* scratch: recomputed in backward */
     fkd_swiglu_forward(gated, la->h1, la->h3, N, F);
     memcpy(out, la->resid2, d->N * d->C * sizeof(float));
-    fkd_matmul_forward(out, gated, w.w2, N, F, C, 1.0f);
+    block_forward(m, out, gated, FKD_T_W2, l, 1.0f);
 }
 
 static layer_acts *acts_of_layer(fkd_model *m, int l)
@@ -285,7 +385,7 @@ int fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
 /* dW pointer, or NULL when that tensor is frozen. */
 static float *grad_or_null(const fkd_model *m, int tensor, float *g)
 {
-    return (m->frozen && m->frozen[tensor]) ? NULL : g;
+    return (!m->grads || (m->frozen && m->frozen[tensor])) ? NULL : g;
 }
 
 /* dx = dout·W (overwrite, beta 0) or accumulate (beta 1); dW += doutᵀ·x. */
@@ -301,35 +401,31 @@ static void layer_backward(fkd_model *m, const dims *d, int l, layer_acts *la, c
     /* On entry a->dresid holds dL/d(layer output); on exit dL/d(layer input). */
     const fkd_model_config *c = &m->params.cfg;
     fkd_acts *a = m->acts;
-    layer_weights w = layer_of(&m->params.p, d, l);
-    layer_weights g = layer_of(&m->g, d, l);
-    int N = (int)d->N, C = (int)d->C, QD = (int)d->QD, KVD = (int)d->KVD, F = (int)d->F;
+    layer_norms w = norms_of(&m->params.p, d, l);
+    layer_norms g = norms_of(&m->g, d, l);
+    int N = (int)d->N, C = (int)d->C, F = (int)d->F;
     int hd = C / c->n_heads;
 
     /* MLP: out = resid2 + W2·(silu(h1)*h3) */
     float *gated = a->fbuf1, *dgated = a->fbuf2;
     fkd_swiglu_forward(gated, la->h1, la->h3, N, F);
-    linear_backward(dgated, 0.0f, grad_or_null(m, FKD_T_W2, g.w2), a->dresid, gated, w.w2, N, F,
-                    C);
+    block_backward(m, dgated, 0.0f, a->dresid, gated, FKD_T_W2, l);
     float *dh1 = dgated, *dh3 = gated; /* both free now: reuse in place */
     fkd_swiglu_backward(dh1, dh3, dgated, la->h1, la->h3, N, F);
-    linear_backward(a->dln, 0.0f, grad_or_null(m, FKD_T_W1, g.w1), dh1, la->ln2, w.w1, N, C, F);
-    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_W3, g.w3), dh3, la->ln2, w.w3, N, C, F);
+    block_backward(m, a->dln, 0.0f, dh1, la->ln2, FKD_T_W1, l);
+    block_backward(m, a->dln, 1.0f, dh3, la->ln2, FKD_T_W3, l);
     fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_FFN_NORM, g.ffn_norm), a->dln,
                          la->resid2, w.ffn_norm, la->rstd2, N, C);
 
     /* Attention: resid2 = x + Wo·attn(q, k, v) */
-    linear_backward(a->datty, 0.0f, grad_or_null(m, FKD_T_WO, g.wo), a->dresid, la->atty, w.wo,
-                    N, QD, C);
+    block_backward(m, a->datty, 0.0f, a->dresid, la->atty, FKD_T_WO, l);
     fkd_attention_backward(a->dq, a->dk, a->dv, a->datt, a->datty, la->att, la->q, la->k, la->v,
                            m->B, m->T, c->n_heads, c->n_kv_heads, hd);
     fkd_rope_backward(a->dq, m->rope_cos, m->rope_sin, m->B, m->T, c->n_heads, hd, 0);
     fkd_rope_backward(a->dk, m->rope_cos, m->rope_sin, m->B, m->T, c->n_kv_heads, hd, 0);
-    linear_backward(a->dln, 0.0f, grad_or_null(m, FKD_T_WQ, g.wq), a->dq, la->ln1, w.wq, N, C, QD);
-    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_WK, g.wk), a->dk, la->ln1, w.wk, N, C,
-                    KVD);
-    linear_backward(a->dln, 1.0f, grad_or_null(m, FKD_T_WV, g.wv), a->dv, la->ln1, w.wv, N, C,
-                    KVD);
+    block_backward(m, a->dln, 0.0f, a->dq, la->ln1, FKD_T_WQ, l);
+    block_backward(m, a->dln, 1.0f, a->dk, la->ln1, FKD_T_WK, l);
+    block_backward(m, a->dln, 1.0f, a->dv, la->ln1, FKD_T_WV, l);
     fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_ATTN_NORM, g.attn_norm), a->dln, x,
                          w.attn_norm, la->rstd1, N, C);
 }
@@ -388,6 +484,6 @@ void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targ
             layer_forward(m, &d, l, la, x, a->resid + (l + 1) * d.N * d.C);
         layer_backward(m, &d, l, la, x);
     }
-    if (!(m->frozen && m->frozen[FKD_T_TOK_EMB]))
+    if (grad_or_null(m, FKD_T_TOK_EMB, m->g.tok_emb))
         fkd_embedding_backward(m->g.tok_emb, a->dresid, tokens, N, C);
 }

@@ -407,4 +407,22 @@ int fkd_gguf_is_gguf(const char *path);
 int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
                         fkd_error *err);
 
+/* ======================================================================== *
+ * QLoRA (compress/qlora.c): a quantized model as the frozen base of a LoRA
+ * client, so the device never holds the base's block matrices in fp32.
+ *   fkd_qlora_base_params(&base, &qm, err);   -- embedding, head, norms
+ *   fkd_qlora_source(&src, &qm, err);         -- block matrices, on demand
+ *   fkd_model_init_lora(&m, &base, &src, &lora, B, T, recompute, err);
+ * ======================================================================== */
+/* A weight source over qm's block matrices (any format; pruned weights
+ * read as 0). It also serves FKD_T_TOK_EMB and FKD_T_HEAD rows (layer 0).
+ * qm must outlive src and every model using it. */
+int fkd_qlora_source(fkd_weight_source *src, const fkd_qmodel *qm, fkd_error *err);
+/* Fresh params holding every tensor but the block matrices, dequantized
+ * from qm (fkd_params_init_held). */
+int fkd_qlora_base_params(fkd_params *base, const fkd_qmodel *qm, fkd_error *err);
+/* Bytes of a QLoRA base of cfg: the block matrices as `type` plus the other
+ * tensors in fp32 (what fkd_qlora_base_params and the source's blocks hold). */
+size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type);
+
 #endif

@@ -149,6 +149,9 @@ int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, cons
 int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
                               const uint8_t *mask, fkd_error *err);
 void fkd_qmodel_free(fkd_qmodel *qm);
+/* Bytes of the tensor data fkd_qmodel_quantize(cfg's params, type) makes,
+ * without making it (0 for an invalid type or config). */
+size_t fkd_qmodel_scheme_bytes(const fkd_model_config *cfg, int type);
 /* Dequantizes into a fresh params (initialised here); pruned weights are 0. */
 int fkd_qmodel_dequantize(fkd_params *params, const fkd_qmodel *qm, fkd_error *err);
 /* Bytes the serialized model takes (header, tensors, mask bitmap, CRC). */
@@ -410,19 +413,19 @@ int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path
 /* ======================================================================== *
  * QLoRA (compress/qlora.c): a quantized model as the frozen base of a LoRA
  * client, so the device never holds the base's block matrices in fp32.
- *   fkd_qlora_base_params(&base, &qm, err);   -- embedding, head, norms
- *   fkd_qlora_source(&src, &qm, err);         -- block matrices, on demand
+ *   fkd_qlora_base_params(&base, &qm, err);   -- the norm gains in fp32
+ *   fkd_qlora_source(&src, &qm, err);         -- every matrix, on demand
  *   fkd_model_init_lora(&m, &base, &src, &lora, B, T, recompute, err);
  * ======================================================================== */
-/* A weight source over qm's block matrices (any format; pruned weights
- * read as 0). It also serves FKD_T_TOK_EMB and FKD_T_HEAD rows (layer 0).
+/* A weight source over qm's matrices (any format; pruned weights read as
+ * 0): block matrices per layer, FKD_T_TOK_EMB and FKD_T_HEAD rows (layer 0).
  * qm must outlive src and every model using it. */
 int fkd_qlora_source(fkd_weight_source *src, const fkd_qmodel *qm, fkd_error *err);
-/* Fresh params holding every tensor but the block matrices, dequantized
- * from qm (fkd_params_init_held). */
+/* Fresh params holding only the norm gains, from qm (fkd_params_init_held):
+ * the source serves every matrix, embedding and head included. */
 int fkd_qlora_base_params(fkd_params *base, const fkd_qmodel *qm, fkd_error *err);
-/* Bytes of a QLoRA base of cfg: the block matrices as `type` plus the other
- * tensors in fp32 (what fkd_qlora_base_params and the source's blocks hold). */
+/* Bytes a QLoRA client holds for its base of cfg: the quantized model of
+ * fkd_qmodel_quantize(type) plus the fp32 norm gains of fkd_qlora_base_params. */
 size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type);
 
 #endif

@@ -3,9 +3,10 @@
  * train/ defines the weight source: a function that writes rows of one
  * layer's matrix as fp32 into the model's scratch. Here it reads them from
  * an fkd_qmodel's blocks (Q8_0, Q4_0, Q4_1, F16 or F32) with the row
- * dequantizers, so the device holds the block matrices int8/int4 and only
- * one layer's matrix in fp32 at a time. Pruned weights dequantize to exact
- * zeros, as fkd_qmodel_dequantize gives them.
+ * dequantizers: the block matrices a layer at a time, the embedding a row
+ * per token and the head in slices of rows. The device holds the model
+ * int8/int4, its norm gains in fp32, and one matrix of fp32 scratch. Pruned
+ * weights dequantize to exact zeros, as fkd_qmodel_dequantize gives them.
  *
  * Not here: the adapters themselves and the training step (train/lora.c).
  */
@@ -32,18 +33,28 @@ static void qlora_rows(float *out, void *user, int tensor, int layer, size_t row
     if (qm->mask) fkd_prune_apply(out, qm->mask + ti->offset + row * cols, n_rows * cols);
 }
 
+/* The row length a matrix must have to be served: block matrices by their
+ * shape, the embedding and an untied head by the width; 0 = not served. */
+static int served_cols(const fkd_model_config *cfg, int t)
+{
+    int rows, cols;
+    if (fkd_config_matrix_shape(&rows, &cols, cfg, t) == 0) return cols;
+    if (t == FKD_T_TOK_EMB || (t == FKD_T_HEAD && !cfg->tie_embeddings)) return cfg->dim;
+    return 0;
+}
+
 int fkd_qlora_source(fkd_weight_source *src, const fkd_qmodel *qm, fkd_error *err)
 {
     memset(src, 0, sizeof *src);
     for (int t = 0; t < FKD_T_COUNT; t++) {
-        int rows, cols;
-        if (fkd_config_matrix_shape(&rows, &cols, &qm->cfg, t) != 0) continue;
+        int cols = served_cols(&qm->cfg, t);
+        if (!cols) continue;
         const fkd_qtensor *q = &qm->q[t];
         if (!q->data || q->row_len != (size_t)cols || q->count != qm->tensors[t].count ||
             fkd_qtype_row_bytes(q->type, (size_t)cols) == 0)
             return fkd_error_set(err, FKD_E_INVALID_ARG, "quantized model tensor %s does not "
-                                 "hold (%d, %d) rows per layer; it cannot be a QLoRA base",
-                                 qm->tensors[t].name, rows, cols);
+                                 "hold rows of %d values; it cannot be a QLoRA base",
+                                 qm->tensors[t].name, cols);
     }
     *src = (fkd_weight_source){.rows = qlora_rows, .user = (void *)qm};
     return 0;
@@ -51,8 +62,10 @@ int fkd_qlora_source(fkd_weight_source *src, const fkd_qmodel *qm, fkd_error *er
 
 int fkd_qlora_base_params(fkd_params *base, const fkd_qmodel *qm, fkd_error *err)
 {
+    /* Only the norm gains: the source serves every matrix, the embedding
+     * and head included, so no fp32 copy of any of them is held. */
     uint8_t held[FKD_T_COUNT];
-    fkd_params_held_without_blocks(held);
+    for (int t = 0; t < FKD_T_COUNT; t++) held[t] = !qm->tensors[t].is_matrix;
     if (fkd_params_init_held(base, &qm->cfg, held, err) != 0) return -1;
     for (int t = 0; t < FKD_T_COUNT; t++) {
         const fkd_qtensor *q = &qm->q[t];
@@ -69,13 +82,8 @@ size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type)
 {
     fkd_tensor_info layout[FKD_T_COUNT];
     fkd_param_layout(layout, cfg);
-    size_t bytes = 0;
-    for (int t = 0; t < FKD_T_COUNT; t++) {
-        int rows, cols;
-        if (fkd_config_matrix_shape(&rows, &cols, cfg, t) == 0)
-            bytes += fkd_qtype_row_bytes(type, (size_t)cols) * rows * cfg->n_layers;
-        else
-            bytes += layout[t].count * sizeof(float);
-    }
-    return bytes;
+    size_t norms = 0;
+    for (int t = 0; t < FKD_T_COUNT; t++)
+        if (!layout[t].is_matrix) norms += layout[t].count * sizeof(float);
+    return fkd_qmodel_scheme_bytes(cfg, type) + norms;
 }

@@ -140,6 +140,17 @@ int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, cons
     return fkd_qmodel_quantize_types(qm, params, types, mask, err);
 }
 
+size_t fkd_qmodel_scheme_bytes(const fkd_model_config *cfg, int type)
+{
+    fkd_tensor_info infos[FKD_T_COUNT];
+    int types[FKD_T_COUNT];
+    fkd_qmodel qm;
+    if (!fkd_qtype_valid(type) || fkd_config_validate(cfg, NULL) < 0) return 0;
+    fkd_param_layout(infos, cfg);
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = policy_type(t, &infos[t], type);
+    return qmodel_layout(&qm, cfg, types, NULL) < 0 ? 0 : qm.data_bytes;
+}
+
 void fkd_qmodel_free(fkd_qmodel *qm)
 {
     if (!qm) return;

@@ -350,8 +350,9 @@ int fkd_config_matrix_shape(int *rows, int *cols, const fkd_model_config *cfg, i
 int fkd_tensor_is_block_matrix(int tensor);
 
 /* Writes rows [row0, row0+n_rows) of layer `layer`'s slice of `tensor` as
- * fp32 (n_rows, cols) into out. Cannot fail: a source checks its storage
- * when it is made. */
+ * fp32 (n_rows, cols) into out. Serves the block matrices, and also
+ * FKD_T_TOK_EMB / FKD_T_HEAD (layer 0, (V, C)) for a base that does not
+ * hold them. Cannot fail: a source checks its storage when it is made. */
 typedef void (*fkd_weight_rows_fn)(float *out, void *user, int tensor, int layer, size_t row0,
                                    size_t n_rows);
 typedef struct fkd_weight_source {
@@ -423,7 +424,8 @@ int fkd_lora_optimizer_init(fkd_optimizer *opt, const fkd_optimizer_config *cfg,
 int fkd_lora_merge(fkd_params *params, const fkd_lora *lora, fkd_error *err);
 
 /* The model of a LoRA client: takes ownership of base (as fkd_model_init),
- * which may lack the block matrices when src is given (fkd_params_init_held).
+ * which may hold only its norm gains when src is given (fkd_params_init_held):
+ * the source then gives block matrices, embedding rows and head slices.
  * The base gets no gradient and no gradient arena; backward accumulates into
  * lora->grads (fkd_model_zero_grad zeroes them). src and lora must outlive m;
  * lora may be NULL (a forward-only model over a weight source). */

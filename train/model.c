@@ -157,11 +157,11 @@ static int lora_base_check(const fkd_params *base, const fkd_weight_source *src,
                            const fkd_lora *lora, fkd_error *err)
 {
     const fkd_param_ptrs *p = &base->p;
-    if (!p->tok_emb || !p->attn_norm || !p->ffn_norm || !p->final_norm || !p->head)
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base must hold the embedding, head "
-                             "and norm gains in fp32 (see fkd_params_held_without_blocks)");
-    if (!src && (!p->wq || !p->wk || !p->wv || !p->wo || !p->w1 || !p->w3 || !p->w2))
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base without its block matrices "
+    if (!p->attn_norm || !p->ffn_norm || !p->final_norm)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base must hold its norm gains in fp32");
+    if (!src && (!p->tok_emb || !p->head || !p->wq || !p->wk || !p->wv || !p->wo || !p->w1 ||
+                 !p->w3 || !p->w2))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base without some of its matrices "
                              "needs a weight source");
     const fkd_model_config *a = &base->cfg, *b = lora ? &lora->model : &base->cfg;
     if (!fkd_config_same_blocks(a, b))
@@ -330,6 +330,56 @@ static void block_backward(fkd_model *m, float *dx, float beta, const float *dou
                       lo->scale, N, cols, rows, lo->cfg.rank);
 }
 
+/* ---- embedding and head of a base held by the weight source ---------------
+ * A QLoRA base keeps only its norm gains in fp32: embedding rows are
+ * materialised per token, the head in slices of vocabulary rows that fit the
+ * matrix scratch, once for the logits and once for dx per chunk of
+ * positions. Without a source these are the plain fp32 products. */
+static void embed_tokens(fkd_model *m, float *out, const int32_t *tokens, int N)
+{
+    int C = m->params.cfg.dim;
+    if (m->params.p.tok_emb) {
+        fkd_embedding_forward(out, tokens, m->params.p.tok_emb, N, C);
+        return;
+    }
+    for (int i = 0; i < N; i++)
+        m->wsrc->rows(out + (size_t)i * C, m->wsrc->user, FKD_T_TOK_EMB, 0, (size_t)tokens[i], 1);
+}
+
+/* logits (n,V) = x (n,C) · headᵀ */
+static void head_forward(fkd_model *m, float *logits, const float *x, int n)
+{
+    int C = m->params.cfg.dim, V = m->params.cfg.vocab;
+    if (m->params.p.head) {
+        fkd_matmul_forward(logits, x, m->params.p.head, n, C, V, 0.0f);
+        return;
+    }
+    int slice = (int)(fkd_weight_scratch_floats(&m->params.cfg) / (size_t)C);
+    for (int v0 = 0; v0 < V; v0 += slice) {
+        int nv = V - v0 < slice ? V - v0 : slice;
+        m->wsrc->rows(m->wscratch, m->wsrc->user, FKD_T_HEAD, 0, (size_t)v0, (size_t)nv);
+        fkd_sgemm(0, 1, n, nv, C, 1.0f, x, C, m->wscratch, C, 0.0f, logits + v0, V, 0);
+    }
+}
+
+/* dx (n,C) = dlogits (n,V) · head ; dhead += dlogitsᵀ · x (fp32 head only) */
+static void head_backward(fkd_model *m, float *dx, float *dhead, const float *dlogits,
+                          const float *x, int n)
+{
+    int C = m->params.cfg.dim, V = m->params.cfg.vocab;
+    if (m->params.p.head) {
+        linear_backward(dx, 0.0f, dhead, dlogits, x, m->params.p.head, n, C, V);
+        return;
+    }
+    int slice = (int)(fkd_weight_scratch_floats(&m->params.cfg) / (size_t)C);
+    for (int v0 = 0; v0 < V; v0 += slice) {
+        int nv = V - v0 < slice ? V - v0 : slice;
+        m->wsrc->rows(m->wscratch, m->wsrc->user, FKD_T_HEAD, 0, (size_t)v0, (size_t)nv);
+        fkd_sgemm(0, 0, n, C, nv, 1.0f, dlogits + v0, V, m->wscratch, C, v0 ? 1.0f : 0.0f, dx,
+                  C, 0);
+    }
+}
+
 static void layer_forward(fkd_model *m, const dims *d, int l, layer_acts *la, const float *x,
                           float *out)
 {
@@ -367,7 +417,7 @@ int fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
     dims d = model_dims(c, m->B, m->T);
     fkd_acts *a = m->acts;
     int N = (int)d.N, C = (int)d.C;
-    fkd_embedding_forward(a->resid, tokens, m->params.p.tok_emb, N, C);
+    embed_tokens(m, a->resid, tokens, N);
     for (int l = 0; l < c->n_layers; l++)
         layer_forward(m, &d, l, acts_of_layer(m, l), a->resid + l * d.N * d.C,
                       a->resid + (l + 1) * d.N * d.C);
@@ -377,7 +427,7 @@ int fkd_model_forward(fkd_model *m, const int32_t *tokens, float **logits_out)
     *logits_out = NULL;
     if (!a->logits) a->logits = fkd_alloc_floats(d.N * d.V);
     if (!a->logits) return -1;
-    fkd_matmul_forward(a->logits, a->lnf, m->params.p.head, N, C, (int)d.V, 0.0f);
+    head_forward(m, a->logits, a->lnf, N);
     *logits_out = a->logits;
     return 0;
 }
@@ -452,10 +502,9 @@ static void head_loss_backward(fkd_model *m, const dims *d, const int32_t *targe
     for (int i0 = 0; i0 < N; i0 += chunk) {
         int n = N - i0 < chunk ? N - i0 : chunk;
         const float *x = a->lnf + (size_t)i0 * C;
-        fkd_matmul_forward(a->head_buf, x, m->params.p.head, n, C, V, 0.0f);
+        head_forward(m, a->head_buf, x, n);
         fkd_loss_rows(a->head_buf, &sums, a->head_buf, targets, soft, lc, i0, n, V, row_scale);
-        linear_backward(a->dln + (size_t)i0 * C, 0.0f, dhead, a->head_buf, x, m->params.p.head,
-                        n, C, V);
+        head_backward(m, a->dln + (size_t)i0 * C, dhead, a->head_buf, x, n);
     }
     fkd_loss_stats_from_sums(stats, &sums);
 }

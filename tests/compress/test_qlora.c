@@ -83,6 +83,7 @@ static void qlora_model(fkd_model *m, const fkd_qmodel *qm, fkd_weight_source *s
     assert_int_equal(fkd_qlora_source(src, qm, &err), 0);
     assert_int_equal(fkd_qlora_base_params(&base, qm, &err), 0);
     assert_null(base.p.w1);
+    assert_null(base.p.tok_emb); /* only the norm gains are fp32 */
     assert_int_equal(fkd_model_init_lora(m, &base, src, lora, B, T, 0, &err), 0);
 }
 
@@ -184,16 +185,18 @@ static void test_unfit_model_is_refused(void **state)
 
 /* The 6-layer SmolLM2 student (vocab 49152, dim 576, 9/3 heads, ffn 1536,
  * tied): 21,233,664 block-matrix weights, 28,311,552 embedding weights and
- * 7,488 norm gains. The block matrices take 22,560,768 bytes as Q8_0 and
- * 13,271,040 as Q4_1; the fp32 rest (embedding + norms) 113,276,160. */
+ * 7,488 norm gains (29,952 bytes, held twice: in the quantized model and as
+ * the base's fp32 params). As Q8_0 everything takes 52,641,792 bytes; as
+ * Q4_1 the block matrices take 13,271,040 and the embedding stays Q8_0
+ * (30,081,024, the policy of fkd_qmodel_quantize). */
 static void test_student_base_bytes(void **state)
 {
     fkd_model_config s = {.vocab = 49152, .dim = 576, .n_layers = 6, .n_heads = 9,
                           .n_kv_heads = 3, .ffn_hidden = 1536, .max_seq = 256,
                           .tie_embeddings = 1, .rope_theta = 100000.0f, .norm_eps = 1e-5f};
-    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q8_0), 22560768 + 113276160);
-    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q4_1), 13271040 + 113276160);
-    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_F32), 49552704 * 4);
+    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q8_0), 52641792 + 2 * 29952);
+    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q4_1), 13271040 + 30081024 + 2 * 29952);
+    assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_F32), 49552704 * 4 + 29952);
 }
 
 int main(void)

@@ -437,6 +437,12 @@ int fkd_model_init_lora(fkd_model *m, fkd_params *base, const fkd_weight_source 
  * (B,T) batch and, with a weight source, one materialised matrix. */
 size_t fkd_lora_train_bytes(const fkd_model_config *model, const fkd_lora_config *cfg, int B,
                             int T, int with_source);
+/* fkd_memory_plan_make for a LoRA client: the base takes base_bytes
+ * (fp32: fkd_config_param_count * 4; quantized: fkd_qlora_base_bytes),
+ * the adapters and AdamW what fkd_lora_train_bytes says. */
+int fkd_memory_plan_make_lora(fkd_memory_plan *plan, const fkd_model_config *cfg,
+                              const fkd_lora_config *lora, size_t base_bytes, int with_source,
+                              int batch, int seq, size_t budget_bytes, fkd_error *err);
 
 /* Serialization (what a LoRA client uploads), little-endian:
  *   "FKDLORA\0", u32 version, config (8 x u32: vocab dim n_layers n_heads

@@ -30,11 +30,10 @@ static size_t fixed_bytes(const fkd_model_config *cfg, const uint8_t *frozen, in
     return p + trained * (1 + moments) + FKD_RUNTIME_OVERHEAD_BYTES;
 }
 
-int fkd_memory_plan_make_frozen(fkd_memory_plan *plan, const fkd_model_config *cfg,
-                                const uint8_t *frozen, int batch, int seq, int optimizer_kind,
-                                size_t budget_bytes, fkd_error *err)
+/* The plan for a step whose memory besides activations is `fixed`. */
+static int plan_with_fixed(fkd_memory_plan *plan, const fkd_model_config *cfg, size_t fixed,
+                           int batch, int seq, size_t budget_bytes, fkd_error *err)
 {
-    size_t fixed = fixed_bytes(cfg, frozen, optimizer_kind);
     for (int recompute = 0; recompute <= 1; recompute++) {
         for (int mb = batch; mb >= 1; mb--) {
             if (batch % mb != 0) continue;
@@ -52,6 +51,24 @@ int fkd_memory_plan_make_frozen(fkd_memory_plan *plan, const fkd_model_config *c
                          "recomputation); the budget is %zu MB: raise it, shorten the sequence, "
                          "freeze tensors or use a smaller model",
                          (smallest >> 20) + 1, seq, budget_bytes >> 20);
+}
+
+int fkd_memory_plan_make_frozen(fkd_memory_plan *plan, const fkd_model_config *cfg,
+                                const uint8_t *frozen, int batch, int seq, int optimizer_kind,
+                                size_t budget_bytes, fkd_error *err)
+{
+    return plan_with_fixed(plan, cfg, fixed_bytes(cfg, frozen, optimizer_kind), batch, seq,
+                           budget_bytes, err);
+}
+
+int fkd_memory_plan_make_lora(fkd_memory_plan *plan, const fkd_model_config *cfg,
+                              const fkd_lora_config *lora, size_t base_bytes, int with_source,
+                              int batch, int seq, size_t budget_bytes, fkd_error *err)
+{
+    /* the adapters' scratch is counted for the whole batch: a few KB more */
+    size_t fixed = base_bytes + fkd_lora_train_bytes(cfg, lora, batch, seq, with_source) +
+                   FKD_RUNTIME_OVERHEAD_BYTES;
+    return plan_with_fixed(plan, cfg, fixed, batch, seq, budget_bytes, err);
 }
 
 int fkd_memory_plan_make(fkd_memory_plan *plan, const fkd_model_config *cfg, int batch, int seq,

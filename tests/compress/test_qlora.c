@@ -197,6 +197,25 @@ static void test_student_base_bytes(void **state)
     assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q8_0), 52641792 + 2 * 29952);
     assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_Q4_1), 13271040 + 30081024 + 2 * 29952);
     assert_int_equal(fkd_qlora_base_bytes(&s, FKD_QTYPE_F32), 49552704 * 4 + 29952);
+
+    /* Batch 4 x 256 with rank-8 adapters: a 128 MB phone trains QLoRA int4
+     * in micro-batches of one sequence with recomputation, a 512 MB one in a
+     * single pass; an fp32 base alone is above 128 MB. */
+    fkd_lora_config lc = fkd_lora_defaults();
+    fkd_memory_plan plan;
+    fkd_error err;
+    size_t q4 = fkd_qlora_base_bytes(&s, FKD_QTYPE_Q4_1), mb = (size_t)1 << 20;
+    assert_int_equal(fkd_memory_plan_make_lora(&plan, &s, &lc, q4, 1, 4, 256, 128 * mb, &err), 0);
+    assert_int_equal(plan.micro_batch, 1);
+    assert_int_equal(plan.n_micro, 4);
+    assert_int_equal(plan.recompute, 1);
+    assert_true(plan.estimated_bytes <= 128 * mb);
+    assert_int_equal(fkd_memory_plan_make_lora(&plan, &s, &lc, q4, 1, 4, 256, 512 * mb, &err), 0);
+    assert_int_equal(plan.micro_batch, 4);
+    assert_int_equal(plan.recompute, 0);
+    size_t fp32 = fkd_config_param_count(&s) * sizeof(float);
+    assert_int_equal(fkd_memory_plan_make_lora(&plan, &s, &lc, fp32, 0, 4, 256, 128 * mb, &err), -1);
+    assert_int_equal(err.code, FKD_E_LIMIT);
 }
 
 int main(void)

@@ -428,4 +428,130 @@ int fkd_qlora_base_params(fkd_params *base, const fkd_qmodel *qm, fkd_error *err
  * fkd_qmodel_quantize(type) plus the fp32 norm gains of fkd_qlora_base_params. */
 size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type);
 
+/* ======================================================================== *
+ * Structured pruning (compress/prune_struct.c, compress/prune_vocab.c):
+ * a smaller dense student cut out of a teacher, Minitron-style. Importances
+ * come from the teacher's own activations on calibration text; whole blocks
+ * (depth), key-value groups with their query heads, FFN channels and
+ * embedding channels (width) are kept by rank and every affected tensor is
+ * sliced consistently. The head size stays the teacher's (RoPE's frequencies
+ * depend on it), so the student's dim is its heads x the teacher's head size.
+ * docs/pruning.md has the method and the measured students.
+ * ======================================================================== */
+#define FKD_PRUNE_MAX_KV 256   /* kv heads of a teacher */
+
+/* What the calibration pass measured, per teacher structure. */
+typedef struct {
+    fkd_model_config cfg;  /* the teacher's */
+    int64_t tokens;        /* calibration positions */
+    double base_loss;      /* teacher's mean next-token loss on them (nats) */
+    double *block_kl;      /* (L) mean KL(teacher || teacher without block l), nats per
+                              position; NULL when not computed */
+    double *block_cos;     /* (L) 1 - mean cosine(block input, block output) */
+    double *head_score;    /* (L, H) mean L2 norm of each query head's attention output */
+    double *ffn_score;     /* (L, F) mean |silu(W1 x) * W3 x| per channel */
+    double *chan_score;    /* (C) mean |RMSNorm output| per channel, summed over every norm */
+    double *memory;        /* one allocation for the arrays above */
+} fkd_prune_importance;
+
+/* Runs the teacher over tokens (n_seq sequences of seq_len, no separators
+ * added) and fills imp. depth_kl = 1 also scores each block by the KL of the
+ * next-token distributions without it (about L/2 extra forward passes: keep
+ * n_seq * seq_len to a few hundred or a thousand tokens). progress draws a
+ * line on a terminal. */
+int fkd_prune_importance_compute(fkd_prune_importance *imp, const fkd_params *teacher,
+                                 const int32_t *tokens, int n_seq, int seq_len, int depth_kl,
+                                 int progress, fkd_error *err);
+void fkd_prune_importance_free(fkd_prune_importance *imp);
+
+/* Vocabulary trimming. The tables of a byte-level BPE tokenizer (GGUF's
+ * tokenizer.ggml.*), owned: tokens in GPT-2's byte-level spelling, GGUF
+ * token types, merges "left right" by priority, special ids (-1 = none). */
+typedef struct {
+    int n_tokens, n_merges;
+    char **tokens;
+    uint32_t *token_lens;
+    int32_t *token_types;
+    char **merges;
+    uint32_t *merge_lens;
+    int32_t bos_id, eos_id, unk_id, pad_id;
+    char pre[32];          /* tokenizer.ggml.pre */
+    char *text;            /* the strings' storage */
+} fkd_bpe_tables;
+
+/* old_to_new[old] = new id or -1 when dropped; new ids keep the old order. */
+typedef struct {
+    int old_vocab, new_vocab;
+    int32_t *old_to_new;   /* (old_vocab) */
+    int32_t *new_to_old;   /* (new_vocab) */
+} fkd_vocab_map;
+
+int fkd_bpe_tables_from_gguf(fkd_bpe_tables *t, const fkd_gguf *g, fkd_error *err);
+void fkd_bpe_tables_free(fkd_bpe_tables *t);
+/* train's BPE tokenizer from the tables. */
+int fkd_bpe_tables_tokenizer(fkd_tokenizer *tok, const fkd_bpe_tables *t, fkd_error *err);
+/* Keeps the tokens of used (the corpus encoded with full), the byte tokens,
+ * every non-normal token (control, user-defined, unknown) and the special
+ * ids, closed under merge ancestry: every token BPE builds a kept token
+ * through (its merge tree, replayed on its bytes) is kept. Text the used ids came from encodes with the trimmed
+ * tokenizer exactly as with the full one, remapped; any other text still
+ * encodes (down to bytes). Fills map and the trimmed tables (the merges
+ * whose parts and result are kept, in order). */
+int fkd_vocab_trim(fkd_vocab_map *map, fkd_bpe_tables *trimmed, const fkd_bpe_tables *full,
+                   const int32_t *used, size_t n_used, fkd_error *err);
+/* The map again from the two tables (by spelling), e.g. for a student read
+ * back from its GGUF file; refuses tables not trimmed from full. */
+int fkd_vocab_map_from_tables(fkd_vocab_map *map, const fkd_bpe_tables *full,
+                              const fkd_bpe_tables *trimmed, fkd_error *err);
+void fkd_vocab_map_free(fkd_vocab_map *m);
+/* out[i] = new id of in[i] (out may be in); a dropped id is an error and
+ * nothing is written. */
+int fkd_vocab_remap_tokens(int32_t *out, const int32_t *in, size_t n, const fkd_vocab_map *m,
+                           fkd_error *err);
+/* Rewrites a shard of the full vocabulary in place: tokens and top-k ids to
+ * the new ids; the probability of a dropped id is removed from the k, so it
+ * joins the rest mass (1 - sum); the freed slots hold probability 0. */
+int fkd_vocab_remap_softlabels(fkd_softlabel_shard *s, const fkd_vocab_map *m, fkd_error *err);
+
+/* The same with the tokenizer written from tables (a trimmed vocabulary):
+ * tokens, types, merges, pre-tokenizer, special ids; tokenizer_src (may be
+ * NULL) lends the keys that do not depend on ids (chat template, add_bos).
+ * The tables' token count must be the model's vocabulary. */
+int fkd_gguf_llama_save_bpe(const char *path, const fkd_params *params, int matrix_type,
+                            const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                            const char *name, fkd_error *err);
+
+/* Which teacher structures the student keeps (indices ascending). */
+typedef struct {
+    fkd_model_config cfg;   /* the student's */
+    int32_t *layers;        /* (L') teacher blocks */
+    int32_t *heads;         /* (L', H') teacher query heads, whole kv groups in order */
+    int32_t *kv_heads;      /* (L', KV') teacher kv heads */
+    int32_t *ffn;           /* (L', F') teacher FFN channels */
+    int32_t *channels;      /* (C') teacher embedding channels */
+    int32_t *memory;
+} fkd_prune_plan;
+
+/* Picks the structures for the student shape target (its vocab is ignored:
+ * map's, or the teacher's when map is NULL). Blocks by block_kl (block_cos
+ * when KL was not computed), smallest change dropped first; per kept block
+ * the kv groups of largest summed head score and in each group its best query
+ * heads; FFN channels per block and embedding channels overall by score.
+ * target must keep the teacher's head size (dim = n_heads * hd) and may not
+ * exceed it anywhere; n_heads / n_kv_heads at most the teacher's ratio. */
+int fkd_prune_plan_make(fkd_prune_plan *plan, const fkd_prune_importance *imp,
+                        const fkd_model_config *target, const fkd_vocab_map *map,
+                        fkd_error *err);
+void fkd_prune_plan_free(fkd_prune_plan *plan);
+/* The student: teacher's tensors sliced by the plan (rows of the embedding
+ * by map->new_to_old when map is not NULL); a tied head stays tied. */
+int fkd_prune_build(fkd_params *student, const fkd_params *teacher, const fkd_prune_plan *plan,
+                    const fkd_vocab_map *map, fkd_error *err);
+/* A student shape of at most target_params for a teacher of shape t with
+ * a vocabulary of vocab tokens: the teacher's width with as many blocks as
+ * fit, down to min_layers; below that min_layers blocks with the widest
+ * attention and FFN that fit. FKD_E_LIMIT when even the narrowest does not. */
+int fkd_prune_fit(fkd_model_config *out, const fkd_model_config *t, int vocab,
+                  size_t target_params, int min_layers, fkd_error *err);
+
 #endif

@@ -426,15 +426,55 @@ static int add_tensors(fkd_gguf_writer *w, uint8_t **buffer, const fkd_params *p
     return 0;
 }
 
-int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
-                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
+/* A trimmed vocabulary's tables; the id-free keys of src (chat template,
+ * add_bos_token, ...) are copied as they are. */
+static int write_bpe_tables(fkd_gguf_writer *w, const fkd_bpe_tables *t, const fkd_gguf *src,
+                            int vocab, fkd_error *err)
+{
+    if (t->n_tokens != vocab)
+        return fkd_error_set(err, FKD_E_MISMATCH, "the tokenizer has %d tokens; the model's "
+                             "vocabulary is %d", t->n_tokens, vocab);
+    if (fkd_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", 4, err) != 0 ||
+        fkd_gguf_writer_add_str(w, "tokenizer.ggml.pre", t->pre, strlen(t->pre), err) != 0 ||
+        fkd_gguf_writer_add_str_array(w, "tokenizer.ggml.tokens", (const char *const *)t->tokens,
+                                      t->token_lens, (uint64_t)t->n_tokens, err) != 0 ||
+        fkd_gguf_writer_add_array(w, "tokenizer.ggml.token_type", FKD_GGUF_I32, t->token_types,
+                                  (uint64_t)t->n_tokens, err) != 0 ||
+        fkd_gguf_writer_add_str_array(w, "tokenizer.ggml.merges", (const char *const *)t->merges,
+                                      t->merge_lens, (uint64_t)t->n_merges, err) != 0)
+        return -1;
+    static const char *const id_keys[] = {"tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.padding_token_id"};
+    const int32_t ids[] = {t->bos_id, t->eos_id, t->unk_id, t->pad_id};
+    for (int i = 0; i < 4; i++)
+        if (ids[i] >= 0 && fkd_gguf_writer_add_u32(w, id_keys[i], (uint32_t)ids[i], err) != 0)
+            return -1;
+    for (uint64_t i = 0; src && i < src->n_kv; i++) {
+        const char *key = src->kv[i].key;
+        if (strncmp(key, "tokenizer.", 10) != 0 || strncmp(key, "tokenizer.ggml.", 15) == 0)
+            continue;
+        if (fkd_gguf_writer_copy_kv(w, &src->kv[i], err) != 0) return -1;
+    }
+    for (uint64_t i = 0; src && i < src->n_kv; i++) {  /* flags of the ggml namespace */
+        const fkd_gguf_kv *kv = &src->kv[i];
+        if (kv->type == FKD_GGUF_BOOL && strncmp(kv->key, "tokenizer.ggml.", 15) == 0 &&
+            fkd_gguf_writer_copy_kv(w, kv, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int llama_save(const char *path, const fkd_params *params, int matrix_type,
+                      const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                      const char *name, fkd_error *err)
 {
     if (matrix_type != FKD_QTYPE_F32 && matrix_type != FKD_QTYPE_F16 &&
         matrix_type != FKD_QTYPE_Q8_0 && matrix_type != FKD_QTYPE_Q4_0 &&
         matrix_type != FKD_QTYPE_Q4_1)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "GGUF matrices are written as f32, f16, "
                              "q8_0, q4_0 or q4_1, not type %d", matrix_type);
-    if (!tokenizer_src && params->cfg.vocab != 256)
+    if (!tables && !tokenizer_src && params->cfg.vocab != 256)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "a %d-token model needs the GGUF file of "
                              "its tokenizer to copy it from", params->cfg.vocab);
     fkd_gguf_writer *w;
@@ -442,13 +482,27 @@ int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_t
     uint8_t *buffer = NULL;
     int rc = write_metadata(w, &params->cfg, matrix_type, name ? name : "fedkd student", err);
     if (rc == 0)
-        rc = tokenizer_src ? copy_tokenizer(w, tokenizer_src, params->cfg.vocab, err)
+        rc = tables ? write_bpe_tables(w, tables, tokenizer_src, params->cfg.vocab, err)
+           : tokenizer_src ? copy_tokenizer(w, tokenizer_src, params->cfg.vocab, err)
                            : write_byte_tokenizer(w, err);
     if (rc == 0) rc = add_tensors(w, &buffer, params, matrix_type, err);
     if (rc == 0) rc = fkd_gguf_writer_write(w, path, err);
     fkd_gguf_writer_free(&w);
     free(buffer);
     return rc;
+}
+
+int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
+                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
+{
+    return llama_save(path, params, matrix_type, NULL, tokenizer_src, name, err);
+}
+
+int fkd_gguf_llama_save_bpe(const char *path, const fkd_params *params, int matrix_type,
+                            const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                            const char *name, fkd_error *err)
+{
+    return llama_save(path, params, matrix_type, tables, tokenizer_src, name, err);
 }
 
 /* ---- one call for the commands ---------------------------------------------- */

@@ -11,6 +11,7 @@ static const fkd_command commands[] = {
     {"keygen", cmd_keygen, "write a key pair: PREFIX.key (secret, 0600) and PREFIX.pub"},
     {"serve", cmd_serve, "run the coordinator: federated rounds over the network"},
     {"simulate", cmd_simulate, "coordinator + many virtual clients in one process; compare methods"},
+    {"prune", cmd_prune, "cut a compact student out of a GGUF teacher (depth, width, vocabulary)"},
     {"bench", cmd_bench, "benchmarks against their peers (train, ...)"},
 };
 

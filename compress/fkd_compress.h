@@ -188,6 +188,9 @@ typedef struct {
     float *hb;              /* SwiGLU output (F) */
     fkd_q8_act *xq;         /* the quantized activation, max(C, H*hd, F) values */
     int pos;
+    float *batch;           /* fkd_qinfer_prompt's buffers for batch_cap positions, */
+    fkd_q8_act *batch_q;    /* grown on demand (one float arena and its blocks) */
+    int batch_cap;
 } fkd_qinfer;
 
 int fkd_qinfer_init(fkd_qinfer *st, const fkd_qmodel *qm, int kernel, fkd_error *err);
@@ -196,6 +199,15 @@ void fkd_qinfer_reset(fkd_qinfer *st);
 /* Feeds one token at st->pos and returns the logits (V); NULL when the
  * context is full (pos == max_seq) or the token is outside the vocabulary. */
 float *fkd_qinfer_step(fkd_qinfer *st, int32_t token);
+/* Prompt processing: feeds tokens[0..n) at st->pos as one batch (matrix
+ * products instead of n matrix-vector ones, threaded with OpenMP) and
+ * returns the last position's logits. all_logits, when not NULL, receives
+ * every position's logits (n, V). Same math as n steps, except that the
+ * attention of a batch starting at position 0 runs as train's
+ * fkd_attention_forward (other summation order, within float rounding).
+ * NULL when tokens do not fit the context or one is outside the vocabulary,
+ * or when the batch buffers cannot be allocated. */
+float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits);
 
 /* Perplexity with any one-token step function: windows of `window` tokens
  * (<= max_seq), state reset at each window, every next token scored. */

@@ -1,24 +1,31 @@
-/* qdot.c — dot products between quantized weight rows and a quantized
- * activation, the inner loop of the quantized student.
+/* qdot.c — dot products between quantized weight rows and quantized
+ * activations, the inner loop of the quantized student and of the teacher's
+ * prompt processing.
  *
- * A dot product is split in two: the integer sum of each block's 32 code
- * products (exact, in int32), then a float combination of those sums with
- * the blocks' scales. Only the first part has SIMD versions (AVX2 with the
- * maddubs/madd pair, AVX-512 VNNI with dpbusd); the second is one scalar
- * loop shared by every path. So scalar, AVX2 and VNNI results are identical
- * to the bit, and tests can demand equality rather than a tolerance.
+ * Every (row, activation) pair is computed by one canonical rule (below):
+ * exact int32 code sums in eight lanes per block, combined with the block
+ * scales in float in a fixed order. The scalar code spells the rule out;
+ * the SIMD tiles (qdot_simd.h, AVX2 and AVX-512 VNNI) follow it lane for
+ * lane without fusing multiplies into adds (-ffp-contract=off here). So
+ * scalar, AVX2 and VNNI, matrix-vector and matrix-matrix give identical
+ * bits, and tests demand equality rather than a tolerance.
+ *
+ * A matrix product runs in tiles of several rows by several activations so
+ * that each unpacked weight block is used for several columns, over row
+ * chunks small enough to stay in L1, chunks shared among OpenMP threads.
  *
  * The SIMD functions carry target attributes and are only called after
  * __builtin_cpu_supports says the CPU has the instructions: the library is
  * built for the baseline x86-64 (or any other CPU) and still uses AVX2 here.
- *
- * Both SIMD paths multiply |w| (unsigned) by sign(w)*a (signed): the
- * activation codes are in [-127, 127] (fkd_q8_act_quantize guarantees it),
- * so no pair of products can saturate maddubs' int16, even for w = -128.
+ * Signed weights (Q8_0) multiply |w| (unsigned) by sign(w)*a; Q4 codes are
+ * unsigned already. Activation codes are in [-127, 127]
+ * (fkd_q8_act_quantize guarantees it), so no pair of products can saturate
+ * maddubs' int16, even for w = -128.
  */
 #include "fkd_compress.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -26,7 +33,12 @@
 #define FKD_X86 1
 #endif
 
-#define SUM_CHUNK 64 /* blocks whose integer sums are gathered before combining */
+#define SUM_LANES 8    /* int32 lanes of one block's code sums */
+#define ROW_CHUNK 16   /* weight rows whose blocks stay in L1 while every column passes */
+#define MATVEC_ROWS 4  /* tile shapes: rows x columns (qdot_simd.h) */
+#define MATMUL_ROWS 2
+#define MATMUL_COLS 4
+#define PARALLEL_MIN_MACS (1 << 20) /* smaller products are not worth waking threads */
 
 /* fp16 -> fp32 for the scales, inlined on the hot path; the rare
  * subnormal / inf / nan cases go to common's full conversion. */
@@ -41,7 +53,7 @@ static inline float half_to_float(const uint8_t *p)
     return f;
 }
 
-void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n)
+static void q8_act_quantize_scalar(fkd_q8_act *blocks, const float *x, size_t n)
 {
     for (size_t b = 0; b < n / FKD_QK; b++, x += FKD_QK) {
         float amax = 0.0f;
@@ -50,7 +62,7 @@ void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n)
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < FKD_QK; j++) {
-            float v = roundf(x[j] * id);
+            float v = nearbyintf(x[j] * id); /* ties to even, as SIMD rounds */
             if (!(v >= -127.0f && v <= 127.0f)) v = v > 0.0f ? 127.0f : (v < 0.0f ? -127.0f : 0.0f); /* NaN: 0 */
             blocks[b].qs[j] = (int8_t)v;
             sum += blocks[b].qs[j];
@@ -60,158 +72,106 @@ void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n)
     }
 }
 
-/* ---- integer block sums: scalar ----------------------------------------- */
-typedef void (*block_sums_fn)(int32_t *sums, const uint8_t *row, const fkd_q8_act *x, size_t nb);
-
-static void sums_q8_0_scalar(int32_t *sums, const uint8_t *row, const fkd_q8_act *x, size_t nb)
+/* ---- the canonical sum --------------------------------------------------- *
+ * For one weight row and one activation, block by block: eight int32 lanes,
+ * lane i the exact sum of the code products at positions 4i..4i+3 (Q4 codes
+ * taken unsigned, 0..15); then, in float, acc[i] += lane_i * (d_w * d_a),
+ * and one more running sum for the part that does not depend on the codes:
+ * Q4_1's minimum (m_w * (d_a * sum_a)) or Q4_0's offset ((-8 sum_a) * d_w d_a).
+ * The result is hsum8(acc) + that sum. The SIMD tiles keep the eight lanes in
+ * one register and never fuse a multiply with an add, so they give these
+ * bits exactly. */
+static inline float hsum8(const float *a)
 {
-    for (size_t b = 0; b < nb; b++, row += FKD_Q8_0_BLOCK_BYTES) {
-        const int8_t *w = (const int8_t *)(row + 2);
-        int32_t s = 0;
-        for (int j = 0; j < FKD_QK; j++) s += (int32_t)w[j] * x[b].qs[j];
-        sums[b] = s;
-    }
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
 }
 
-static void sums_q4_0_scalar(int32_t *sums, const uint8_t *row, const fkd_q8_act *x, size_t nb)
+/* The code of value j of a block (Q4 unsigned), from the block's start. */
+static inline int32_t block_code(int type, const uint8_t *blk, int j)
 {
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_0_BLOCK_BYTES) {
-        const uint8_t *w = row + 2;
-        int32_t s = 0;
-        for (int j = 0; j < FKD_QK / 2; j++) {
-            s += ((w[j] & 0x0f) - 8) * x[b].qs[j];
-            s += ((w[j] >> 4) - 8) * x[b].qs[j + FKD_QK / 2];
+    if (type == FKD_QTYPE_Q8_0) return ((const int8_t *)(blk + 2))[j];
+    const uint8_t *q = blk + (type == FKD_QTYPE_Q4_1 ? 4 : 2);
+    return j < FKD_QK / 2 ? q[j] & 0x0f : q[j - FKD_QK / 2] >> 4;
+}
+
+static float dot_scalar(int type, const uint8_t *row, const fkd_q8_act *x, size_t nb)
+{
+    size_t stride = fkd_qtype_block_bytes(type);
+    float acc[SUM_LANES] = {0}, accm = 0.0f;
+    for (size_t b = 0; b < nb; b++, row += stride) {
+        float dd = half_to_float(row) * x[b].d;
+        for (int i = 0; i < SUM_LANES; i++) {
+            int32_t s = 0;
+            for (int j = 4 * i; j < 4 * i + 4; j++) s += block_code(type, row, j) * x[b].qs[j];
+            acc[i] += (float)s * dd;
         }
-        sums[b] = s;
+        if (type == FKD_QTYPE_Q4_1) accm += half_to_float(row + 2) * (x[b].d * (float)x[b].sum);
+        if (type == FKD_QTYPE_Q4_0) accm += (float)(-8 * x[b].sum) * dd;
     }
+    return hsum8(acc) + accm;
 }
 
-static void sums_q4_1_scalar(int32_t *sums, const uint8_t *row, const fkd_q8_act *x, size_t nb)
+/* A tile: out[c * ldo + r] for its rows r and columns c (qdot_simd.h). */
+typedef void (*tile_fn)(float *out, size_t ldo, int type, const uint8_t *w, size_t row_bytes,
+                        const fkd_q8_act *x, size_t ldx, size_t nb);
+
+static void scalar_tile_1x1(float *out, size_t ldo, int type, const uint8_t *w, size_t row_bytes,
+                            const fkd_q8_act *x, size_t ldx, size_t nb)
 {
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_1_BLOCK_BYTES) {
-        const uint8_t *w = row + 4;
-        int32_t s = 0;
-        for (int j = 0; j < FKD_QK / 2; j++) {
-            s += (w[j] & 0x0f) * x[b].qs[j];
-            s += (w[j] >> 4) * x[b].qs[j + FKD_QK / 2];
-        }
-        sums[b] = s;
-    }
+    out[0] = dot_scalar(type, w, x, nb);
 }
 
-/* ---- integer block sums: AVX2 and AVX-512 VNNI ---------------------------- */
 #ifdef FKD_X86
-#define AVX2_FN __attribute__((target("avx2")))
-#define VNNI_FN __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define TILE_MAX 4
+#define SIMD_FN __attribute__((target("avx2,f16c")))
+#define SIMD_NAME(x) x##_avx2
+#define SIMD_DOT4(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+#include "qdot_simd.h"
+#undef SIMD_FN
+#undef SIMD_NAME
+#undef SIMD_DOT4
+#define SIMD_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define SIMD_NAME(x) x##_vnni
+#define SIMD_DOT4(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#include "qdot_simd.h"
+#undef SIMD_FN
+#undef SIMD_NAME
+#undef SIMD_DOT4
 
-AVX2_FN static inline int32_t hsum_i32_avx2(__m256i v)
+/* Activation quantization, 8 values a step, the scalar code's bits. */
+__attribute__((target("avx2"))) static void q8_act_quantize_avx2(fkd_q8_act *blocks, const float *x, size_t n)
 {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* 16 packed bytes -> 32 codes: low nibbles (values 0..15) then high (16..31). */
-AVX2_FN static inline __m256i unpack_nibbles_avx2(const uint8_t *p)
-{
-    __m128i packed = _mm_loadu_si128((const __m128i *)p);
-    __m128i mask = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(packed, mask);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
-/* Sum of w[j]*a[j] over 32 signed codes. */
-AVX2_FN static inline int32_t dot_i8_avx2(__m256i w, __m256i a)
-{
-    __m256i prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-    return hsum_i32_avx2(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
-}
-
-AVX2_FN static void sums_q8_0_avx2(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q8_0_BLOCK_BYTES) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(row + 2));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        sums[b] = dot_i8_avx2(w, a);
-    }
-}
-
-AVX2_FN static void sums_q4_0_avx2(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_0_BLOCK_BYTES) {
-        __m256i w = _mm256_sub_epi8(unpack_nibbles_avx2(row + 2), _mm256_set1_epi8(8));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        sums[b] = dot_i8_avx2(w, a);
-    }
-}
-
-AVX2_FN static void sums_q4_1_avx2(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_1_BLOCK_BYTES) {
-        __m256i w = unpack_nibbles_avx2(row + 4); /* already unsigned */
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        __m256i prod = _mm256_maddubs_epi16(w, a);
-        sums[b] = hsum_i32_avx2(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
-    }
-}
-
-VNNI_FN static inline int32_t hsum_i32_vnni(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-VNNI_FN static inline __m256i unpack_nibbles_vnni(const uint8_t *p)
-{
-    __m128i packed = _mm_loadu_si128((const __m128i *)p);
-    __m128i mask = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(packed, mask);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-}
-
-VNNI_FN static inline int32_t dot_i8_vnni(__m256i w, __m256i a)
-{
-    __m256i acc = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w),
-                                      _mm256_sign_epi8(a, w));
-    return hsum_i32_vnni(acc);
-}
-
-VNNI_FN static void sums_q8_0_vnni(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q8_0_BLOCK_BYTES) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(row + 2));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        sums[b] = dot_i8_vnni(w, a);
-    }
-}
-
-VNNI_FN static void sums_q4_0_vnni(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_0_BLOCK_BYTES) {
-        __m256i w = _mm256_sub_epi8(unpack_nibbles_vnni(row + 2), _mm256_set1_epi8(8));
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        sums[b] = dot_i8_vnni(w, a);
-    }
-}
-
-VNNI_FN static void sums_q4_1_vnni(int32_t *sums, const uint8_t *row, const fkd_q8_act *x,
-                                   size_t nb)
-{
-    for (size_t b = 0; b < nb; b++, row += FKD_Q4_1_BLOCK_BYTES) {
-        __m256i w = unpack_nibbles_vnni(row + 4);
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        __m256i acc = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a);
-        sums[b] = hsum_i32_vnni(acc);
+    const __m256 signbit = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f);
+    for (size_t b = 0; b < n / FKD_QK; b++, x += FKD_QK) {
+        __m256 v[4], amax = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            amax = _mm256_max_ps(_mm256_andnot_ps(signbit, v[k]), amax); /* a NaN is skipped */
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        float d = _mm_cvtss_f32(m) / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256i codes[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 q = _mm256_round_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q = _mm256_and_ps(q, _mm256_cmp_ps(q, q, _CMP_ORD_Q)); /* NaN: 0 */
+            q = _mm256_min_ps(_mm256_max_ps(q, _mm256_sub_ps(_mm256_setzero_ps(), lim)), lim);
+            codes[k] = _mm256_cvtps_epi32(q);
+        }
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(codes[0], codes[1]), _mm256_add_epi32(codes[2], codes[3]));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+        /* int32 -> int8 keeping the order: packs work within 128-bit halves */
+        __m256i p16 = _mm256_packs_epi32(codes[0], codes[1]), p16b = _mm256_packs_epi32(codes[2], codes[3]);
+        __m256i p8 = _mm256_packs_epi16(p16, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)blocks[b].qs, p8);
+        blocks[b].d = d;
+        blocks[b].sum = _mm_cvtsi128_si32(s);
     }
 }
 #endif
@@ -225,12 +185,12 @@ int fkd_qkernel_supported(int kernel)
 #ifdef FKD_X86
     case FKD_QKERNEL_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
     case FKD_QKERNEL_VNNI:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vnni");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+               __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif
     }
     return 0;
@@ -254,61 +214,54 @@ const char *fkd_qkernel_name(int kernel)
     return "?";
 }
 
-/* The sums function for (kernel, type); an unsupported kernel falls back to
- * scalar, so a caller can never reach an illegal instruction. */
-static block_sums_fn pick_sums(int kernel, int type)
+/* An unsupported kernel falls back to scalar, so a caller can never reach
+ * an illegal instruction. */
+static int usable_kernel(int kernel)
 {
     if (kernel == FKD_QKERNEL_AUTO) kernel = fkd_qkernel_best();
-    if (!fkd_qkernel_supported(kernel)) kernel = FKD_QKERNEL_SCALAR;
+    return fkd_qkernel_supported(kernel) ? kernel : FKD_QKERNEL_SCALAR;
+}
+
+void fkd_q8_act_quantize(fkd_q8_act *blocks, const float *x, size_t n)
+{
 #ifdef FKD_X86
-    if (kernel == FKD_QKERNEL_VNNI) {
-        if (type == FKD_QTYPE_Q8_0) return sums_q8_0_vnni;
-        if (type == FKD_QTYPE_Q4_0) return sums_q4_0_vnni;
-        if (type == FKD_QTYPE_Q4_1) return sums_q4_1_vnni;
-    }
-    if (kernel == FKD_QKERNEL_AVX2) {
-        if (type == FKD_QTYPE_Q8_0) return sums_q8_0_avx2;
-        if (type == FKD_QTYPE_Q4_0) return sums_q4_0_avx2;
-        if (type == FKD_QTYPE_Q4_1) return sums_q4_1_avx2;
+    static int simd = -1; /* the answer never changes; a race writes the same value */
+    if (simd < 0) simd = fkd_qkernel_supported(FKD_QKERNEL_AVX2);
+    if (simd) {
+        q8_act_quantize_avx2(blocks, x, n);
+        return;
     }
 #endif
-    if (type == FKD_QTYPE_Q8_0) return sums_q8_0_scalar;
-    if (type == FKD_QTYPE_Q4_0) return sums_q4_0_scalar;
-    if (type == FKD_QTYPE_Q4_1) return sums_q4_1_scalar;
-    return NULL;
+    q8_act_quantize_scalar(blocks, x, n);
 }
 
-/* The shared float half: acc += sum_b * d_w * d_a (+ m_w * d_a * sum(a)). */
-static float combine(int type, float acc, const int32_t *sums, const uint8_t *row,
-                     const fkd_q8_act *x, size_t nb)
+/* The tiles of one kernel: 1x1, matrix-vector and matrix-matrix shapes. */
+typedef struct {
+    tile_fn one, matvec, matmul;
+} tile_set;
+
+static tile_set pick_tiles(int kernel)
 {
-    size_t stride = fkd_qtype_block_bytes(type);
-    for (size_t b = 0; b < nb; b++, row += stride) {
-        float d = half_to_float(row) * x[b].d;
-        acc += (float)sums[b] * d;
-        if (type == FKD_QTYPE_Q4_1) acc += half_to_float(row + 2) * (x[b].d * (float)x[b].sum);
+    switch (usable_kernel(kernel)) {
+#ifdef FKD_X86
+    case FKD_QKERNEL_VNNI: return (tile_set){tile_1x1_vnni, tile_4x1_vnni, tile_2x4_vnni};
+    case FKD_QKERNEL_AVX2: return (tile_set){tile_1x1_avx2, tile_4x1_avx2, tile_2x4_avx2};
+#endif
     }
-    return acc;
+    return (tile_set){scalar_tile_1x1, NULL, NULL};
 }
 
-static float dot_blocks(block_sums_fn fn, int type, const uint8_t *row, const fkd_q8_act *x,
-                        size_t n)
+static int is_block_type(int type)
 {
-    int32_t sums[SUM_CHUNK];
-    size_t nb = n / FKD_QK, stride = fkd_qtype_block_bytes(type);
-    float acc = 0.0f;
-    for (size_t b0 = 0; b0 < nb; b0 += SUM_CHUNK) {
-        size_t m = nb - b0 < SUM_CHUNK ? nb - b0 : SUM_CHUNK;
-        fn(sums, row + b0 * stride, x + b0, m);
-        acc = combine(type, acc, sums, row + b0 * stride, x + b0, m);
-    }
-    return acc;
+    return type == FKD_QTYPE_Q8_0 || type == FKD_QTYPE_Q4_0 || type == FKD_QTYPE_Q4_1;
 }
 
 float fkd_qdot(int kernel, int type, const uint8_t *row, const fkd_q8_act *x, size_t n)
 {
-    block_sums_fn fn = pick_sums(kernel, type);
-    return fn ? dot_blocks(fn, type, row, x, n) : 0.0f;
+    if (!is_block_type(type)) return 0.0f;
+    float out;
+    pick_tiles(kernel).one(&out, 1, type, row, 0, x, 0, n / FKD_QK);
+    return out;
 }
 
 /* F32 / F16 rows: eight running sums (a fixed order, so still one result
@@ -336,17 +289,42 @@ static float dot_float_row(int type, const uint8_t *row, const float *x, size_t 
     return sum;
 }
 
+/* Rows [r0, r1) of out (B, rows) = x (B, n) · Wᵀ for block types: tiles of
+ * the largest shape that fits, 1x1 for what is left at the edges. */
+static void block_rows(const tile_set *ts, float *out, int type, const uint8_t *w,
+                       const fkd_q8_act *xq, size_t B, size_t rows, size_t n, size_t r0, size_t r1)
+{
+    size_t rb = fkd_qtype_row_bytes(type, n), nb = n / FKD_QK;
+    size_t rt = B >= MATMUL_COLS ? MATMUL_ROWS : MATVEC_ROWS, ct = B >= MATMUL_COLS ? MATMUL_COLS : 1;
+    tile_fn big = B >= MATMUL_COLS ? ts->matmul : ts->matvec;
+    for (size_t r = r0; r < r1;) {
+        size_t take = big && r + rt <= r1 ? rt : 1;
+        size_t c = 0;
+        if (take > 1)
+            for (; c + ct <= B; c += ct) big(out + c * rows + r, rows, type, w + r * rb, rb, xq + c * nb, nb, nb);
+        for (; c < B; c++)
+            for (size_t i = r; i < r + take; i++)
+                ts->one(out + c * rows + i, rows, type, w + i * rb, rb, xq + c * nb, nb, nb);
+        r += take;
+    }
+}
+
 void fkd_qmatmul(int kernel, float *out, int type, const uint8_t *w, const float *xf,
                  const fkd_q8_act *xq, size_t B, size_t rows, size_t n)
 {
-    size_t row_bytes = fkd_qtype_row_bytes(type, n);
-    block_sums_fn fn = pick_sums(kernel, type);
-    for (size_t r = 0; r < rows; r++) {
-        const uint8_t *row = w + r * row_bytes;
-        for (size_t b = 0; b < B; b++) {
-            out[b * rows + r] = fn ? dot_blocks(fn, type, row, xq + b * (n / FKD_QK), n)
-                                   : dot_float_row(type, row, xf + b * n, n);
-        }
+    if (!is_block_type(type)) {
+        size_t rb = fkd_qtype_row_bytes(type, n);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t b = 0; b < B; b++) out[b * rows + r] = dot_float_row(type, w + r * rb, xf + b * n, n);
+        return;
+    }
+    tile_set ts = pick_tiles(kernel);
+    size_t chunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
+    int parallel = omp_get_max_threads() > 1 && !omp_in_parallel() && B * rows * n >= PARALLEL_MIN_MACS;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (size_t ch = 0; ch < chunks; ch++) {
+        size_t r1 = (ch + 1) * ROW_CHUNK < rows ? (ch + 1) * ROW_CHUNK : rows;
+        block_rows(&ts, out, type, w, xq, B, rows, n, ch * ROW_CHUNK, r1);
     }
 }
 

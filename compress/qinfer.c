@@ -14,6 +14,7 @@
 #include "fkd_compress.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,6 +73,8 @@ void fkd_qinfer_free(fkd_qinfer *st)
     if (!st) return;
     free(st->memory);
     free(st->xq);
+    free(st->batch);
+    free(st->batch_q);
     memset(st, 0, sizeof *st);
 }
 
@@ -80,12 +83,48 @@ void fkd_qinfer_reset(fkd_qinfer *st)
     st->pos = 0;
 }
 
+/* x (C) = the embedding row of token, pruned weights 0. */
+static void embed(float *x, const fkd_qmodel *qm, int32_t token)
+{
+    const fkd_qtensor *emb = &qm->q[FKD_T_TOK_EMB];
+    size_t C = (size_t)qm->cfg.dim;
+    fkd_dequantize_row(x, emb->type, emb->data + (size_t)token * fkd_qtype_row_bytes(emb->type, C), C);
+    if (qm->mask) fkd_prune_apply(x, qm->mask + qm->tensors[FKD_T_TOK_EMB].offset + (size_t)token * C, C);
+}
+
 /* out (rows) = W · x, quantizing x once when W is stored in blocks. */
 static void matvec(fkd_qinfer *st, float *out, const fkd_qtensor *w, const uint8_t *data,
                    const float *x, size_t rows, size_t n)
 {
     if (needs_blocks(w->type)) fkd_q8_act_quantize(st->xq, x, n);
     fkd_qmatvec(st->kernel, out, w->type, data, x, st->xq, rows, n);
+}
+
+/* The attention's two loops, built for AVX2 too and picked at run time
+ * (the library stays baseline x86-64). Both fix their summation order in
+ * the source, so every build gives the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define ATTN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ATTN_CLONES
+#endif
+#define DOT_LANES 8
+
+ATTN_CLONES static float dot_lanes(const float *restrict a, const float *restrict b, int n)
+{
+    float acc[DOT_LANES] = {0};
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int j = 0; j < DOT_LANES; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y (n) += a * x */
+ATTN_CLONES static void add_scaled(float *restrict y, float a, const float *restrict x, int n)
+{
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* Masked causal attention of one query position over the cache (GQA). */
@@ -102,24 +141,17 @@ static void attend(fkd_qinfer *st, int l)
         int g = h / (H / KV);
         float max = -INFINITY;
         for (int t = 0; t <= pos; t++) {
-            const float *k = kc + (size_t)t * kvd + g * hd;
-            float s = 0.0f;
-            for (int i = 0; i < hd; i++) s += q[i] * k[i];
-            att[t] = s * scale;
-            max = fmaxf(max, att[t]);
+            att[t] = dot_lanes(q, kc + (size_t)t * kvd + g * hd, hd) * scale;
+            max = att[t] > max ? att[t] : max;
         }
         float sum = 0.0f;
         for (int t = 0; t <= pos; t++) {
             att[t] = expf(att[t] - max);
             sum += att[t];
         }
-        float *out = st->xb + h * hd;
+        float *out = st->xb + h * hd, inv = 1.0f / sum;
         memset(out, 0, (size_t)hd * sizeof *out);
-        for (int t = 0; t <= pos; t++) {
-            const float *v = vc + (size_t)t * kvd + g * hd;
-            float a = att[t] / sum;
-            for (int i = 0; i < hd; i++) out[i] += a * v[i];
-        }
+        for (int t = 0; t <= pos; t++) add_scaled(out, att[t] * inv, vc + (size_t)t * kvd + g * hd, hd);
     }
 }
 
@@ -132,8 +164,7 @@ float *fkd_qinfer_step(fkd_qinfer *st, int32_t token)
     float rstd;
     if (pos >= c->max_seq || token < 0 || token >= c->vocab) return NULL;
     const fkd_qtensor *emb = &qm->q[FKD_T_TOK_EMB];
-    fkd_dequantize_row(st->x, emb->type, emb->data + (size_t)token * fkd_qtype_row_bytes(emb->type, (size_t)C), (size_t)C);
-    if (qm->mask) fkd_prune_apply(st->x, qm->mask + qm->tensors[FKD_T_TOK_EMB].offset + (size_t)token * C, (size_t)C);
+    embed(st->x, qm, token);
 
     for (int l = 0; l < L; l++) {
         fkd_rmsnorm_forward(st->xb, &rstd, st->x, st->norms + (size_t)l * C, 1, C, c->norm_eps);
@@ -164,6 +195,119 @@ float *fkd_qinfer_step(fkd_qinfer *st, int32_t token)
     const fkd_qtensor *head = c->tie_embeddings ? emb : &qm->q[FKD_T_HEAD];
     matvec(st, st->logits, head, head->data, st->xb, (size_t)c->vocab, (size_t)C);
     st->pos++;
+    return st->logits;
+}
+
+/* ---- prompt processing ---------------------------------------------------------- */
+/* Grows the batch buffers to n positions: X, XB, Q (n, C), H1, H3 (n, F),
+ * the attention probabilities (H, n, n), rstd (n), and the blocks of the
+ * widest input. */
+static int batch_reserve(fkd_qinfer *st, int n)
+{
+    if (n <= st->batch_cap) return 0;
+    const fkd_model_config *c = &st->qm->cfg;
+    size_t N = (size_t)n, C = (size_t)c->dim, F = (size_t)c->ffn_hidden, H = (size_t)c->n_heads;
+    size_t widest = F > C ? F : C;
+    float *batch = malloc((3 * N * C + 2 * N * F + H * N * N + N) * sizeof *batch);
+    fkd_q8_act *bq = malloc(N * (widest / FKD_QK + 1) * sizeof *bq);
+    if (!batch || !bq) {
+        free(batch);
+        free(bq);
+        return -1;
+    }
+    free(st->batch);
+    free(st->batch_q);
+    st->batch = batch;
+    st->batch_q = bq;
+    st->batch_cap = n;
+    return 0;
+}
+
+/* Blocks of n rows of `in` values each (row r's blocks at xq + r * in / 32). */
+static void quantize_rows(fkd_q8_act *xq, const float *x, int n, size_t in)
+{
+    if (in % FKD_QK != 0) return; /* only F32/F16 rows read such an input */
+#pragma omp parallel for schedule(static) if (n > 1 && !omp_in_parallel())
+    for (int r = 0; r < n; r++) fkd_q8_act_quantize(xq + (size_t)r * (in / FKD_QK), x + (size_t)r * in, in);
+}
+
+/* out (n, rows) = x (n, in) · Wᵀ for layer l of tensor t (xq: x's blocks). */
+static void layer_matmul(const fkd_qinfer *st, float *out, int t, int l, size_t rows,
+                         const float *x, const fkd_q8_act *xq, int n, size_t in)
+{
+    const fkd_qtensor *w = &st->qm->q[t];
+    fkd_qmatmul(st->kernel, out, w->type, layer_slice(w, l, rows), x, xq, (size_t)n, rows, in);
+}
+
+/* One block of the model over the n batch positions in X (from position 0). */
+static void batch_layer(fkd_qinfer *st, int l, int n, float *X, float *XB, float *Q, float *H1,
+                        float *H3, float *att, float *rstd)
+{
+    const fkd_model_config *c = &st->qm->cfg;
+    int C = c->dim, H = c->n_heads, KV = c->n_kv_heads, hd = C / H, kvd = KV * hd, F = c->ffn_hidden, L = c->n_layers;
+    float *K = st->key_cache + (size_t)l * c->max_seq * kvd, *V = st->value_cache + (size_t)l * c->max_seq * kvd;
+    fkd_q8_act *xq = st->batch_q;
+
+    fkd_rmsnorm_forward(XB, rstd, X, st->norms + (size_t)l * C, n, C, c->norm_eps);
+    quantize_rows(xq, XB, n, (size_t)C);
+    layer_matmul(st, Q, FKD_T_WQ, l, (size_t)C, XB, xq, n, (size_t)C);
+    layer_matmul(st, K, FKD_T_WK, l, (size_t)kvd, XB, xq, n, (size_t)C);
+    layer_matmul(st, V, FKD_T_WV, l, (size_t)kvd, XB, xq, n, (size_t)C);
+    fkd_rope_forward(Q, st->rope_cos, st->rope_sin, 1, n, H, hd, 0);
+    fkd_rope_forward(K, st->rope_cos, st->rope_sin, 1, n, KV, hd, 0);
+    fkd_attention_forward(XB, att, Q, K, V, 1, n, H, KV, hd);
+    quantize_rows(xq, XB, n, (size_t)C);
+    layer_matmul(st, Q, FKD_T_WO, l, (size_t)C, XB, xq, n, (size_t)C);
+    fkd_residual_forward(X, Q, (size_t)n * C);
+
+    fkd_rmsnorm_forward(XB, rstd, X, st->norms + (size_t)(L + l) * C, n, C, c->norm_eps);
+    quantize_rows(xq, XB, n, (size_t)C);
+    layer_matmul(st, H1, FKD_T_W1, l, (size_t)F, XB, xq, n, (size_t)C);
+    layer_matmul(st, H3, FKD_T_W3, l, (size_t)F, XB, xq, n, (size_t)C);
+    fkd_swiglu_forward(H1, H1, H3, n, F);
+    quantize_rows(xq, H1, n, (size_t)F);
+    layer_matmul(st, Q, FKD_T_W2, l, (size_t)C, H1, xq, n, (size_t)F);
+    fkd_residual_forward(X, Q, (size_t)n * C);
+}
+
+/* Token by token, for a batch that continues a context (the batched
+ * attention starts at position 0). */
+static float *prompt_by_steps(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits)
+{
+    size_t V = (size_t)st->qm->cfg.vocab;
+    float *logits = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!(logits = fkd_qinfer_step(st, tokens[i]))) return NULL;
+        if (all_logits) memcpy(all_logits + (size_t)i * V, logits, V * sizeof *logits);
+    }
+    return logits;
+}
+
+float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits)
+{
+    const fkd_qmodel *qm = st->qm;
+    const fkd_model_config *c = &qm->cfg;
+    if (n < 1 || n > c->max_seq - st->pos) return NULL;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab) return NULL;
+    if (st->pos > 0 || n == 1) return prompt_by_steps(st, tokens, n, all_logits);
+    if (batch_reserve(st, n) < 0) return NULL;
+    size_t N = (size_t)n, C = (size_t)c->dim, F = (size_t)c->ffn_hidden, V = (size_t)c->vocab;
+    float *X = st->batch, *XB = X + N * C, *Q = XB + N * C, *H1 = Q + N * C, *H3 = H1 + N * F;
+    float *att = H3 + N * F, *rstd = att + (size_t)c->n_heads * N * N;
+    for (int i = 0; i < n; i++) embed(X + (size_t)i * C, qm, tokens[i]);
+    for (int l = 0; l < c->n_layers; l++) batch_layer(st, l, n, X, XB, Q, H1, H3, att, rstd);
+
+    const float *final_norm = st->norms + (size_t)2 * c->n_layers * C;
+    const fkd_qtensor *head = c->tie_embeddings ? &qm->q[FKD_T_TOK_EMB] : &qm->q[FKD_T_HEAD];
+    int rows_out = all_logits ? n : 1; /* without all_logits only the last position's */
+    const float *last = X + (N - (size_t)rows_out) * C;
+    fkd_rmsnorm_forward(XB, rstd, last, final_norm, rows_out, (int)C, c->norm_eps);
+    quantize_rows(st->batch_q, XB, rows_out, C);
+    float *out = all_logits ? all_logits : st->logits;
+    fkd_qmatmul(st->kernel, out, head->type, head->data, XB, st->batch_q, (size_t)rows_out, V, C);
+    if (all_logits) memcpy(st->logits, all_logits + (N - 1) * V, V * sizeof *st->logits);
+    st->pos = n;
     return st->logits;
 }
 

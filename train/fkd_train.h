@@ -244,12 +244,16 @@ void fkd_model_free(fkd_model *m);
 size_t fkd_model_activation_bytes(const fkd_model_config *cfg, int B, int T, int recompute);
 
 /* Training never holds the (B*T,V) logits: backward computes the head and
- * the loss over chunks of positions, about FKD_HEAD_CHUNK_BYTES of logits
- * each (a 49,152-token vocabulary: 80 positions, 15 MB, instead of 201 MB
- * for 4 x 256 tokens). */
-#define FKD_HEAD_CHUNK_BYTES ((size_t)16 << 20)
+ * the loss over chunks of positions, equal chunks of at most
+ * FKD_HEAD_CHUNK_BYTES of logits, or FKD_HEAD_CHUNK_LEAN_BYTES with
+ * recomputation (the memory-saving mode). A 49,152-token vocabulary and
+ * 4 x 256 tokens: 2 chunks of 512 positions (96 MB) or 13 of 80 (15 MB),
+ * instead of 192 MB of logits. Each chunk's three products pack the whole
+ * head matrix again: below ~512 positions they lose speed (benchmarks.md). */
+#define FKD_HEAD_CHUNK_BYTES ((size_t)96 << 20)
+#define FKD_HEAD_CHUNK_LEAN_BYTES ((size_t)16 << 20)
 /* Positions per chunk for a (B,T) batch: a multiple of 8 when 8 fit, <= B*T. */
-int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T);
+int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T, int recompute);
 
 /* Forward pass over tokens (B,T). With logits_out, leaves the logits
  * (B*T,V) there (evaluation, soft labels); their buffer is allocated by the

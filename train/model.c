@@ -7,6 +7,11 @@
  * product is recomputed in backward because it is cheap and large. With
  * `recompute` set only each layer's input is kept, and a layer's activations
  * are recomputed just before its backward: memory for one layer instead of L.
+ *
+ * The head and the loss never hold the (B*T, V) logits in training: the
+ * forward stops at the final norm, and backward computes logits, loss and
+ * their gradients one chunk of positions at a time (head_loss_backward).
+ * Only a forward asked for logits (evaluation, soft labels) makes them.
  */
 #include "internal.h"
 
@@ -57,27 +62,33 @@ static size_t layer_floats(const dims *d)
            d->N * d->C + 2 * d->N * d->F;
 }
 
-/* Positions per chunk of the head and loss: FKD_HEAD_CHUNK_BYTES of logits,
- * a multiple of 8 rows when that many fit, never more than the batch. */
-static size_t head_rows(const dims *d)
+/* Positions per chunk of the head and loss: at most FKD_HEAD_CHUNK_BYTES of
+ * logits (FKD_HEAD_CHUNK_LEAN_BYTES when recomputing, the mode that saves
+ * memory), in chunks of equal size, a multiple of 8 rows when that many fit. */
+static size_t head_rows(const dims *d, int recompute)
 {
-    size_t rows = FKD_HEAD_CHUNK_BYTES / (d->V * sizeof(float));
-    if (rows >= 8) rows -= rows % 8;
-    if (rows < 1) rows = 1;
-    return rows < d->N ? rows : d->N;
+    size_t bytes = recompute ? FKD_HEAD_CHUNK_LEAN_BYTES : FKD_HEAD_CHUNK_BYTES;
+    size_t max_rows = bytes / (d->V * sizeof(float));
+    if (max_rows >= 8) max_rows -= max_rows % 8;
+    if (max_rows < 1) max_rows = 1;
+    if (max_rows >= d->N) return d->N;
+    size_t n_chunks = (d->N + max_rows - 1) / max_rows;
+    size_t rows = (d->N + n_chunks - 1) / n_chunks;
+    if (max_rows >= 8) rows = (rows + 7) / 8 * 8;
+    return rows < max_rows ? rows : max_rows;
 }
 
-int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T)
+int fkd_model_head_chunk(const fkd_model_config *cfg, int B, int T, int recompute)
 {
     dims d = model_dims(cfg, B, T);
-    return (int)head_rows(&d);
+    return (int)head_rows(&d, recompute);
 }
 
 static size_t acts_floats(const dims *d, int recompute)
 {
     size_t n_layers = recompute ? 1 : d->L;
     return (d->L + 1) * d->N * d->C + n_layers * layer_floats(d) + d->N * d->C + d->N +
-           head_rows(d) * d->V + 2 * d->N * d->C + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
+           head_rows(d, recompute) * d->V + 2 * d->N * d->C + 2 * d->N * d->QD + 2 * d->N * d->KVD + d->att +
            2 * d->N * d->F;
 }
 
@@ -95,7 +106,7 @@ static float *take(float **cursor, size_t n)
     return p;
 }
 
-static void bind_acts(fkd_acts *a, const dims *d)
+static void bind_acts(fkd_acts *a, const dims *d, size_t head_chunk)
 {
     float *cur = a->memory;
     a->resid = take(&cur, (d->L + 1) * d->N * d->C);
@@ -116,7 +127,7 @@ static void bind_acts(fkd_acts *a, const dims *d)
     }
     a->lnf = take(&cur, d->N * d->C);
     a->rstd_f = take(&cur, d->N);
-    a->head_buf = take(&cur, head_rows(d) * d->V);
+    a->head_buf = take(&cur, head_chunk * d->V);
     a->dresid = take(&cur, d->N * d->C);
     a->dln = take(&cur, d->N * d->C);
     a->dq = take(&cur, d->N * d->QD);
@@ -226,8 +237,8 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, int with_grads
                              "lower the batch or use a memory budget",
                              m->act_floats * sizeof(float) >> 20, B, T);
     }
-    bind_acts(m->acts, &d);
-    m->head_chunk = (int)head_rows(&d);
+    m->head_chunk = (int)head_rows(&d, m->recompute);
+    bind_acts(m->acts, &d, (size_t)m->head_chunk);
     if (m->grads) fkd_param_ptrs_bind(&m->g, m->grads, m->params.tensors, c->tie_embeddings);
     fkd_rope_tables(m->rope_cos, m->rope_sin, c->max_seq, hd, c->rope_theta);
     return 0;
@@ -492,8 +503,8 @@ static void head_loss_backward(fkd_model *m, const dims *d, const int32_t *targe
 {
     fkd_acts *a = m->acts;
     int N = (int)d->N, C = (int)d->C, V = (int)d->V;
-    int chunk = m->head_chunk >= 1 && m->head_chunk <= (int)head_rows(d) ? m->head_chunk
-                                                                         : (int)head_rows(d);
+    int max_chunk = (int)head_rows(d, m->recompute);
+    int chunk = m->head_chunk >= 1 && m->head_chunk <= max_chunk ? m->head_chunk : max_chunk;
     int head_tensor = m->params.cfg.tie_embeddings ? FKD_T_TOK_EMB : FKD_T_HEAD;
     float *dhead = grad_or_null(m, head_tensor, m->g.head);
     int64_t n_pos = fkd_loss_count(targets, soft, N, V);

@@ -1,14 +1,16 @@
 /* cmd_bench_teacher.c — `fedkd bench teacher --teacher FILE.gguf`: the
  * pretrained teacher's two speeds, each measured in its own child process
- * (so that each peak RSS is its own):
- *   prompt processing (soft-label throughput): fkd_model_forward over one
- *   window of --pp tokens, 2 threads, weights dequantized to fp32;
+ * (so that each peak RSS is its own), on the file's formats (Q4_1 matrices,
+ * Q8_0 embedding and tied head, re-made from the loaded weights):
+ *   prompt processing: fkd_qinfer_prompt over one window of --pp tokens,
+ *   2 threads, the last position's logits (what llama-bench's pp computes),
+ *   and with every position's logits (pp_all: the soft-label throughput);
  *   generation: --tg tokens one at a time with the KV cache, 1 thread, over
- *   fp32 weights (fkd_infer) and over blocks (fkd_qinfer; the file's formats
- *   re-made from the fp32 weights: Q4_1 matrices, Q8_0 embedding).
- * The peer is llama.cpp's llama-bench on the same file with the same threads
- * (`-p N -n 0 -t 2`, `-p 0 -n N -t 1`), run in the same benchmark when
- * --peer-bench names its binary. */
+ *   blocks (fkd_qinfer) and over fp32 weights (fkd_infer, tg_fp32).
+ * Each of ours is the mean of --reps runs after a warm-up, as llama-bench's
+ * figure is. The peer is llama.cpp's llama-bench on the same file with the
+ * same threads (`-p N -n 0 -t 2`, `-p 0 -n N -t 1`), run in the same
+ * benchmark when --peer-bench names its binary. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,57 +26,73 @@ typedef struct {
     int ok;
 } speed;
 
-enum { RUN_PP_FP32, RUN_TG_FP32, RUN_TG_Q };
+enum { RUN_PP, RUN_PP_ALL, RUN_TG, RUN_TG_FP32 };
 
 typedef struct {
-    const char *model;
-    int pp, tg;
+    const char *model, *only;
+    int pp, tg, reps;
 } teacher_setup;
+
+static const char *const run_names[] = {"pp", "pp_all", "tg", "tg_fp32"};
 
 static int32_t token_at(int i) { return (int32_t)(1000 + (i * 7919) % 40000); }
 
-static double time_pp(const fkd_params *p, int n, fkd_error *err)
+/* The quantized teacher: the file's formats re-made from its weights. */
+static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, fkd_error *err)
 {
-    fkd_model m;
-    int32_t *tokens = malloc((size_t)n * sizeof *tokens);
-    if (!tokens || fkd_model_init_borrowed(&m, p, 1, n, 0, err) != 0) {
-        free(tokens);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) tokens[i] = token_at(i);
-    float *logits;
-    fkd_model_forward(&m, tokens, &logits);  /* warm-up: first touches, BLIS buffers */
-    double t0 = fkd_time_ms();
-    fkd_model_forward(&m, tokens, &logits);
-    double ms = fkd_time_ms() - t0;
-    fkd_model_free(&m);
-    free(tokens);
-    return n / ms * 1e3;
-}
-
-static double time_tg(const fkd_params *p, int n, int quantized, fkd_error *err)
-{
-    fkd_infer st = {0};
-    fkd_qinfer qs = {0};
-    fkd_qmodel qm = {0};
     int types[FKD_T_COUNT];
     for (int t = 0; t < FKD_T_COUNT; t++)
         types[t] = p->tensors[t].is_matrix ? FKD_QTYPE_Q4_1 : FKD_QTYPE_F32;
     types[FKD_T_TOK_EMB] = types[FKD_T_HEAD] = FKD_QTYPE_Q8_0;
-    int rc = quantized ? fkd_qmodel_quantize_types(&qm, p, types, NULL, err) ||
-                             fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err)
-                       : fkd_infer_init(&st, p, err);
-    double rate = -1;
-    if (rc == 0) {
-        double t0 = fkd_time_ms();
+    return fkd_qmodel_quantize_types(qm, p, types, NULL, err);
+}
+
+/* One timed run of `what` from an empty context; returns its tokens/s. */
+static double run_once(int what, fkd_qinfer *qs, fkd_infer *st, const int32_t *tokens, int n,
+                       float *all_logits)
+{
+    double t0 = fkd_time_ms();
+    if (what == RUN_PP || what == RUN_PP_ALL) {
+        fkd_qinfer_reset(qs);
+        if (!fkd_qinfer_prompt(qs, tokens, n, what == RUN_PP_ALL ? all_logits : NULL)) return -1;
+    } else if (what == RUN_TG) {
+        fkd_qinfer_reset(qs);
         for (int i = 0; i < n; i++)
-            quantized ? (void)fkd_qinfer_step(&qs, token_at(i)) : (void)fkd_infer_step(&st, token_at(i));
-        rate = n / (fkd_time_ms() - t0) * 1e3;
+            if (!fkd_qinfer_step(qs, tokens[i])) return -1;
+    } else {
+        fkd_infer_reset(st);
+        for (int i = 0; i < n; i++)
+            if (!fkd_infer_step(st, tokens[i])) return -1;
+    }
+    return n / (fkd_time_ms() - t0) * 1e3;
+}
+
+/* Warm-up (first touches, thread pools), then the mean rate of reps runs. */
+static double time_runs(int what, const fkd_params *p, int n, int reps, fkd_error *err)
+{
+    fkd_infer st = {0};
+    fkd_qinfer qs = {0};
+    fkd_qmodel qm = {0};
+    int32_t *tokens = malloc((size_t)n * sizeof *tokens);
+    float *all = what == RUN_PP_ALL ? malloc((size_t)n * p->cfg.vocab * sizeof *all) : NULL;
+    double sum = 0;
+    int rc = !tokens || (what == RUN_PP_ALL && !all) ? -1 : 0;
+    if (rc != 0) fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d tokens", n);
+    if (rc == 0)
+        rc = what == RUN_TG_FP32 ? fkd_infer_init(&st, p, err)
+                                 : quantize_teacher(&qm, p, err) || fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
+    for (int i = 0; rc == 0 && i < n; i++) tokens[i] = token_at(i);
+    for (int r = -1; rc == 0 && r < reps; r++) {
+        double rate = run_once(what, &qs, &st, tokens, n, all);
+        if (rate < 0) rc = fkd_error_set(err, FKD_E_NOMEM, "the model refused the benchmark's tokens");
+        if (r >= 0) sum += rate;
     }
     fkd_qinfer_free(&qs);
     fkd_qmodel_free(&qm);
     fkd_infer_free(&st);
-    return rate;
+    free(tokens);
+    free(all);
+    return rc == 0 ? sum / reps : -1;
 }
 
 /* Runs one measurement in a child; its rate comes back through a pipe and
@@ -91,12 +109,10 @@ static void measure(speed *s, const teacher_setup *ts, int what)
         fkd_tokenizer tok;
         fkd_error err;
         double rate = -1;
-        int max_seq = what == RUN_PP_FP32 ? ts->pp : ts->tg;
-        fkd_train_set_threads(what == RUN_PP_FP32 ? 2 : 1);
-        if (fkd_gguf_load_model(&p, &tok, ts->model, max_seq, &err) == 0) {
-            rate = what == RUN_PP_FP32 ? time_pp(&p, ts->pp, &err)
-                                       : time_tg(&p, ts->tg, what == RUN_TG_Q, &err);
-        }
+        int pp = what == RUN_PP || what == RUN_PP_ALL;
+        fkd_train_set_threads(pp ? 2 : 1);
+        if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0)
+            rate = time_runs(what, &p, pp ? ts->pp : ts->tg, ts->reps, &err);
         if (rate < 0) fprintf(stderr, "fedkd bench teacher: %s\n", err.msg);
         if (write(fds[1], &rate, sizeof rate) != sizeof rate) _exit(1);
         _exit(0);
@@ -115,11 +131,12 @@ static void measure(speed *s, const teacher_setup *ts, int what)
 }
 
 /* llama-bench's mean tokens/s for one test (its JSON-lines output). */
-static double peer_rate(const char *bench, const char *model, int pp, int tg, int threads)
+static double peer_rate(const char *bench, const char *model, int pp, int tg, int threads,
+                        int reps)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s -m %s -p %d -n %d -t %d -r 3 -o jsonl 2>/dev/null", bench,
-             model, pp, tg, threads);
+    snprintf(cmd, sizeof cmd, "%s -m %s -p %d -n %d -t %d -r %d -o jsonl 2>/dev/null", bench,
+             model, pp, tg, threads, reps);
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     char line[8192];
@@ -140,15 +157,46 @@ static void print_pair(const char *name, const speed *s, double peer)
                          s->ok ? s->tokens_per_s / peer : 0.0);
 }
 
+/* --only: one figure measured in this process, without a peer. */
+static int only_one(const teacher_setup *ts)
+{
+    int what = -1;
+    for (int i = 0; i < (int)(sizeof run_names / sizeof run_names[0]); i++)
+        if (strcmp(ts->only, run_names[i]) == 0) what = i;
+    if (what < 0) {
+        fprintf(stderr, "fedkd bench teacher: --only takes pp, pp_all, tg or tg_fp32, not %s\n", ts->only);
+        return 2;
+    }
+    fkd_params p;
+    fkd_tokenizer tok;
+    fkd_error err;
+    int pp = what == RUN_PP || what == RUN_PP_ALL;
+    fkd_train_set_threads(pp ? 2 : 1);
+    double rate = -1;
+    if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0) {
+        rate = time_runs(what, &p, pp ? ts->pp : ts->tg, ts->reps, &err);
+        fkd_params_free(&p);
+        fkd_tokenizer_free(&tok);
+    }
+    if (rate < 0) {
+        fprintf(stderr, "fedkd bench teacher: %s\n", err.msg);
+        return 1;
+    }
+    printf("bench=teacher model=%s %s_tokens_per_s=%.1f\n", ts->model, ts->only, rate);
+    return 0;
+}
+
 int cmd_bench_teacher(int argc, char **argv)
 {
-    teacher_setup ts = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", 512, 128};
+    teacher_setup ts = {"models/SmolLM2-135M-Instruct.Q4_1.gguf", NULL, 512, 128, 3};
     const char *peer = NULL;
     fkd_opt opts[] = {
         {"teacher", FKD_OPT_STR, &ts.model, "GGUF model (llama family)"},
         {"pp", FKD_OPT_INT, &ts.pp, "prompt tokens processed in one pass (2 threads)"},
         {"tg", FKD_OPT_INT, &ts.tg, "tokens generated one at a time (1 thread)"},
+        {"reps", FKD_OPT_INT, &ts.reps, "timed runs averaged per figure (llama-bench -r)"},
         {"peer-bench", FKD_OPT_STR, &peer, "llama.cpp's llama-bench binary (the peer)"},
+        {"only", FKD_OPT_STR, &ts.only, "one figure (pp, pp_all, tg or tg_fp32), in this process: for a profiler"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd bench teacher [--teacher FILE.gguf] [--peer-bench PATH]\n"
@@ -156,21 +204,26 @@ int cmd_bench_teacher(int argc, char **argv)
                            "prints one key=value line, with llama.cpp's figures when given.",
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
-    if (ts.pp < 1 || ts.tg < 1) {
-        fprintf(stderr, "fedkd bench teacher: --pp and --tg must be positive\n");
+    if (ts.pp < 1 || ts.tg < 1 || ts.reps < 1) {
+        fprintf(stderr, "fedkd bench teacher: --pp, --tg and --reps must be positive\n");
         return 2;
     }
-    speed pp, tg, tgq;
-    measure(&pp, &ts, RUN_PP_FP32);
-    measure(&tg, &ts, RUN_TG_FP32);
-    measure(&tgq, &ts, RUN_TG_Q);
-    double peer_pp = peer ? peer_rate(peer, ts.model, ts.pp, 0, 2) : -1;
-    double peer_tg = peer ? peer_rate(peer, ts.model, 0, ts.tg, 1) : -1;
-    printf("bench=teacher model=%s pp=%d tg=%d", ts.model, ts.pp, ts.tg);
+    if (ts.only) return only_one(&ts);
+    /* ours and the peer's alternate, so that a burst of load on the shared
+     * machine falls on both sides rather than on one */
+    speed pp, pp_all, tg, tg32;
+    measure(&pp, &ts, RUN_PP);
+    double peer_pp = peer ? peer_rate(peer, ts.model, ts.pp, 0, 2, ts.reps) : -1;
+    measure(&tg, &ts, RUN_TG);
+    double peer_tg = peer ? peer_rate(peer, ts.model, 0, ts.tg, 1, ts.reps) : -1;
+    measure(&pp_all, &ts, RUN_PP_ALL);
+    measure(&tg32, &ts, RUN_TG_FP32);
+    printf("bench=teacher model=%s pp=%d tg=%d reps=%d", ts.model, ts.pp, ts.tg, ts.reps);
     print_pair("pp", &pp, peer_pp);
     print_pair("tg", &tg, peer_tg);
-    print_pair("tg_q4_1", &tgq, peer_tg);
+    print_pair("pp_all", &pp_all, peer_pp);
+    print_pair("tg_fp32", &tg32, peer_tg);
     if (peer && (peer_pp <= 0 || peer_tg <= 0)) printf(" peer=unavailable");
     printf("\n");
-    return pp.ok && tg.ok && tgq.ok ? 0 : 1;
+    return pp.ok && pp_all.ok && tg.ok && tg32.ok ? 0 : 1;
 }

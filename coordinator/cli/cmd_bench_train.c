@@ -1,7 +1,9 @@
 /* cmd_bench_train.c — `fedkd bench train`: tokens/s, GFLOP/s and peak memory
  * of a full training step (forward, loss, backward, AdamW) of the student-S
- * shape (or any shape), next to the PyTorch peer (shared/bench/torch_ref.py)
- * run on the same shape and threads in the same invocation.
+ * shape (or any shape: the shape flags are torch_ref.py's), next to the
+ * PyTorch peers (shared/bench/torch_ref.py) run on the same shape and threads
+ * in the same invocation. --freeze-emb trains with the embedding (and a tied
+ * head) frozen, to show what that saves; the peers train everything.
  *
  * Each configuration runs in a child process so that its peak RSS is its
  * own: the parent never starts OpenMP or BLIS threads (forking after that is
@@ -21,11 +23,13 @@ typedef struct {
     fkd_model_config cfg;
     int batch, seq, steps, warmup, threads;
     float mem_budget_mb;
+    uint8_t frozen[FKD_T_COUNT];
+    int any_frozen;
 } bench_setup;
 
 typedef struct {
     double tokens_per_s, cpu_tokens_per_s, gflops, peak_rss_mb;
-    int micro_batch, recompute, ok;
+    int micro_batch, recompute, head_chunk, ok;
     char error[sizeof(((fkd_error *)0)->msg)];
 } bench_result;
 
@@ -34,7 +38,9 @@ static void run_steps(bench_result *res, const bench_setup *s)
     fkd_error err = {0};
     fkd_memory_plan plan;
     size_t budget = (size_t)(s->mem_budget_mb * 1048576.0);
-    if (fkd_memory_plan_make(&plan, &s->cfg, s->batch, s->seq, FKD_OPT_ADAMW, budget, &err) != 0) {
+    const uint8_t *frozen = s->any_frozen ? s->frozen : NULL;
+    if (fkd_memory_plan_make_frozen(&plan, &s->cfg, frozen, s->batch, s->seq, FKD_OPT_ADAMW,
+                                    budget, &err) != 0) {
         snprintf(res->error, sizeof res->error, "%s", err.msg);
         return;
     }
@@ -48,11 +54,13 @@ static void run_steps(bench_result *res, const bench_setup *s)
         fkd_params_free(&params);
         goto fail;
     }
+    m.frozen = frozen;
     fkd_optimizer_config oc = fkd_optimizer_defaults();
     if (fkd_optimizer_init(&opt, &oc, &m.params, &err) != 0) {
         fkd_model_free(&m);
         goto fail;
     }
+    opt.frozen = frozen;
     /* Random tokens, as the peer uses: speed does not depend on the text. */
     size_t n = (size_t)s->batch * s->seq;
     int32_t *tokens = malloc(n * sizeof *tokens), *targets = malloc(n * sizeof *targets);
@@ -83,6 +91,7 @@ static void run_steps(bench_result *res, const bench_setup *s)
     res->gflops = res->tokens_per_s * 3.0 * fkd_config_flops_per_token(&s->cfg, s->seq) / 1e9;
     res->micro_batch = plan.micro_batch;
     res->recompute = plan.recompute;
+    res->head_chunk = m.head_chunk;
     res->ok = 1;
     free(tokens);
     free(targets);
@@ -183,10 +192,11 @@ static void print_result(const char *label, const bench_setup *s, const bench_re
         printf("run=%s threads=%d error=\"%s\"\n", label, s->threads, r->error);
         return;
     }
-    printf("run=%s threads=%d batch=%d seq=%d micro_batch=%d recompute=%d tokens_per_s=%.0f "
-           "cpu_tokens_per_s=%.0f gflops=%.1f peak_rss_mb=%.0f",
-           label, s->threads, s->batch, s->seq, r->micro_batch, r->recompute, r->tokens_per_s,
-           r->cpu_tokens_per_s, r->gflops, r->peak_rss_mb);
+    printf("run=%s threads=%d batch=%d seq=%d micro_batch=%d recompute=%d head_chunk=%d "
+           "tokens_per_s=%.0f cpu_tokens_per_s=%.0f gflops=%.1f peak_rss_mb=%.0f",
+           label, s->threads, s->batch, s->seq, r->micro_batch, r->recompute, r->head_chunk,
+           r->tokens_per_s, r->cpu_tokens_per_s, r->gflops, r->peak_rss_mb);
+    if (s->any_frozen) printf(" frozen=tok_emb");
     if (s->mem_budget_mb > 0) printf(" mem_budget_mb=%.0f", s->mem_budget_mb);
     if (ref_tokens_per_s > 0) printf(" speed_vs_unconstrained=%.2f", r->tokens_per_s / ref_tokens_per_s);
     if (peer && peer->ok)
@@ -204,7 +214,8 @@ int cmd_bench_train(int argc, char **argv)
 {
     bench_setup s = {.cfg = fkd_config_student_s(), .batch = 16, .seq = 128, .steps = 20,
                      .warmup = 3, .threads = 0, .mem_budget_mb = 100};
-    int tie = 0, no_peer = 0;
+    int tie = 0, no_peer = 0, freeze_emb = 0;
+    s.cfg.n_kv_heads = 0; /* as torch_ref.py: 0 = as many as --heads */
     const char *python = "/usr/bin/python3", *script = "../shared/bench/torch_ref.py";
     fkd_opt opts[] = {
         {"threads", FKD_OPT_INT, &s.threads, "threads (0: run 1 and then 2)"},
@@ -215,10 +226,12 @@ int cmd_bench_train(int argc, char **argv)
         {"dim", FKD_OPT_INT, &s.cfg.dim, "model width"},
         {"layers", FKD_OPT_INT, &s.cfg.n_layers, "transformer blocks"},
         {"heads", FKD_OPT_INT, &s.cfg.n_heads, "query heads"},
-        {"kv-heads", FKD_OPT_INT, &s.cfg.n_kv_heads, "key/value heads"},
+        {"kv-heads", FKD_OPT_INT, &s.cfg.n_kv_heads, "key/value heads (0: as many as --heads)"},
         {"ffn", FKD_OPT_INT, &s.cfg.ffn_hidden, "SwiGLU hidden width"},
         {"rope-theta", FKD_OPT_FLOAT, &s.cfg.rope_theta, "RoPE base"},
         {"tie", FKD_OPT_FLAG, &tie, "tie the head to the embedding"},
+        {"freeze-emb", FKD_OPT_FLAG, &freeze_emb,
+         "freeze the embedding (and a tied head): no gradient, no moments"},
         {"mem-budget-mb", FKD_OPT_FLOAT, &s.mem_budget_mb,
          "also run within this memory budget (0: skip)"},
         {"peer-python", FKD_OPT_STR, &python,
@@ -233,6 +246,9 @@ int cmd_bench_train(int argc, char **argv)
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
     s.cfg.tie_embeddings = tie;
+    if (s.cfg.n_kv_heads == 0) s.cfg.n_kv_heads = s.cfg.n_heads;
+    s.any_frozen = freeze_emb;
+    s.frozen[FKD_T_TOK_EMB] = (uint8_t)freeze_emb;
     s.cfg.max_seq = s.seq;
     fkd_error err;
     if (fkd_config_validate(&s.cfg, &err) != 0 || s.batch < 1 || s.steps < 1) {

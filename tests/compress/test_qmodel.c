@@ -412,6 +412,64 @@ static void test_forward_kernels_identical(void **state)
     fkd_params_free(&p);
 }
 
+/* The batched prompt against token-by-token steps: the matrix products give
+ * the same bits (the kernels' canonical sum), the attention differs only in
+ * summation order. A continued context and a bad token take the other paths. */
+static void test_prompt_matches_steps(void **state)
+{
+    (void)state;
+    fkd_params p;
+    make_params(&p, 0, 11);
+    scale_up_head(&p);
+    const int types[] = {FKD_QTYPE_Q4_1, FKD_QTYPE_Q8_0};
+    for (size_t t = 0; t < 2; t++) {
+        fkd_qmodel qm;
+        fkd_error err;
+        assert_int_equal(fkd_qmodel_quantize(&qm, &p, types[t], NULL, &err), 0);
+        int V = qm.cfg.vocab, n = qm.cfg.max_seq - 2;
+        int32_t *tokens = malloc((size_t)n * sizeof *tokens);
+        float *all = malloc((size_t)n * V * sizeof *all), *last = malloc((size_t)V * sizeof *last);
+        for (int i = 0; i < n; i++) tokens[i] = (int32_t)((i * 37 + 5) % V);
+        fkd_qinfer a, b;
+        assert_int_equal(fkd_qinfer_init(&a, &qm, FKD_QKERNEL_AUTO, &err), 0);
+        assert_int_equal(fkd_qinfer_init(&b, &qm, FKD_QKERNEL_AUTO, &err), 0);
+        const float *lp = fkd_qinfer_prompt(&a, tokens, n, all);
+        assert_non_null(lp);
+        assert_int_equal(a.pos, n);
+        double worst = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *ls = fkd_qinfer_step(&b, tokens[i]);
+            double scale = max_abs(ls, V);
+            for (int v = 0; v < V; v++) worst = fmax(worst, fabs(all[(size_t)i * V + v] - ls[v]) / scale);
+        }
+        if (worst > 1e-4) fail_msg("%s: prompt and steps differ by %g of the logits' scale", fkd_qtype_name(types[t]), worst);
+        assert_memory_equal(lp, all + (size_t)(n - 1) * V, (size_t)V * sizeof *lp);
+        /* without all_logits: the same last row */
+        fkd_qinfer_reset(&a);
+        memcpy(last, fkd_qinfer_prompt(&a, tokens, n, NULL), (size_t)V * sizeof *last);
+        assert_memory_equal(last, all + (size_t)(n - 1) * V, (size_t)V * sizeof *last);
+        /* continuing a context goes step by step */
+        const float *la = fkd_qinfer_prompt(&a, tokens, 2, NULL);
+        assert_non_null(la);
+        assert_non_null(fkd_qinfer_step(&b, tokens[0]));
+        const float *lb = fkd_qinfer_step(&b, tokens[1]);
+        double scale = max_abs(lb, V);
+        for (int v = 0; v < V; v++) assert_true(fabs(la[v] - lb[v]) <= 1e-4 * scale);
+        assert_null(fkd_qinfer_prompt(&a, tokens, 1, NULL)); /* context full */
+        fkd_qinfer_reset(&a);
+        tokens[3] = V;
+        assert_null(fkd_qinfer_prompt(&a, tokens, n, NULL)); /* outside the vocabulary */
+        assert_null(fkd_qinfer_prompt(&a, tokens, 0, NULL));
+        fkd_qinfer_free(&a);
+        fkd_qinfer_free(&b);
+        free(tokens);
+        free(all);
+        free(last);
+        fkd_qmodel_free(&qm);
+    }
+    fkd_params_free(&p);
+}
+
 static void test_eval_steps(void **state)
 {
     (void)state;
@@ -457,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_forward_matches_train),
         cmocka_unit_test(test_forward_kernels_identical),
         cmocka_unit_test(test_eval_steps),
+        cmocka_unit_test(test_prompt_matches_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

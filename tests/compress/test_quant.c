@@ -228,15 +228,50 @@ static void test_qdot_accuracy(void **state)
     free(w);
 }
 
+/* The activation blocks against the rule spelled out here: d = amax/127,
+ * codes rounded to nearest with ties to even, NaN to 0, the exact sum. */
+static void test_q8_act_rule(void **state)
+{
+    (void)state;
+    enum { NB = 6 };
+    float x[NB * FKD_QK];
+    fill_normal(x, NB * FKD_QK, 31, 3.0f);
+    x[FKD_QK] = 127.0f; /* block 1: d = 1, so x.5 values are exact ties */
+    for (int j = 1; j < FKD_QK; j++) x[FKD_QK + j] = (float)(j - 16) + 0.5f;
+    x[2 * FKD_QK + 3] = NAN;
+    x[3 * FKD_QK + 7] = -1e30f;
+    for (int j = 0; j < FKD_QK; j++) x[4 * FKD_QK + j] = 0.0f;
+    fkd_q8_act got[NB];
+    fkd_q8_act_quantize(got, x, NB * FKD_QK);
+    for (int b = 0; b < NB; b++) {
+        const float *xb = x + b * FKD_QK;
+        float amax = 0.0f;
+        for (int j = 0; j < FKD_QK; j++)
+            if (fabsf(xb[j]) > amax) amax = fabsf(xb[j]);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < FKD_QK; j++) {
+            float v = isnan(xb[j]) ? 0.0f : fminf(fmaxf(nearbyintf(xb[j] * id), -127.0f), 127.0f);
+            if (got[b].qs[j] != (int8_t)v) fail_msg("block %d value %d (%g): code %d, want %d", b, j, xb[j], got[b].qs[j], (int)v);
+            sum += (int32_t)v;
+        }
+        assert_true(memcmp(&got[b].d, &d, sizeof d) == 0);
+        assert_int_equal(got[b].sum, sum);
+    }
+    assert_int_equal(got[1].qs[1], -14); /* -14.5 ties to even */
+    assert_int_equal(got[1].qs[2], -14); /* -13.5 too */
+}
+
 /* The batched kernel gives each row exactly what the matvec gives it; F32
- * and F16 rows take the float input. */
+ * and F16 rows take the float input. B and ROWS leave edges beside the
+ * matrix-matrix tiles. */
 static void test_matmul_matches_matvec(void **state)
 {
     (void)state;
-    enum { B = 3, ROWS = 5, N = 4 * FKD_QK };
-    float x[B * N], wf[ROWS * N], out_mm[B * ROWS], out_mv[ROWS];
-    fkd_q8_act xq[B * N / FKD_QK];
-    uint8_t w[ROWS * N * 4];
+    enum { B = 11, ROWS = 37, N = 4 * FKD_QK };
+    static float x[B * N], wf[ROWS * N], out_mm[B * ROWS], out_mv[ROWS];
+    static fkd_q8_act xq[B * N / FKD_QK];
+    static uint8_t w[ROWS * N * 4];
     fill_normal(x, B * N, 21, 1.0f);
     fill_normal(wf, ROWS * N, 22, 0.1f);
     for (int b = 0; b < B; b++) fkd_q8_act_quantize(xq + b * (N / FKD_QK), x + b * N, N);
@@ -266,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_non_finite_input),
         cmocka_unit_test(test_kernels_agree),
         cmocka_unit_test(test_qdot_accuracy),
+        cmocka_unit_test(test_q8_act_rule),
         cmocka_unit_test(test_matmul_matches_matvec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

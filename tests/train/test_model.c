@@ -312,9 +312,12 @@ static void test_memory_plan_counts_one_chunk_of_logits_and_no_frozen_state(void
 {
     fkd_model_config cfg = smollm2_student();
     size_t V = (size_t)cfg.vocab, C = (size_t)cfg.dim, N = 4 * 256;
-    int chunk = fkd_model_head_chunk(&cfg, 4, 256);
+    int chunk = fkd_model_head_chunk(&cfg, 4, 256, 0), lean = fkd_model_head_chunk(&cfg, 4, 256, 1);
     assert_true(chunk >= 8 && chunk % 8 == 0 && (size_t)chunk < N);
     assert_true((size_t)chunk * V * sizeof(float) <= FKD_HEAD_CHUNK_BYTES);
+    assert_true(lean >= 8 && lean % 8 == 0 && lean < chunk);
+    assert_true((size_t)lean * V * sizeof(float) <= FKD_HEAD_CHUNK_LEAN_BYTES);
+    assert_int_equal(N % chunk, 0); /* equal chunks: 1024 = 2 x 512 */
     /* With recomputation the whole step's activations take less than the
      * (N,V) logits alone would. */
     assert_true(fkd_model_activation_bytes(&cfg, 4, 256, 1) < N * V * sizeof(float));

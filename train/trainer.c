@@ -11,8 +11,14 @@
  * State file (little-endian, CRC-32 trailer):
  *   "FKDTRST\0", version u32, optimizer kind u32, step i64, seed u64,
  *   optimizer step i64, moment floats u64, checkpoint bytes u64,
- *   the weights as a checkpoint (fkd_checkpoint_encode), the moments (f32),
- *   CRC-32 of everything before it. */
+ *   the weights as a checkpoint (fkd_checkpoint_encode; a LoRA model's
+ *   adapters as fkd_lora_encode instead), the moments (f32), CRC-32 of
+ *   everything before it.
+ *
+ * A LoRA model (fkd_model_init_lora) trains its adapters only: the optimizer,
+ * its moments and the state file cover the adapter arena; prox_ref is then
+ * laid out as lora->params; masks and validation need the fp32 model
+ * (merge the adapters, then evaluate). */
 #include "fkd_train.h"
 
 #include <math.h>
@@ -85,12 +91,25 @@ static void get_floats(float *x, const uint8_t *p, size_t n)
     }
 }
 
+/* What the optimizer updates: a LoRA model's adapters, else its parameters. */
+static float *trained_params(const fkd_model *m)
+{
+    return m->lora ? m->lora->params : m->params.memory;
+}
+
+static float *trained_grads(const fkd_model *m)
+{
+    return m->lora ? m->lora->grads : m->grads;
+}
+
 static int state_save(const char *path, const fkd_model *m, const fkd_optimizer *opt,
                       int64_t step, uint64_t seed, fkd_error *err)
 {
     uint8_t *ckpt;
     size_t ckpt_bytes;
-    if (fkd_checkpoint_encode(&ckpt, &ckpt_bytes, &m->params, err) != 0) return -1;
+    if ((m->lora ? fkd_lora_encode(&ckpt, &ckpt_bytes, m->lora, err)
+                 : fkd_checkpoint_encode(&ckpt, &ckpt_bytes, &m->params, err)) != 0)
+        return -1;
     size_t nm = moment_floats(opt);
     size_t total = STATE_HEADER_BYTES + ckpt_bytes + 4 * nm + 4;
     uint8_t *buf = malloc(total);
@@ -145,11 +164,21 @@ static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model 
         return fkd_error_set(err, FKD_E_MISMATCH, "training state was made with seed %llu, "
                              "not %llu: use the same seed or delete it",
                              (unsigned long long)get_u64(d + 24), (unsigned long long)seed);
-    fkd_params p;
-    if (fkd_checkpoint_decode(&p, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0) return -1;
-    int ok = same_shape(&p.cfg, &m->params.cfg) && p.n_params == m->params.n_params;
-    if (ok) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
-    fkd_params_free(&p);
+    int ok;
+    if (m->lora) {
+        fkd_lora l;
+        if (fkd_lora_decode(&l, &m->params.cfg, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0)
+            return -1;
+        ok = l.n == m->lora->n && l.cfg.rank == m->lora->cfg.rank;
+        if (ok) memcpy(m->lora->params, l.params, l.n * sizeof(float));
+        fkd_lora_free(&l);
+    } else {
+        fkd_params p;
+        if (fkd_checkpoint_decode(&p, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0) return -1;
+        ok = same_shape(&p.cfg, &m->params.cfg) && p.n_params == m->params.n_params;
+        if (ok) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
+        fkd_params_free(&p);
+    }
     if (!ok)
         return fkd_error_set(err, FKD_E_MISMATCH, "training state holds another model shape: "
                              "delete it to start over");
@@ -250,8 +279,8 @@ static void log_line(const run *r, const fkd_trainer_result *res, int64_t step, 
 }
 
 static int check_args(const fkd_model *m, const fkd_token_stream *train,
-                      const fkd_token_stream *transfer, const fkd_trainer_config *cfg,
-                      fkd_error *err)
+                      const fkd_token_stream *transfer, const fkd_token_stream *val,
+                      const fkd_trainer_config *cfg, fkd_error *err)
 {
     if (cfg->steps < 0 || cfg->accum < 1)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: steps %lld and accum %d invalid",
@@ -260,8 +289,11 @@ static int check_args(const fkd_model *m, const fkd_token_stream *train,
         return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: no training text");
     if (transfer && transfer->soft_k > FKD_SOFT_MAX_K)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: soft-label k too large");
-    if (!m->grads)
+    if (!m->grads && !m->lora)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: the model has no gradients");
+    if (m->lora && (cfg->mask || (val && val->n >= 2)))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: a LoRA model takes no pruning "
+                             "mask or validation stream (merge its adapters to evaluate)");
     return 0;
 }
 
@@ -279,7 +311,7 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
         for (int k = 0; k < c->accum && rc == 0; k++)
             rc = micro_step(r, step * c->accum + k, 1.0f / (float)c->accum, err);
         if (rc != 0) break;
-        fkd_optimizer_step(&r->opt, m->params.memory, m->grads);
+        fkd_optimizer_step(&r->opt, trained_params(m), trained_grads(m));
         step++;
         res->steps_run++;
         res->tokens += (int64_t)c->accum * m->B * m->T;
@@ -319,15 +351,17 @@ int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_strea
                     const fkd_trainer_config *cfg, fkd_error *err)
 {
     memset(res, 0, sizeof *res);
-    if (check_args(m, train, transfer, cfg, err) != 0) return -1;
+    if (check_args(m, train, transfer, val, cfg, err) != 0) return -1;
     run r = {.m = m, .cfg = cfg, .train = train, .transfer = transfer, .val = val};
     if (train && train->n < 2) r.train = NULL;
     fkd_optimizer_config oc = cfg->opt;
     if (oc.total_steps == 0) oc.total_steps = (int)cfg->steps;
-    if (fkd_optimizer_init(&r.opt, &oc, &m->params, err) != 0) return -1;
+    if ((m->lora ? fkd_lora_optimizer_init(&r.opt, &oc, m->lora, err)
+                 : fkd_optimizer_init(&r.opt, &oc, &m->params, err)) != 0)
+        return -1;
     r.opt.prox_ref = cfg->prox_ref;
     r.opt.mask = cfg->mask;
-    r.opt.frozen = m->frozen;
+    r.opt.frozen = m->lora ? NULL : m->frozen;
     int k = transfer && cfg->transfer_share > 0 ? transfer->soft_k : 0;
     int rc = fkd_batch_init(&r.batch, m->B, m->T, k, err);
     int64_t step = 0;

@@ -341,6 +341,94 @@ static void test_training_adapters_lowers_loss_and_keeps_base(void **state)
     free(before);
 }
 
+/* The trainer runs a LoRA model: adapters and their moments are the state,
+ * an interrupted run resumes to the same adapters, the base stays put. */
+static void run_trainer(float *adapters_out, const fkd_params *start, const fkd_token_stream *ts,
+                        int64_t steps, const char *state_path, int *resumed)
+{
+    fkd_params base;
+    copy_params(&base, start);
+    fkd_lora lora;
+    fkd_lora_config lc = fkd_lora_defaults();
+    lc.rank = 2;
+    fkd_error err;
+    assert_int_equal(fkd_lora_init(&lora, &start->cfg, &lc, 3, &err), 0);
+    fkd_model m;
+    assert_int_equal(fkd_model_init_lora(&m, &base, NULL, &lora, B, T, 0, &err), 0);
+    fkd_trainer_config tc = fkd_trainer_defaults();
+    tc.steps = steps;
+    tc.opt.lr = 1e-2f;
+    tc.opt.warmup_steps = 0;
+    tc.opt.total_steps = 12;
+    tc.eval_every = 0;
+    tc.ckpt_every = 3;
+    tc.state_path = state_path;
+    fkd_trainer_result res;
+    assert_int_equal(fkd_trainer_run(&res, &m, ts, NULL, NULL, &tc, &err), 0);
+    if (resumed) *resumed = res.resumed;
+    memcpy(adapters_out, lora.params, lora.n * sizeof(float));
+    assert_memory_equal(m.params.memory, start->memory, start->n_params * sizeof(float));
+    /* validation needs the merged fp32 model: refused, not silently skipped */
+    assert_int_equal(fkd_trainer_run(&res, &m, ts, NULL, ts, &tc, &err), -1);
+    fkd_model_free(&m);
+    fkd_lora_free(&lora);
+}
+
+static void test_trainer_trains_adapters_and_resumes(void **state)
+{
+    fkd_model_config cfg = tiny_config(1);
+    fkd_params start;
+    make_base(&start, &cfg, 12);
+    int32_t tokens[240];
+    for (int i = 0; i < 240; i++) tokens[i] = (int32_t)((i * 5) % 7);
+    fkd_token_stream ts = {.tokens = tokens, .n = 240, .text_bytes = 240, .n_docs = 1};
+    fkd_lora_config lc = fkd_lora_defaults();
+    lc.rank = 2;
+    fkd_lora probe;
+    fkd_error err;
+    assert_int_equal(fkd_lora_init(&probe, &cfg, &lc, 3, &err), 0);
+    size_t n = probe.n;
+    fkd_lora_free(&probe);
+    float *straight = malloc(n * sizeof(float)), *resumed_run = malloc(n * sizeof(float));
+    run_trainer(straight, &start, &ts, 12, NULL, NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/test_lora.state", getenv("FKD_TEST_TMP") ? getenv("FKD_TEST_TMP") : ".");
+    remove(path);
+    int resumed = -1;
+    run_trainer(resumed_run, &start, &ts, 6, path, &resumed);
+    assert_int_equal(resumed, 0);
+    run_trainer(resumed_run, &start, &ts, 12, path, &resumed);
+    assert_int_equal(resumed, 1);
+    assert_memory_equal(straight, resumed_run, n * sizeof(float));
+    remove(path);
+
+    /* the trained adapters fit the pattern better than the base alone */
+    fkd_params b1, b2;
+    copy_params(&b1, &start);
+    copy_params(&b2, &start);
+    fkd_lora fresh, trained;
+    assert_int_equal(fkd_lora_init(&fresh, &cfg, &lc, 3, &err), 0);
+    assert_int_equal(fkd_lora_init(&trained, &cfg, &lc, 3, &err), 0);
+    memcpy(trained.params, straight, n * sizeof(float));
+    fkd_model m1, m2;
+    assert_int_equal(fkd_model_init_lora(&m1, &b1, NULL, &fresh, B, T, 0, &err), 0);
+    assert_int_equal(fkd_model_init_lora(&m2, &b2, NULL, &trained, B, T, 0, &err), 0);
+    model_ctx c = {.m = &m1};
+    memcpy(c.tokens, tokens, sizeof c.tokens);
+    for (int i = 0; i < B * T; i++) c.targets[i] = tokens[i + 1];
+    double before = model_loss(&c);
+    c.m = &m2;
+    double after = model_loss(&c);
+    assert_true(after < 0.9 * before);
+    fkd_model_free(&m1);
+    fkd_model_free(&m2);
+    fkd_lora_free(&fresh);
+    fkd_lora_free(&trained);
+    fkd_params_free(&start);
+    free(straight);
+    free(resumed_run);
+}
+
 /* ---- the adapter file ------------------------------------------------------------ */
 static void test_file_round_trip_and_damage(void **state)
 {
@@ -454,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_weight_source_equals_fp32_base),
         cmocka_unit_test(test_merged_adapters_give_the_same_logits),
         cmocka_unit_test(test_training_adapters_lowers_loss_and_keeps_base),
+        cmocka_unit_test(test_trainer_trains_adapters_and_resumes),
         cmocka_unit_test(test_file_round_trip_and_damage),
         cmocka_unit_test(test_targets_and_config),
         cmocka_unit_test(test_student_memory_figure),

@@ -64,6 +64,26 @@ void fkd_loss_stats_from_sums(fkd_loss_stats *stats, const fkd_loss_sums *s);
 /* Allocates zeroed floats; NULL on failure. */
 float *fkd_alloc_floats(size_t n);
 
+/* Files of a header, a float32 body and a CRC-32 of both (framed.c):
+ * encoded into a fresh buffer, or streamed atomically to path. */
+int fkd_frame_encode(uint8_t **data, size_t *bytes, const uint8_t *head, size_t head_bytes,
+                     const float *body, size_t n, fkd_error *err);
+int fkd_frame_save(const char *path, const uint8_t *head, size_t head_bytes, const float *body,
+                   size_t n, fkd_error *err);
+/* The model config in those headers: vocab dim n_layers n_heads n_kv_heads
+ * ffn_hidden max_seq tie_embeddings (u32), rope_theta norm_eps (f32). get
+ * copies the fields unchecked: validate them after. */
+#define FKD_CONFIG_BYTES 40
+void fkd_config_put(uint8_t out[FKD_CONFIG_BYTES], const fkd_model_config *c);
+void fkd_config_get(fkd_model_config *c, const uint8_t in[FKD_CONFIG_BYTES]);
+static inline void fkd_put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint32_t fkd_get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 /* LoRA (lora.c): zeroed arenas for cfg over model (init and decode fill
  * them); scratch of a (B,T) batch; one layer's largest block matrix. */
 int fkd_lora_alloc(fkd_lora *lora, const fkd_model_config *model, const fkd_lora_config *cfg,

@@ -24,15 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "lora_io.c assumes a little-endian host; add byte swapping for this platform"
-#endif
-
 static const char MAGIC[8] = {'F', 'K', 'D', 'L', 'O', 'R', 'A', 0};
 enum { HEADER_BYTES = 72, CRC_BYTES = 4 };
-
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 size_t fkd_lora_encoded_bytes(const fkd_lora *lora)
 {
@@ -49,50 +42,28 @@ static uint32_t target_bits(const fkd_lora *lora)
 
 static void encode_header(uint8_t *out, const fkd_lora *lora)
 {
-    const fkd_model_config *c = &lora->model;
     memcpy(out, MAGIC, 8);
-    put_u32(out + 8, FKD_LORA_VERSION);
-    uint32_t ints[8] = {(uint32_t)c->vocab, (uint32_t)c->dim, (uint32_t)c->n_layers,
-                        (uint32_t)c->n_heads, (uint32_t)c->n_kv_heads, (uint32_t)c->ffn_hidden,
-                        (uint32_t)c->max_seq, (uint32_t)c->tie_embeddings};
-    for (int i = 0; i < 8; i++) put_u32(out + 12 + 4 * i, ints[i]);
-    memcpy(out + 44, &c->rope_theta, 4);
-    memcpy(out + 48, &c->norm_eps, 4);
-    put_u32(out + 52, (uint32_t)lora->cfg.rank);
+    fkd_put_u32(out + 8, FKD_LORA_VERSION);
+    fkd_config_put(out + 12, &lora->model);
+    fkd_put_u32(out + 52, (uint32_t)lora->cfg.rank);
     memcpy(out + 56, &lora->cfg.alpha, 4);
-    put_u32(out + 60, target_bits(lora));
+    fkd_put_u32(out + 60, target_bits(lora));
     uint64_t n = lora->n;
     memcpy(out + 64, &n, 8);
 }
 
 int fkd_lora_encode(uint8_t **data, size_t *bytes, const fkd_lora *lora, fkd_error *err)
 {
-    size_t total = fkd_lora_encoded_bytes(lora), body = lora->n * sizeof(float);
-    uint8_t *buf = malloc(total);
-    if (!buf) return fkd_error_set(err, FKD_E_NOMEM, "cannot allocate %zu bytes", total);
-    encode_header(buf, lora);
-    memcpy(buf + HEADER_BYTES, lora->params, body);
-    put_u32(buf + HEADER_BYTES + body, fkd_crc32(0, buf, HEADER_BYTES + body));
-    *data = buf;
-    *bytes = total;
-    return 0;
+    uint8_t head[HEADER_BYTES];
+    encode_header(head, lora);
+    return fkd_frame_encode(data, bytes, head, sizeof head, lora->params, lora->n, err);
 }
 
 int fkd_lora_save(const char *path, const fkd_lora *lora, fkd_error *err)
 {
-    uint8_t head[HEADER_BYTES], crc[CRC_BYTES];
+    uint8_t head[HEADER_BYTES];
     encode_header(head, lora);
-    size_t body = lora->n * sizeof(float);
-    put_u32(crc, fkd_crc32(fkd_crc32(0, head, sizeof head), lora->params, body));
-    fkd_atomic_file af;
-    if (fkd_atomic_open(&af, path, err) != 0) return -1;
-    if (fkd_atomic_write(&af, head, sizeof head, err) != 0 ||
-        fkd_atomic_write(&af, lora->params, body, err) != 0 ||
-        fkd_atomic_write(&af, crc, sizeof crc, err) != 0) {
-        fkd_atomic_abort(&af);
-        return -1;
-    }
-    return fkd_atomic_commit(&af, err);
+    return fkd_frame_save(path, head, sizeof head, lora->params, lora->n, err);
 }
 
 /* The header's config, rank, alpha and targets, each checked. */
@@ -101,25 +72,21 @@ static int decode_header(fkd_model_config *c, fkd_lora_config *lc, uint64_t *n,
 {
     if (memcmp(data, MAGIC, 8) != 0)
         return fkd_error_set(err, FKD_E_FORMAT, "not a fedkd LoRA file (bad magic)");
-    uint32_t version = get_u32(data + 8);
+    uint32_t version = fkd_get_u32(data + 8);
     if (version != FKD_LORA_VERSION)
         return fkd_error_set(err, version > FKD_LORA_VERSION ? FKD_E_VERSION : FKD_E_FORMAT,
                              "LoRA format version %u; this build reads version %d", version,
                              FKD_LORA_VERSION);
-    uint32_t v[8];
-    for (int i = 0; i < 8; i++) v[i] = get_u32(data + 12 + 4 * i);
     for (int i = 0; i < 8; i++)
-        if (v[i] > (1u << 24))
-            return fkd_error_set(err, FKD_E_FORMAT, "LoRA config field %d is out of range (%u)", i, v[i]);
-    *c = (fkd_model_config){(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5],
-                            (int)v[6], (int)v[7], 0.0f, 0.0f};
-    memcpy(&c->rope_theta, data + 44, 4);
-    memcpy(&c->norm_eps, data + 48, 4);
+        if (fkd_get_u32(data + 12 + 4 * i) > (1u << 24))
+            return fkd_error_set(err, FKD_E_FORMAT, "LoRA config field %d is out of range (%u)",
+                                 i, fkd_get_u32(data + 12 + 4 * i));
+    fkd_config_get(c, data + 12);
     fkd_error inner;
     if (fkd_config_validate(c, &inner) != 0 || !isfinite(c->rope_theta) || !isfinite(c->norm_eps))
         return fkd_error_set(err, FKD_E_FORMAT, "LoRA model config is invalid: %s",
                              fkd_config_validate(c, &inner) != 0 ? inner.msg : "rope/eps not finite");
-    uint32_t rank = get_u32(data + 52), bits = get_u32(data + 60);
+    uint32_t rank = fkd_get_u32(data + 52), bits = fkd_get_u32(data + 60);
     memset(lc, 0, sizeof *lc);
     lc->rank = rank > FKD_LORA_MAX_RANK ? 0 : (int)rank;
     memcpy(&lc->alpha, data + 56, 4);
@@ -162,7 +129,7 @@ int fkd_lora_decode(fkd_lora *lora, const fkd_model_config *expect, const uint8_
         return fkd_error_set(err, bytes < expect_bytes ? FKD_E_TRUNCATED : FKD_E_FORMAT,
                              "LoRA file is %zu bytes; its header makes %zu", bytes, expect_bytes);
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* let a fuzzer reach the checks below */
-    if (fkd_crc32(0, data, bytes - CRC_BYTES) != get_u32(data + bytes - CRC_BYTES))
+    if (fkd_crc32(0, data, bytes - CRC_BYTES) != fkd_get_u32(data + bytes - CRC_BYTES))
         return fkd_error_set(err, FKD_E_CHECKSUM, "LoRA checksum mismatch: the adapters were "
                              "corrupted in transit or on disk (send them again)");
 #endif

@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "fkd_common.h"
+#include "fkd_train.h"
 #include "gradcheck.h"
 
 double gradcheck(float *x, size_t n, const float *analytic, gradcheck_loss f, void *ctx,
@@ -47,4 +47,13 @@ double dot_double(const float *out, const float *r, size_t n)
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)out[i] * r[i];
     return s;
+}
+
+double gradcheck_model_loss(void *ctx)
+{
+    gradcheck_model *g = ctx;
+    fkd_loss_stats st;
+    fkd_model_forward(g->model, g->tokens, NULL);
+    fkd_model_backward(g->model, g->tokens, g->targets, NULL, NULL, &st, 1.0f);
+    return st.loss;
 }

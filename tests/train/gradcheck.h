@@ -16,6 +16,14 @@ typedef double (*gradcheck_loss)(void *ctx);
 double gradcheck(float *x, size_t n, const float *analytic, gradcheck_loss f, void *ctx,
                  float eps, double atol, double rtol, int max_checks, const char *name);
 
+/* A model and one batch (B*T tokens and targets): gradcheck_model_loss(ctx)
+ * runs forward and backward (gradients accumulate) and returns the loss. */
+typedef struct {
+    void *model;              /* fkd_model * */
+    const int32_t *tokens, *targets;
+} gradcheck_model;
+double gradcheck_model_loss(void *ctx);
+
 /* Fills x with N(0, scale) values from a seeded generator. */
 void fill_normal(float *x, size_t n, float scale, uint64_t seed);
 /* sum_i out[i] * r[i] in double: the scalar "loss" whose gradient wrt out is r. */

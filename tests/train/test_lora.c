@@ -98,10 +98,8 @@ typedef struct {
 static double model_loss(void *p)
 {
     model_ctx *c = p;
-    fkd_loss_stats st;
-    fkd_model_forward(c->m, c->tokens, NULL);
-    fkd_model_backward(c->m, c->tokens, c->targets, NULL, NULL, &st, 1.0f);
-    return st.loss;
+    gradcheck_model g = {c->m, c->tokens, c->targets};
+    return gradcheck_model_loss(&g);
 }
 
 static void fill_tokens(model_ctx *c, int vocab)

@@ -426,6 +426,12 @@ int fkd_lora_optimizer_init(fkd_optimizer *opt, const fkd_optimizer_config *cfg,
 /* W += (alpha/r) · B·A for every adapted matrix: params then computes what
  * base + adapters computed. params must hold the block matrices in fp32. */
 int fkd_lora_merge(fkd_params *params, const fkd_lora *lora, fkd_error *err);
+/* W += weight · (alpha/r) · B·A: the coordinator's FedAvg of LoRA clients
+ * merges each client's product with its weight (n_i / n) into the fp32
+ * master, which averages the updates exactly (averaging A and B separately
+ * would not); the next round's clients start fresh adapters (B = 0). */
+int fkd_lora_merge_weighted(fkd_params *params, const fkd_lora *lora, float weight,
+                            fkd_error *err);
 
 /* The model of a LoRA client: takes ownership of base (as fkd_model_init),
  * which may hold only its norm gains when src is given (fkd_params_init_held):

@@ -190,6 +190,12 @@ int fkd_config_same_blocks(const fkd_model_config *a, const fkd_model_config *b)
 
 int fkd_lora_merge(fkd_params *params, const fkd_lora *lora, fkd_error *err)
 {
+    return fkd_lora_merge_weighted(params, lora, 1.0f, err);
+}
+
+int fkd_lora_merge_weighted(fkd_params *params, const fkd_lora *lora, float weight,
+                            fkd_error *err)
+{
     if (!fkd_config_same_blocks(&params->cfg, &lora->model))
         return fkd_error_set(err, FKD_E_MISMATCH, "LoRA adapters were made for another model "
                              "shape (dim %d, %d layers); merge them into that model",
@@ -204,7 +210,7 @@ int fkd_lora_merge(fkd_params *params, const fkd_lora *lora, fkd_error *err)
                                  "parameters do not hold it in fp32", ti->name);
         for (int l = 0; l < lora->model.n_layers; l++) {
             float *w = params->memory + ti->offset + (size_t)l * rows * cols;
-            fkd_sgemm(0, 0, rows, cols, lora->cfg.rank, lora->scale,
+            fkd_sgemm(0, 0, rows, cols, lora->cfg.rank, weight * lora->scale,
                       fkd_lora_b(lora, lora->params, t, l), lora->cfg.rank,
                       fkd_lora_a(lora, lora->params, t, l), cols, 1.0f, w, cols, 0);
         }

@@ -286,6 +286,14 @@ static void test_merged_adapters_give_the_same_logits(void **state)
     double diff = 0;
     for (size_t i = 0; i < (size_t)B * T * cfg.vocab; i++) diff = fmax(diff, fabs((double)l3[i] - l2[i]));
     assert_true(diff > 1e-2);
+    /* two half-weighted merges of the same adapters are one full merge */
+    fkd_params halves;
+    copy_params(&halves, &base_only.params);
+    assert_int_equal(fkd_lora_merge_weighted(&halves, &lora, 0.5f, &err), 0);
+    assert_int_equal(fkd_lora_merge_weighted(&halves, &lora, 0.5f, &err), 0);
+    for (size_t i = 0; i < halves.n_params; i++)
+        assert_true(fabsf(halves.memory[i] - plain.params.memory[i]) <= 1e-5f);
+    fkd_params_free(&halves);
     /* another shape is refused */
     fkd_model_config other = tiny_config(0);
     other.ffn_hidden = 16;

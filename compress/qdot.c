@@ -3,10 +3,10 @@
  * prompt processing.
  *
  * Every (row, activation) pair is computed by one canonical rule (below):
- * exact int32 code sums in eight lanes per block, combined with the block
- * scales in float in a fixed order. The scalar code spells the rule out;
- * the SIMD tiles (qdot_simd.h, AVX2 and AVX-512 VNNI) follow it lane for
- * lane without fusing multiplies into adds (-ffp-contract=off here). So
+ * an exact int32 total per block, combined with the block scales in float
+ * in a fixed order. The scalar code spells the rule out; the SIMD tiles
+ * (qdot_simd.h, AVX2 and AVX-512 VNNI) run it on eight pairs at once, one a
+ * lane, without fusing multiplies into adds (-ffp-contract=off here). So
  * scalar, AVX2 and VNNI, matrix-vector and matrix-matrix give identical
  * bits, and tests demand equality rather than a tolerance.
  *
@@ -33,9 +33,8 @@
 #define FKD_X86 1
 #endif
 
-#define SUM_LANES 8    /* int32 lanes of one block's code sums */
 #define ROW_CHUNK 16   /* weight rows whose blocks stay in L1 while every column passes */
-#define MATVEC_ROWS 4  /* tile shapes: rows x columns (qdot_simd.h) */
+#define MATVEC_ROWS 8  /* tile shapes: rows x columns (qdot_simd.h) */
 #define MATMUL_ROWS 2
 #define MATMUL_COLS 4
 #define PARALLEL_MIN_MACS (1 << 20) /* smaller products are not worth waking threads */
@@ -73,42 +72,32 @@ static void q8_act_quantize_scalar(fkd_q8_act *blocks, const float *x, size_t n)
 }
 
 /* ---- the canonical sum --------------------------------------------------- *
- * For one weight row and one activation, block by block: eight int32 lanes,
- * lane i the exact sum of the code products at positions 4i..4i+3 (Q4 codes
- * taken unsigned, 0..15); then, in float, acc[i] += lane_i * (d_w * d_a),
- * and one more running sum for the part that does not depend on the codes:
- * Q4_1's minimum (m_w * (d_a * sum_a)) or Q4_0's offset ((-8 sum_a) * d_w d_a).
- * The result is hsum8(acc) + that sum. The SIMD tiles keep the eight lanes in
- * one register and never fuse a multiply with an add, so they give these
+ * For one weight row and one activation, block by block: the exact int32
+ * total s of the block's 32 code products (Q4 codes taken unsigned, 0..15),
+ * then in float acc += s * (d_w * d_a), and a second running sum for the
+ * part that does not depend on the codes: Q4_1's minimum, m_w * (d_a sum_a),
+ * or Q4_0's offset, (-8 sum_a) * (d_w d_a). The result is acc + that sum.
+ * The SIMD tiles run the float part on eight (row, column) pairs at once,
+ * one pair a lane, and never fuse a multiply with an add, so they give these
  * bits exactly. */
-static inline float hsum8(const float *a)
-{
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
-/* The code of value j of a block (Q4 unsigned), from the block's start. */
-static inline int32_t block_code(int type, const uint8_t *blk, int j)
-{
-    if (type == FKD_QTYPE_Q8_0) return ((const int8_t *)(blk + 2))[j];
-    const uint8_t *q = blk + (type == FKD_QTYPE_Q4_1 ? 4 : 2);
-    return j < FKD_QK / 2 ? q[j] & 0x0f : q[j - FKD_QK / 2] >> 4;
-}
-
 static float dot_scalar(int type, const uint8_t *row, const fkd_q8_act *x, size_t nb)
 {
     size_t stride = fkd_qtype_block_bytes(type);
-    float acc[SUM_LANES] = {0}, accm = 0.0f;
+    const int q4 = type != FKD_QTYPE_Q8_0, off = type == FKD_QTYPE_Q4_1 ? 4 : 2;
+    float acc = 0.0f, accm = 0.0f;
     for (size_t b = 0; b < nb; b++, row += stride) {
-        float dd = half_to_float(row) * x[b].d;
-        for (int i = 0; i < SUM_LANES; i++) {
-            int32_t s = 0;
-            for (int j = 4 * i; j < 4 * i + 4; j++) s += block_code(type, row, j) * x[b].qs[j];
-            acc[i] += (float)s * dd;
+        int32_t s = 0;
+        for (int j = 0; j < FKD_QK; j++) {
+            int32_t code = !q4 ? ((const int8_t *)(row + 2))[j]
+                               : j < FKD_QK / 2 ? row[off + j] & 0x0f : row[off + j - FKD_QK / 2] >> 4;
+            s += code * x[b].qs[j];
         }
+        float dd = half_to_float(row) * x[b].d;
+        acc += (float)s * dd;
         if (type == FKD_QTYPE_Q4_1) accm += half_to_float(row + 2) * (x[b].d * (float)x[b].sum);
         if (type == FKD_QTYPE_Q4_0) accm += (float)(-8 * x[b].sum) * dd;
     }
-    return hsum8(acc) + accm;
+    return acc + accm;
 }
 
 /* A tile: out[c * ldo + r] for its rows r and columns c (qdot_simd.h). */
@@ -122,7 +111,6 @@ static void scalar_tile_1x1(float *out, size_t ldo, int type, const uint8_t *w, 
 }
 
 #ifdef FKD_X86
-#define TILE_MAX 4
 #define SIMD_FN __attribute__((target("avx2,f16c")))
 #define SIMD_NAME(x) x##_avx2
 #define SIMD_DOT4(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
@@ -244,8 +232,8 @@ static tile_set pick_tiles(int kernel)
 {
     switch (usable_kernel(kernel)) {
 #ifdef FKD_X86
-    case FKD_QKERNEL_VNNI: return (tile_set){tile_1x1_vnni, tile_4x1_vnni, tile_2x4_vnni};
-    case FKD_QKERNEL_AVX2: return (tile_set){tile_1x1_avx2, tile_4x1_avx2, tile_2x4_avx2};
+    case FKD_QKERNEL_VNNI: return (tile_set){tile_1x1_vnni, tile_8x1_vnni, tile_2x4_vnni};
+    case FKD_QKERNEL_AVX2: return (tile_set){tile_1x1_avx2, tile_8x1_avx2, tile_2x4_avx2};
 #endif
     }
     return (tile_set){scalar_tile_1x1, NULL, NULL};
@@ -309,6 +297,15 @@ static void block_rows(const tile_set *ts, float *out, int type, const uint8_t *
     }
 }
 
+/* Row chunk ch: ROW_CHUNK rows, whose blocks stay in L1 while every column
+ * passes over them. */
+static void chunk_rows(const tile_set *ts, float *out, int type, const uint8_t *w,
+                       const fkd_q8_act *xq, size_t B, size_t rows, size_t n, size_t ch)
+{
+    size_t r1 = (ch + 1) * ROW_CHUNK < rows ? (ch + 1) * ROW_CHUNK : rows;
+    block_rows(ts, out, type, w, xq, B, rows, n, ch * ROW_CHUNK, r1);
+}
+
 void fkd_qmatmul(int kernel, float *out, int type, const uint8_t *w, const float *xf,
                  const fkd_q8_act *xq, size_t B, size_t rows, size_t n)
 {
@@ -320,12 +317,15 @@ void fkd_qmatmul(int kernel, float *out, int type, const uint8_t *w, const float
     }
     tile_set ts = pick_tiles(kernel);
     size_t chunks = (rows + ROW_CHUNK - 1) / ROW_CHUNK;
-    int parallel = omp_get_max_threads() > 1 && !omp_in_parallel() && B * rows * n >= PARALLEL_MIN_MACS;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (size_t ch = 0; ch < chunks; ch++) {
-        size_t r1 = (ch + 1) * ROW_CHUNK < rows ? (ch + 1) * ROW_CHUNK : rows;
-        block_rows(&ts, out, type, w, xq, B, rows, n, ch * ROW_CHUNK, r1);
+    if (omp_get_max_threads() == 1 || omp_in_parallel() || B * rows * n < PARALLEL_MIN_MACS) {
+        /* no parallel construct at all: one thread pays nothing for the runtime */
+        for (size_t ch = 0; ch < chunks; ch++) chunk_rows(&ts, out, type, w, xq, B, rows, n, ch);
+        return;
     }
+    /* dynamic: on a shared machine a thread that loses its core mid-product
+     * leaves its chunks to the others instead of holding up the barrier */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t ch = 0; ch < chunks; ch++) chunk_rows(&ts, out, type, w, xq, B, rows, n, ch);
 }
 
 void fkd_qmatvec(int kernel, float *out, int type, const uint8_t *w, const float *xf,

@@ -10,11 +10,15 @@
  * Perplexity is scored by one loop (fkd_compress_eval_steps) for both the
  * fp32 and the quantized step functions, so the figures are comparable.
  * Pruned variants (unstructured and 2:4) are fine-tuned with their mask in
- * the optimizer, then quantized with the mask, and reported against dense. */
+ * the optimizer, then quantized with the mask, and reported against dense.
+ * With --peer-bench, int4 generation is also set beside llama.cpp's on the
+ * same model written as a GGUF (a byte-vocabulary student). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "bench_llamacpp.h"
 #include "bench_student.h"
 #include "commands.h"
 #include "fkd_compress.h"
@@ -23,7 +27,7 @@
 #define SAMPLE_CHARS 120
 
 typedef struct {
-    const char *model, *data, *kernel_name, *save;
+    const char *model, *data, *kernel_name, *save, *peer;
     int steps, batch, seq, eval_tokens, gen_tokens, prune_steps, train_threads, prune_only;
     float lr, sparsity;
 } options;
@@ -215,6 +219,40 @@ static int prune_lines(const fkd_params *params, const options *o, const fkd_tok
     return 0;
 }
 
+/* int4 generation beside llama.cpp's on the same file: the model written as
+ * a GGUF with every matrix in the format (what llama.cpp runs), ours on the
+ * same blocks, both timed as llama-bench times (bench_llamacpp.h). */
+#define PEER_REPS 3
+static int peer_lines(const fkd_params *params, const options *o, fkd_error *err)
+{
+    const int formats[] = {FKD_QTYPE_Q4_1, FKD_QTYPE_Q4_0};
+    int n = o->gen_tokens < params->cfg.max_seq ? o->gen_tokens : params->cfg.max_seq;
+    char path[] = "/tmp/fedkd-bench-quant-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return fkd_error_set(err, FKD_E_IO, "cannot create a temporary file for the peer's GGUF");
+    close(fd);
+    int rc = 0;
+    for (size_t f = 0; rc == 0 && f < sizeof formats / sizeof formats[0]; f++) {
+        int types[FKD_T_COUNT];
+        for (int t = 0; t < FKD_T_COUNT; t++) types[t] = params->tensors[t].is_matrix ? formats[f] : FKD_QTYPE_F32;
+        fkd_qmodel qm;
+        rc = fkd_gguf_llama_save(path, params, formats[f], NULL, "fedkd bench quant", err);
+        if (rc == 0) rc = fkd_qmodel_quantize_types(&qm, params, types, NULL, err);
+        if (rc != 0) break;
+        double ours = bench_qinfer_tg_rate(&qm, n, PEER_REPS, err);
+        fkd_qmodel_free(&qm);
+        double peer = bench_llamacpp_rate(o->peer, path, 0, n, 1, PEER_REPS);
+        if (ours < 0) rc = -1;
+        else
+            printf("format=%s generation=llama-bench tg=%d threads=1 tokens_per_s=%.1f llamacpp_tokens_per_s=%.1f "
+                   "ratio=%.2f%s\n", fkd_qtype_name(formats[f]), n, ours, peer > 0 ? peer : 0.0,
+                   peer > 0 ? ours / peer : 0.0, peer > 0 ? "" : " peer=unavailable");
+        fflush(stdout);
+    }
+    unlink(path);
+    return rc;
+}
+
 static int run(const options *o)
 {
     fkd_error err = {0};
@@ -282,6 +320,7 @@ static int run(const options *o)
                r.tokens_per_s_scalar.cpu, tps_fp32.cpu, r.sample);
         fflush(stdout);
     }
+    if (o->peer && !o->prune_only && peer_lines(&params, o, &err) < 0) goto fail;
     if (prune_lines(&params, o, &text.train, kernel, &e, prompt, ppl_fp32, &err) < 0) goto fail;
     rc = 0;
 fail:
@@ -293,7 +332,7 @@ fail:
 
 int cmd_bench_quant(int argc, char **argv)
 {
-    options o = {.model = NULL, .data = FKD_DATA_DEFAULT_DIR, .kernel_name = "auto", .save = NULL, .steps = 200,
+    options o = {.model = NULL, .data = FKD_DATA_DEFAULT_DIR, .kernel_name = "auto", .save = NULL, .peer = NULL, .steps = 200,
                  .batch = 8, .seq = 128, .eval_tokens = 4096, .gen_tokens = 512, .prune_steps = 40,
                  .train_threads = 2, .lr = 3e-3f, .sparsity = 0.5f};
     fkd_opt opts[] = {
@@ -311,6 +350,7 @@ int cmd_bench_quant(int argc, char **argv)
         {"sparsity", FKD_OPT_FLOAT, &o.sparsity, "share of matrix weights pruned (magnitude)"},
         {"prune-steps", FKD_OPT_INT, &o.prune_steps, "fine-tuning steps of the pruned models (mask kept)"},
         {"prune-only", FKD_OPT_FLAG, &o.prune_only, "skip the formats, run only the pruning comparison"},
+        {"peer-bench", FKD_OPT_STR, &o.peer, "llama.cpp's llama-bench: int4 generation on the same GGUF beside ours"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd bench quant [--model M] [options]\n"

@@ -18,8 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_llamacpp.h"
 #include "commands.h"
-#include "fkd_compress.h"
 
 typedef struct {
     double tokens_per_s, peak_rss_mb;
@@ -35,8 +35,6 @@ typedef struct {
 
 static const char *const run_names[] = {"pp", "pp_all", "tg", "tg_fp32"};
 
-static int32_t token_at(int i) { return (int32_t)(1000 + (i * 7919) % 40000); }
-
 /* The quantized teacher: the file's formats re-made from its weights. */
 static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, fkd_error *err)
 {
@@ -47,22 +45,18 @@ static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, fkd_error *err)
     return fkd_qmodel_quantize_types(qm, p, types, NULL, err);
 }
 
-/* One timed run of `what` from an empty context; returns its tokens/s. */
+/* One timed prompt (pp, pp_all) or fp32 generation from an empty context. */
 static double run_once(int what, fkd_qinfer *qs, fkd_infer *st, const int32_t *tokens, int n,
                        float *all_logits)
 {
     double t0 = fkd_time_ms();
-    if (what == RUN_PP || what == RUN_PP_ALL) {
-        fkd_qinfer_reset(qs);
-        if (!fkd_qinfer_prompt(qs, tokens, n, what == RUN_PP_ALL ? all_logits : NULL)) return -1;
-    } else if (what == RUN_TG) {
-        fkd_qinfer_reset(qs);
-        for (int i = 0; i < n; i++)
-            if (!fkd_qinfer_step(qs, tokens[i])) return -1;
-    } else {
+    if (what == RUN_TG_FP32) {
         fkd_infer_reset(st);
         for (int i = 0; i < n; i++)
             if (!fkd_infer_step(st, tokens[i])) return -1;
+    } else {
+        fkd_qinfer_reset(qs);
+        if (!fkd_qinfer_prompt(qs, tokens, n, what == RUN_PP_ALL ? all_logits : NULL)) return -1;
     }
     return n / (fkd_time_ms() - t0) * 1e3;
 }
@@ -73,15 +67,20 @@ static double time_runs(int what, const fkd_params *p, int n, int reps, fkd_erro
     fkd_infer st = {0};
     fkd_qinfer qs = {0};
     fkd_qmodel qm = {0};
+    if (what != RUN_TG_FP32 && quantize_teacher(&qm, p, err) < 0) return -1;
+    if (what == RUN_TG) {
+        double rate = bench_qinfer_tg_rate(&qm, n, reps, err);
+        fkd_qmodel_free(&qm);
+        return rate;
+    }
     int32_t *tokens = malloc((size_t)n * sizeof *tokens);
     float *all = what == RUN_PP_ALL ? malloc((size_t)n * p->cfg.vocab * sizeof *all) : NULL;
     double sum = 0;
     int rc = !tokens || (what == RUN_PP_ALL && !all) ? -1 : 0;
     if (rc != 0) fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d tokens", n);
     if (rc == 0)
-        rc = what == RUN_TG_FP32 ? fkd_infer_init(&st, p, err)
-                                 : quantize_teacher(&qm, p, err) || fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
-    for (int i = 0; rc == 0 && i < n; i++) tokens[i] = token_at(i);
+        rc = what == RUN_TG_FP32 ? fkd_infer_init(&st, p, err) : fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
+    for (int i = 0; rc == 0 && i < n; i++) tokens[i] = bench_token_at(i, p->cfg.vocab);
     for (int r = -1; rc == 0 && r < reps; r++) {
         double rate = run_once(what, &qs, &st, tokens, n, all);
         if (rate < 0) rc = fkd_error_set(err, FKD_E_NOMEM, "the model refused the benchmark's tokens");
@@ -128,25 +127,6 @@ static void measure(speed *s, const teacher_setup *ts, int what)
     s->tokens_per_s = rate;
     s->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
     s->ok = 1;
-}
-
-/* llama-bench's mean tokens/s for one test (its JSON-lines output). */
-static double peer_rate(const char *bench, const char *model, int pp, int tg, int threads,
-                        int reps)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s -m %s -p %d -n %d -t %d -r %d -o jsonl 2>/dev/null", bench,
-             model, pp, tg, threads, reps);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    char line[8192];
-    double rate = -1;
-    while (fgets(line, sizeof line, p)) {
-        const char *at = strstr(line, "\"avg_ts\":");
-        if (at) rate = atof(at + 9);
-    }
-    pclose(p);
-    return rate;
 }
 
 static void print_pair(const char *name, const speed *s, double peer)
@@ -213,9 +193,9 @@ int cmd_bench_teacher(int argc, char **argv)
      * machine falls on both sides rather than on one */
     speed pp, pp_all, tg, tg32;
     measure(&pp, &ts, RUN_PP);
-    double peer_pp = peer ? peer_rate(peer, ts.model, ts.pp, 0, 2, ts.reps) : -1;
+    double peer_pp = peer ? bench_llamacpp_rate(peer, ts.model, ts.pp, 0, 2, ts.reps) : -1;
     measure(&tg, &ts, RUN_TG);
-    double peer_tg = peer ? peer_rate(peer, ts.model, 0, ts.tg, 1, ts.reps) : -1;
+    double peer_tg = peer ? bench_llamacpp_rate(peer, ts.model, 0, ts.tg, 1, ts.reps) : -1;
     measure(&pp_all, &ts, RUN_PP_ALL);
     measure(&tg32, &ts, RUN_TG_FP32);
     printf("bench=teacher model=%s pp=%d tg=%d reps=%d", ts.model, ts.pp, ts.tg, ts.reps);

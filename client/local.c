@@ -161,9 +161,9 @@ static uint64_t id_hash(const uint8_t id[FKD_WIRE_ID_BYTES])
     return h;
 }
 
-static int train_local(fkd_client_result *res, fkd_params *trained, const fkd_params *base,
-                       const fkd_token_stream *transfer, const task_params *p,
-                       const fkd_client_trainer *tr, fkd_error *err)
+static int train_local(fkd_client_result *res, fkd_params *trained, float *grad,
+                       const fkd_params *base, const fkd_token_stream *transfer,
+                       const task_params *p, const fkd_client_trainer *tr, fkd_error *err)
 {
     if (fkd_memory_plan_make(&res->plan, &base->cfg, p->batch, p->seq, FKD_OPT_ADAMW,
                              tr->memory_budget_bytes, err) != 0)
@@ -201,6 +201,8 @@ static int train_local(fkd_client_result *res, fkd_params *trained, const fkd_pa
         res->tokens = tres.tokens;
         res->train_seconds = tres.seconds;
         rc = copy_params(trained, &m.params, err);
+        /* The last step's gradient: where the loss still falls, per weight. */
+        if (rc == 0) memcpy(grad, m.grads, base->n_params * sizeof *grad);
     }
     fkd_model_free(&m);
     return rc;
@@ -208,7 +210,7 @@ static int train_local(fkd_client_result *res, fkd_params *trained, const fkd_pa
 
 /* delta (n) -> compressed bytes, with the residual of earlier rounds. */
 static int compress_delta(uint8_t **data, size_t *bytes, fkd_client_result *res, float *delta,
-                          size_t n, uint64_t round, const task_params *p,
+                          const float *grad, size_t n, uint64_t round, const task_params *p,
                           const fkd_client_trainer *tr, fkd_error *err)
 {
     float *residual = malloc(n * sizeof *residual);
@@ -218,6 +220,7 @@ static int compress_delta(uint8_t **data, size_t *bytes, fkd_client_result *res,
     fkd_rng_seed(&rng, p->seed ^ id_hash(tr->id->sign_pk) ^ 0x636f6d70ULL);
     fkd_update_config uc = p->comp;
     uc.rng = &rng;
+    uc.weight = grad;
     fkd_update_stats st;
     if (rc == 0) rc = fkd_update_compress(data, bytes, &st, delta, residual, n, &uc, err);
     if (rc == 0 && tr->state_dir) {
@@ -290,7 +293,7 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
     task_params p;
     uint8_t *plain = NULL;
     size_t plain_len = 0;
-    float *delta = NULL;
+    float *delta = NULL, *grad = NULL;
     int rc = load_student(&base, t, err);
     if (rc == 0) rc = read_params(&p, t, base.cfg.max_seq, err);
     if (rc == 0 && t->soft_labels.len > 0) {
@@ -300,16 +303,18 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
                                shard.vocab, base.cfg.vocab);
         if (rc == 0) fkd_token_stream_from_shard(&transfer, &shard);
     }
-    if (rc == 0)
-        rc = train_local(res, &trained, &base, t->soft_labels.len ? &transfer : NULL, &p, tr, err);
     size_t n = base.n_params;
-    if (rc == 0 && !(delta = malloc(n * sizeof *delta)))
+    if (rc == 0 && (!(delta = malloc(n * sizeof *delta)) || !(grad = malloc(n * sizeof *grad))))
         rc = fkd_error_set(err, FKD_E_NOMEM, "no memory for the update");
+    if (rc == 0)
+        rc = train_local(res, &trained, grad, &base, t->soft_labels.len ? &transfer : NULL, &p,
+                         tr, err);
     if (rc == 0) {
         fkd_update_diff(delta, trained.memory, base.memory, n);
         if (tr->attack_scale != 0 && tr->attack_scale != 1)
             for (size_t i = 0; i < n; i++) delta[i] *= tr->attack_scale;
-        rc = compress_delta(&plain, &plain_len, res, delta, n, task->env.round, &p, tr, err);
+        rc = compress_delta(&plain, &plain_len, res, delta, grad, n, task->env.round, &p, tr,
+                            err);
     }
     if (rc == 0) rc = seal_update(update, sealed, plain, plain_len, task, tr, err);
     if (rc == 0) {
@@ -318,6 +323,7 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
     }
     free(plain);
     free(delta);
+    free(grad);
     fkd_softlabels_free(&shard);
     fkd_params_free(&base);
     fkd_params_free(&trained);

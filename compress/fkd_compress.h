@@ -254,6 +254,12 @@ typedef struct {
     int value_format;   /* enum fkd_uvalue */
     int stochastic;     /* 1: stochastic rounding (unbiased) with rng */
     fkd_rng *rng;       /* required when stochastic */
+    /* Optional (n): rank entries by |value| * |weight[i]| instead of |value|.
+     * With the client's gradient as weight this sends the entries whose
+     * change lowers its loss most (first order), which magnitude alone
+     * cannot tell apart when an adaptive optimizer moved every weight by
+     * about the same amount. */
+    const float *weight;
 } fkd_update_config;
 
 typedef struct {

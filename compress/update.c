@@ -1,7 +1,8 @@
 /* update.c — compression of a client's model update for the uplink.
  *
  * Pipeline (encoder): optional error feedback (add the residual kept from
- * earlier rounds), top-k by magnitude, value quantization per chunk of
+ * earlier rounds), top-k by magnitude (or by |value x weight|, the client's
+ * gradient as weight: the first-order loss change), value quantization per chunk of
  * FKD_UPDATE_CHUNK selected values (int8 or int4 symmetric, or ternary
  * sign*scale; stochastic rounding makes each code unbiased), index coding
  * (all / delta+varint / bitmap, whichever is smallest), then a CRC.
@@ -160,9 +161,16 @@ static float select_kth(float *a, size_t n, size_t kth)
     return a[kth];
 }
 
-/* Indices (ascending) of the k largest |v|; ties at the threshold are taken
- * in index order so exactly k come out. */
-static int select_top_k(uint32_t *idx, const float *v, size_t n, size_t k, fkd_error *err)
+/* The rank of entry i: its magnitude, times |w[i]| when weighted. */
+static float score(const float *v, const float *w, size_t i)
+{
+    return w ? fabsf(v[i]) * fabsf(w[i]) : fabsf(v[i]);
+}
+
+/* Indices (ascending) of the k largest scores; ties at the threshold are
+ * taken in index order so exactly k come out. */
+static int select_top_k(uint32_t *idx, const float *v, const float *w, size_t n, size_t k,
+                        fkd_error *err)
 {
     if (k == n) {
         for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)i;
@@ -170,14 +178,14 @@ static int select_top_k(uint32_t *idx, const float *v, size_t n, size_t k, fkd_e
     }
     float *mag = malloc(n * sizeof *mag);
     if (!mag) return fkd_error_set(err, FKD_E_NOMEM, "out of memory selecting the top %zu of %zu update values", k, n);
-    for (size_t i = 0; i < n; i++) mag[i] = fabsf(v[i]);
+    for (size_t i = 0; i < n; i++) mag[i] = score(v, w, i);
     float t = select_kth(mag, n, n - k);
     free(mag);
     size_t above = 0;
-    for (size_t i = 0; i < n; i++) above += fabsf(v[i]) > t;
+    for (size_t i = 0; i < n; i++) above += score(v, w, i) > t;
     size_t ties = k - above, c = 0;
     for (size_t i = 0; i < n && c < k; i++) {
-        float a = fabsf(v[i]);
+        float a = score(v, w, i);
         if (a > t || (a == t && ties > 0)) {
             if (a == t) ties--;
             idx[c++] = (uint32_t)i;
@@ -315,13 +323,14 @@ int fkd_update_compress(uint8_t **data, size_t *bytes, fkd_update_stats *stats,
     for (size_t i = 0; i < n; i++) {
         acc[i] = update[i] + (residual ? residual[i] : 0.0f);
         input_sq += (double)acc[i] * acc[i];
-        if (!isfinite(acc[i])) {
+        if (!isfinite(acc[i]) || (cfg->weight && !isfinite(cfg->weight[i]))) {
             fkd_error_set(err, FKD_E_INVALID_ARG,
-                          "update value %zu is not finite; refusing to send it (check the local training)", i);
+                          "update %s %zu is not finite; refusing to send it (check the local training)",
+                          isfinite(acc[i]) ? "weight" : "value", i);
             goto done;
         }
     }
-    if (select_top_k(idx, acc, n, k, err) < 0) goto done;
+    if (select_top_k(idx, acc, cfg->weight, n, k, err) < 0) goto done;
 
     uint64_t varint = varint_index_bytes(idx, k), bitmap = ((uint64_t)n + 7) / 8;
     int coding = k == n ? FKD_UIDX_ALL : (varint <= bitmap ? FKD_UIDX_VARINT : FKD_UIDX_BITMAP);

@@ -162,6 +162,10 @@ typedef struct {
     int rounds, per_round;           /* per_round: updates a round waits for */
     float over_select;
     double deadline_s;               /* simulated round deadline */
+    /* the server's phase: optimizer steps on the public data before any
+     * client joins (every student but the teacher starts after it);
+     * -1: as many as the federation's clients take in all its rounds */
+    int server_steps;
     /* local training (also the step budget of the central baselines) */
     int local_steps, batch, seq;
     float lr, alpha, transfer_share;
@@ -227,6 +231,8 @@ typedef struct {
     double agg_updates_per_s;      /* open + decompress + aggregate, one core */
     double wall_seconds;
     double teacher_seconds;        /* training (0 when cached) */
+    double server_seconds;         /* the server's phase */
+    double server_kd_ppl, server_ce_ppl; /* its students, on eval_tokens_round test tokens */
     int teacher_cached;
     size_t student_params, teacher_params;
     uint64_t student_q8_bytes;     /* the TASK's weights */

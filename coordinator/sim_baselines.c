@@ -1,18 +1,30 @@
-/* sim_baselines.c — the methods that need no federation:
+/* sim_baselines.c — the server's phase and the methods that need no federation.
+ *
+ * The server's phase comes first: what a server holding only the public
+ * corpus can do before any client joins. It trains two students from the
+ * one initial student, for server_steps optimizer steps each:
+ *   - with the teacher: distillation on the public transfer set (its soft
+ *     labels); the students that use the teacher start from it;
+ *   - without a teacher: cross-entropy on the same public text; FedAvg
+ *     without distillation starts from it.
+ * Then, with the same budget of steps after it (the federation's
+ * rounds x per-round x local-steps):
  *   1. the teacher itself, evaluated on the private clients' test text;
- *   2. a student distilled from the teacher on the public transfer set only
- *      (what a server can do without any client);
- *   5. a student trained centrally on everything pooled: every client's
- *      private text and the transfer set with its soft labels (the upper
- *      bound that privacy forbids).
- * Both students start from the same initial weights as the federated ones
- * and take the same number of optimizer steps of the same batch as the
- * federation's clients take in total (matched compute), in round-sized
- * chunks so every method has a per-round curve. */
+ *   2. public-only distillation: the server's distillation simply goes on
+ *      (same run, same optimizer state) — what a server can do without any
+ *      client;
+ *   5. central, all pooled: from the server's distilled student, every
+ *      client's private text and the transfer set with its soft labels (the
+ *      upper bound that privacy forbids).
+ * Each takes its steps in round-sized chunks so every method has a
+ * per-round curve. */
 #include "sim_internal.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#define SERVER_KD_FILE "server-kd.ckpt"
+#define SERVER_CE_FILE "server-ce.ckpt"
 
 int sim_run_teacher(sim_ctx *x, fkd_error *err)
 {
@@ -30,7 +42,25 @@ int64_t sim_matched_steps(const fkd_sim_config *cfg)
     return (int64_t)cfg->per_round * cfg->local_steps;
 }
 
-static fkd_trainer_config central_trainer(const sim_ctx *x, int method, const char *state)
+int64_t sim_server_steps(const fkd_sim_config *cfg)
+{
+    return cfg->server_steps >= 0 ? cfg->server_steps : cfg->rounds * sim_matched_steps(cfg);
+}
+
+void sim_server_path(char *out, size_t cap, const sim_ctx *x, int method)
+{
+    snprintf(out, cap, "%s/%s", x->work_dir,
+             method == FKD_SIM_FEDAVG ? SERVER_CE_FILE : SERVER_KD_FILE);
+}
+
+static void state_path(char *out, size_t cap, const sim_ctx *x, const char *key)
+{
+    snprintf(out, cap, "%s/%s.state", x->work_dir, key);
+}
+
+/* kd: distillation on the transfer set (alpha of the run) or, without a
+ * teacher, cross-entropy on the same text. */
+static fkd_trainer_config trainer_for(const sim_ctx *x, int method, const char *state)
 {
     const fkd_sim_config *cfg = &x->cfg;
     fkd_trainer_config tc = fkd_trainer_defaults();
@@ -40,9 +70,9 @@ static fkd_trainer_config central_trainer(const sim_ctx *x, int method, const ch
     tc.opt.warmup_steps = 0;
     tc.opt.grad_clip = 1.0f;
     tc.opt.weight_decay = 0;
-    tc.loss.alpha = cfg->alpha;
+    tc.loss.alpha = method == FKD_SIM_FEDAVG ? 0.0f : cfg->alpha;
     tc.loss.temperature = cfg->soft_temperature;
-    tc.transfer_share = method == FKD_SIM_PUBLIC_KD ? 1.0f : cfg->transfer_share;
+    tc.transfer_share = method == FKD_SIM_CENTRAL ? cfg->transfer_share : 1.0f;
     tc.eval_every = 0;
     tc.ckpt_every = 0;
     tc.state_path = state;
@@ -51,23 +81,83 @@ static fkd_trainer_config central_trainer(const sim_ctx *x, int method, const ch
     return tc;
 }
 
+/* A model on a copy of src, for training. */
+static int model_from(fkd_model *model, const fkd_params *src, const fkd_sim_config *cfg,
+                      fkd_error *err)
+{
+    fkd_params p;
+    if (sim_params_copy(&p, src, err) != 0) return -1;
+    if (fkd_model_init(model, &p, cfg->batch, cfg->seq, 0, err) == 0) return 0;
+    fkd_params_free(&p);
+    return -1;
+}
+
+/* server_steps on the public text from the initial student, into *out and
+ * its checkpoint. The distilling run keeps its state file: public-only
+ * distillation continues it. */
+static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
+{
+    const fkd_sim_config *cfg = &x->cfg;
+    char state[FKD_SIM_PATH_MAX + 64], path[FKD_SIM_PATH_MAX + 64], what[96];
+    state_path(state, sizeof state, x, method == FKD_SIM_FEDAVG ? "server-ce" : "public-kd");
+    remove(state);
+    fkd_model model;
+    if (model_from(&model, &x->init, cfg, err) != 0) return -1;
+    fkd_trainer_config tc = trainer_for(x, method == FKD_SIM_FEDAVG ? method : FKD_SIM_PUBLIC_KD,
+                                        state);
+    tc.steps = sim_server_steps(cfg);
+    snprintf(what, sizeof what, "server · %s on the public text",
+             method == FKD_SIM_FEDAVG ? "cross-entropy" : "distillation");
+    sim_progress(x, 0, what);
+    fkd_trainer_result tres;
+    int rc = tc.steps > 0 ? fkd_trainer_run(&tres, &model, &x->transfer, &x->transfer, NULL, &tc,
+                                            err)
+                          : 0;
+    if (rc == 0 && tc.steps > 0) sim_progress(x, tres.tokens, what);
+    if (method == FKD_SIM_FEDAVG) remove(state);
+    if (rc == 0) rc = sim_params_copy(out, &model.params, err);
+    fkd_model_free(&model);
+    sim_server_path(path, sizeof path, x, method);
+    if (rc == 0) rc = fkd_checkpoint_save(path, out, err);
+    return rc;
+}
+
+int sim_run_server(sim_ctx *x, fkd_error *err)
+{
+    double t0 = fkd_time_ms();
+    int rc = server_train(x, &x->server_kd, FKD_SIM_PUBLIC_KD, err);
+    if (rc == 0) rc = server_train(x, &x->server_ce, FKD_SIM_FEDAVG, err);
+    if (rc == 0) {
+        fkd_sim_summary *s = &x->res->sum;
+        s->server_seconds = (fkd_time_ms() - t0) / 1e3;
+        rc = sim_eval_ppl(&s->server_kd_ppl, NULL, &x->server_kd, &x->test,
+                          x->cfg.eval_tokens_round, err);
+        if (rc == 0)
+            rc = sim_eval_ppl(&s->server_ce_ppl, NULL, &x->server_ce, &x->test,
+                              x->cfg.eval_tokens_round, err);
+    }
+    return rc;
+}
+
+void sim_server_free(sim_ctx *x)
+{
+    fkd_params_free(&x->server_kd);
+    fkd_params_free(&x->server_ce);
+}
+
 int sim_run_central(sim_ctx *x, int method, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     fkd_sim_method *m = &x->res->m[method];
+    int public_kd = method == FKD_SIM_PUBLIC_KD;
     char state[FKD_SIM_PATH_MAX + 64];
-    snprintf(state, sizeof state, "%s/%s.state", x->work_dir, m->key);
-    remove(state);
-    fkd_params p;
-    if (sim_params_copy(&p, &x->init, err) != 0) return -1;
+    state_path(state, sizeof state, x, m->key);
+    if (!public_kd) remove(state); /* public-only distillation resumes the server's run */
     fkd_model model;
-    if (fkd_model_init(&model, &p, cfg->batch, cfg->seq, 0, err) != 0) {
-        fkd_params_free(&p);
-        return -1;
-    }
-    const fkd_token_stream *train = method == FKD_SIM_PUBLIC_KD ? &x->transfer : &x->pooled;
-    fkd_trainer_config tc = central_trainer(x, method, state);
-    int64_t per_round = sim_matched_steps(cfg);
+    if (model_from(&model, &x->server_kd, cfg, err) != 0) return -1;
+    const fkd_token_stream *train = public_kd ? &x->transfer : &x->pooled;
+    fkd_trainer_config tc = trainer_for(x, method, state);
+    int64_t per_round = sim_matched_steps(cfg), before = public_kd ? sim_server_steps(cfg) : 0;
     double t0 = fkd_time_ms();
     int rc = 0;
     for (int r = 1; r <= cfg->rounds && rc == 0; r++) {
@@ -75,7 +165,7 @@ int sim_run_central(sim_ctx *x, int method, fkd_error *err)
         snprintf(what, sizeof what, "%s · round %d/%d", m->key, r, cfg->rounds);
         sim_progress(x, 0, what);
         double tr = fkd_time_ms();
-        tc.steps = per_round * r;
+        tc.steps = before + per_round * r;
         fkd_trainer_result tres;
         rc = fkd_trainer_run(&tres, &model, train, &x->transfer, NULL, &tc, err);
         if (rc != 0) break;

@@ -237,7 +237,7 @@ static void configure(fed_run *f)
     c->key[0] = 0;
     snprintf(c->allowlist, sizeof c->allowlist, "%s/allowlist.txt", f->dir);
     snprintf(c->state_dir, sizeof c->state_dir, "%s/coordinator", f->dir);
-    snprintf(c->init, sizeof c->init, "%s/init.ckpt", f->x->work_dir);
+    sim_server_path(c->init, sizeof c->init, f->x, f->method); /* after the server's phase */
     c->require_transport_auth = 0;
     c->model = f->x->student_cfg;
     c->seed = s->seed;

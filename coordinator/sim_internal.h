@@ -12,6 +12,8 @@ typedef struct {
     fkd_tokenizer tok;
     fkd_model_config student_cfg;
     fkd_params init;                   /* the one initial student every method starts from */
+    fkd_params server_kd;              /* init after the server's distillation on public data */
+    fkd_params server_ce;              /* init after the server's cross-entropy on public text */
     /* private side */
     fkd_eval_set es;                   /* corpus, federation, test documents, known words */
     fkd_token_stream *client_train;    /* (n_clients) */
@@ -53,6 +55,12 @@ int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, f
 
 /* sim_baselines.c */
 int sim_run_teacher(sim_ctx *x, fkd_error *err);
+/* The server's phase on public data (server_kd, server_ce and their
+ * checkpoints); every student but the teacher starts from one of them. */
+int sim_run_server(sim_ctx *x, fkd_error *err);
+void sim_server_free(sim_ctx *x);
+/* The checkpoint a method's federation starts from. */
+void sim_server_path(char *out, size_t cap, const sim_ctx *x, int method);
 int sim_run_central(sim_ctx *x, int method, fkd_error *err);
 
 /* sim_fed.c */
@@ -64,7 +72,10 @@ int sim_measure_aggregation(sim_ctx *x, fkd_error *err);
 double sim_rss_bytes(void);            /* resident memory of this process now */
 void sim_progress(sim_ctx *x, int64_t tokens, const char *what);
 int sim_method_add_round(fkd_sim_method *m, const fkd_sim_round *r, fkd_error *err);
-/* Steps a central method takes to match the federated compute. */
+/* Steps a central method takes per round to match the federated compute. */
 int64_t sim_matched_steps(const fkd_sim_config *cfg);
+/* The server's phase: cfg->server_steps, or (when < 0) as many steps as the
+ * federation's clients take in all its rounds. */
+int64_t sim_server_steps(const fkd_sim_config *cfg);
 
 #endif

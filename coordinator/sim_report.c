@@ -167,7 +167,13 @@ static int write_summary(const fkd_sim_result *res, fkd_error *err)
     fprintf(f, "  \"teacher_cached\": %s, \"teacher_train_seconds\": ",
             s->teacher_cached ? "true" : "false");
     jnum(f, s->teacher_seconds);
-    fprintf(f, ",\n  \"wall_seconds\": ");
+    fprintf(f, ",\n  \"server\": {\"steps\": %lld, \"seconds\": ", (long long)sim_server_steps(&res->cfg));
+    jnum(f, s->server_seconds);
+    fprintf(f, ", \"distilled_perplexity\": ");
+    jnum(f, s->server_kd_ppl);
+    fprintf(f, ", \"cross_entropy_perplexity\": ");
+    jnum(f, s->server_ce_ppl);
+    fprintf(f, "},\n  \"wall_seconds\": ");
     jnum(f, s->wall_seconds);
     fprintf(f, "\n}\n");
     return text_commit(&t, res->cfg.out, "summary.json", err);

@@ -31,16 +31,19 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->per_round = 4;
     c->over_select = 0.5f;
     c->deadline_s = 60;
+    c->server_steps = -1;          /* as many as the federation's clients take */
     c->local_steps = 6;
     c->batch = 8;
     c->seq = 64;
     c->lr = 3e-3f;
     c->alpha = 0.5f;
     c->transfer_share = 0.5f;
-    c->up_fraction = 0.01f;
-    c->up_format = FKD_UVAL_INT8;
+    /* At >= 100x below fp32 the bytes buy more entries, not more bits per
+     * entry: 2.5 % of the update as sign x mean magnitude (docs/simulation.md). */
+    c->up_fraction = 0.025f;
+    c->up_format = FKD_UVAL_TERNARY;
     c->dense_reference = 1;
-    c->teacher_steps = 48;
+    c->teacher_steps = 256;        /* docs/data.md: ahead of every student budget here */
     c->teacher_batch = 8;
     c->soft_k = 8;
     c->soft_shards = 4;
@@ -60,6 +63,9 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
         c->batch < 1 || c->seq < 2 || c->seq > fkd_config_student_s().max_seq)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "rounds, per-round, local-steps and batch "
                              "must be >= 1 and seq in [2, %d]", fkd_config_student_s().max_seq);
+    if (c->server_steps < -1)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "server-steps >= 0, or -1 for as many as "
+                             "the federation's clients take");
     if (c->clients < 0 || c->clients > FKD_COORD_MAX_CLIENTS || c->threads < 1 ||
         c->threads > 256)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "clients in [0, %d] and threads in [1, 256]",
@@ -284,10 +290,12 @@ static int run_methods(sim_ctx *x, fkd_error *err)
 {
     const fkd_sim_config *c = &x->cfg;
     int n_students = 4 + (c->dense_reference ? 1 : 0);
-    x->units_total = (int64_t)n_students * c->rounds * sim_matched_steps(c) * c->batch * c->seq;
+    x->units_total = ((int64_t)n_students * c->rounds * sim_matched_steps(c) +
+                      2 * sim_server_steps(c)) * c->batch * c->seq;
     if (c->progress) fkd_progress_begin(&x->bar, "simulate", x->units_total);
     fkd_train_set_threads(c->threads);
-    int rc = sim_run_teacher(x, err);
+    int rc = sim_run_server(x, err);
+    if (rc == 0) rc = sim_run_teacher(x, err);
     if (rc == 0) rc = sim_run_central(x, FKD_SIM_PUBLIC_KD, err);
     if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDAVG, err);
     if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDKD, err);
@@ -295,6 +303,7 @@ static int run_methods(sim_ctx *x, fkd_error *err)
     fkd_train_set_threads(c->threads);
     if (rc == 0) rc = sim_run_central(x, FKD_SIM_CENTRAL, err);
     if (c->progress) fkd_progress_end(&x->bar);
+    sim_server_free(x);
     return rc;
 }
 

@@ -209,7 +209,7 @@ static int run(const options *o)
         const setting *st = &settings[s];
         fkd_rng rng;
         fkd_rng_seed(&rng, o->seed + s);
-        fkd_update_config uc = {st->fraction, st->value_format, st->stochastic, &rng};
+        fkd_update_config uc = {st->fraction, st->value_format, st->stochastic, &rng, NULL};
         fkd_update_stats stats;
         uint8_t *data;
         size_t bytes;
@@ -240,7 +240,8 @@ static int run(const options *o)
             for (int fb = 1; fb >= 0; fb--) {
                 fkd_rng rng;
                 fkd_rng_seed(&rng, o->seed);
-                fkd_update_config uc = {ef[s]->fraction, ef[s]->value_format, ef[s]->stochastic, &rng};
+                fkd_update_config uc = {ef[s]->fraction, ef[s]->value_format, ef[s]->stochastic, &rng,
+                                        NULL};
                 double ppl;
                 size_t total;
                 if (rounds_run(&ppl, &total, &base, &client_stream, &uc, fb, o, seq, &text.heldout, n_eval, &err) < 0)

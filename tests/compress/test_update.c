@@ -28,7 +28,7 @@ static float *normal_vec(size_t n, uint64_t seed, float scale)
 static int compress(uint8_t **data, size_t *bytes, fkd_update_stats *st, const float *u,
                     float *residual, size_t n, float fraction, int fmt, fkd_rng *rng)
 {
-    fkd_update_config cfg = {fraction, fmt, rng != NULL, rng};
+    fkd_update_config cfg = {fraction, fmt, rng != NULL, rng, NULL};
     fkd_error err;
     int rc = fkd_update_compress(data, bytes, st, u, residual, n, &cfg, &err);
     if (rc < 0) print_error("%s\n", err.msg);
@@ -208,7 +208,7 @@ static void test_bad_input_refused(void **state)
     uint8_t *data;
     size_t bytes;
     fkd_error err;
-    fkd_update_config cfg = {0.5f, FKD_UVAL_INT8, 0, NULL};
+    fkd_update_config cfg = {0.5f, FKD_UVAL_INT8, 0, NULL, NULL};
     assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
     assert_int_equal(err.code, FKD_E_INVALID_ARG);
     u[2] = 3;
@@ -216,10 +216,43 @@ static void test_bad_input_refused(void **state)
     assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
     cfg.fraction = 1.5f;
     assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
-    cfg = (fkd_update_config){0.5f, 7, 0, NULL};
+    cfg = (fkd_update_config){0.5f, 7, 0, NULL, NULL};
     assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
-    cfg = (fkd_update_config){0.5f, FKD_UVAL_INT4, 1, NULL};
+    cfg = (fkd_update_config){0.5f, FKD_UVAL_INT4, 1, NULL, NULL};
     assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 4, &cfg, &err), -1);
+}
+
+/* A weight ranks by |value * weight|: the large entry with no gradient behind
+ * it stays home, the small one the loss depends on is sent; the residual
+ * still holds exactly what was not sent. */
+static void test_weighted_selection(void **state)
+{
+    (void)state;
+    const float u[5] = {0.9f, -0.1f, 0.5f, 0.2f, -0.3f};
+    const float g[5] = {0.0f, 8.0f, 1.0f, -4.0f, 0.1f};
+    float res[5] = {0}, d[5];
+    fkd_update_config cfg = {0.4f, FKD_UVAL_F32, 0, NULL, g};
+    uint8_t *data;
+    size_t bytes;
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, res, 5, &cfg, NULL), 0);
+    assert_int_equal(fkd_update_decompress(d, 5, data, bytes, NULL), 0);
+    const float want[5] = {0, -0.1f, 0, 0.2f, 0}; /* scores 0, 0.8, 0.5, 0.8, 0.03 */
+    for (int i = 0; i < 5; i++) {
+        assert_float_equal(d[i], want[i], 0);
+        assert_float_equal(res[i], u[i] - want[i], 0);
+    }
+    free(data);
+    cfg.weight = NULL;                            /* by magnitude: 0.9 and 0.5 */
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 5, &cfg, NULL), 0);
+    assert_int_equal(fkd_update_decompress(d, 5, data, bytes, NULL), 0);
+    assert_float_equal(d[0], 0.9f, 0);
+    assert_float_equal(d[2], 0.5f, 0);
+    free(data);
+    const float bad[5] = {0, 1, NAN, 0, 0};       /* a broken gradient is refused */
+    cfg.weight = bad;
+    fkd_error err;
+    assert_int_equal(fkd_update_compress(&data, &bytes, NULL, u, NULL, 5, &cfg, &err), -1);
+    assert_int_equal(err.code, FKD_E_INVALID_ARG);
 }
 
 /* ---- malformed input ---------------------------------------------------------------------- */
@@ -383,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_error_feedback_loses_nothing),
         cmocka_unit_test(test_stochastic_unbiased_and_seeded),
         cmocka_unit_test(test_bad_input_refused),
+        cmocka_unit_test(test_weighted_selection),
         cmocka_unit_test(test_truncation_and_corruption_refused),
         cmocka_unit_test(test_forged_fields_refused),
         cmocka_unit_test(test_residual_file),

@@ -400,6 +400,8 @@ static void test_end_to_end(void **state)
     }
     /* the federated methods moved bytes, compressed below dense */
     assert_int_equal(res.m[FKD_SIM_FEDKD].n_rounds, 2);
+    /* The server's phase ran, and its students are what the others start from. */
+    assert_true(res.sum.server_kd_ppl > 1 && res.sum.server_ce_ppl > 1);
     assert_true(res.m[FKD_SIM_FEDKD].bytes_up > 0);
     assert_true(res.m[FKD_SIM_FEDKD].bytes_up * 10 < res.m[FKD_SIM_FEDKD].bytes_up_dense);
     assert_true(res.m[FKD_SIM_FEDKD_DENSE].bytes_up > res.m[FKD_SIM_FEDKD].bytes_up * 10);

@@ -10,7 +10,10 @@
  *                   client, dropouts and stragglers, the round's wall time
  *   sim_data.c      corpora: the private federation and its test text, the
  *                   public transfer set; the teacher and its soft labels,
- *                   cached under runs/cache/ keyed by their settings
+ *                   cached under runs/cache/ keyed by their settings; or a
+ *                   pretrained teacher from a file (--teacher: GGUF with its
+ *                   BPE tokenizer, or a checkpoint) and the student made from
+ *                   it or given (--student)
  *   sim_eval.c      one evaluation for every method: perplexity, accuracy,
  *                   hallucination rate, int8 / int4 perplexity, per client
  *   sim_baselines.c the methods with no federation: the teacher, a student
@@ -126,24 +129,52 @@ typedef struct {
     double round_s;        /* simulated seconds of one round */
     double run_bytes;      /* inference: int8 weights + KV cache + runtime */
     double tokens_per_s;   /* inference speed */
+    double train_bytes;    /* its training plan's peak (0 when none fits) */
 } fkd_sim_access;
 
 #define FKD_SIM_MIN_TOKENS_PER_S 5.0  /* slower generation than this is not usable */
 
-/* Judges one device for a student of cfg trained with (batch, seq) and
- * shipped as run_model_bytes (int8). */
+/* How a client trains, which decides what it must hold in memory:
+ *   FULL    every weight in fp32 with its gradient and AdamW moments;
+ *   LORA    a frozen fp32 base and rank-r adapters on every matrix of every
+ *           block (q, k, v, o, gate, up, down), only those trained;
+ *   QLORA8, QLORA4  the same over a base held as q8_0 / q4_0 blocks.
+ * The simulation's clients train FULL; the LoRA modes are estimated for
+ * accessibility until client/ trains adapters (summary.json "client_modes"). */
+enum fkd_sim_client_mode {
+    FKD_SIM_CLIENT_FULL = 0, FKD_SIM_CLIENT_LORA, FKD_SIM_CLIENT_QLORA8, FKD_SIM_CLIENT_QLORA4,
+    FKD_SIM_CLIENT_MODE_COUNT
+};
+const char *fkd_sim_client_mode_name(int mode);   /* "full", "lora", "qlora8", "qlora4" */
+int fkd_sim_client_mode_parse(const char *name);  /* -1 when unknown */
+
+/* Trainable floats of rank-r adapters on every block matrix of cfg. */
+size_t fkd_sim_lora_params(const fkd_model_config *cfg, int rank);
+/* The memory plan of one client's training step in a mode: micro-batches
+ * and recomputation within budget_bytes (0 = no limit), as
+ * fkd_memory_plan_make does for FULL. Fails with FKD_E_LIMIT when nothing fits. */
+int fkd_sim_train_plan(fkd_memory_plan *plan, const fkd_model_config *cfg, int mode, int rank,
+                       int batch, int seq, size_t budget_bytes, fkd_error *err);
+
+/* The least memory a client in this mode needs: one sequence, recomputing. */
+size_t fkd_sim_train_min_bytes(const fkd_model_config *cfg, int mode, int rank, int seq);
+
+/* Judges one device for a student of cfg trained in client mode (rank for
+ * the LoRA modes) with (batch, seq) and shipped as run_model_bytes (int8). */
 void fkd_sim_access_check(fkd_sim_access *a, const fkd_sim_device *d, const fkd_model_config *cfg,
-                          int batch, int seq, const fkd_sim_work *w, double deadline_s,
-                          double run_model_bytes);
+                          int mode, int rank, int batch, int seq, const fkd_sim_work *w,
+                          double deadline_s, double run_model_bytes);
 
 /* ======================================================================== *
  * Settings and results of a run
  * ======================================================================== */
 #define FKD_SIM_PATH_MAX 400  /* leaves room for file names within the coordinator's paths */
+#define FKD_SIM_MAX_CONTEXT 8192  /* --context of file models */
 
 enum fkd_sim_method_id {
     FKD_SIM_TEACHER = 0, FKD_SIM_PUBLIC_KD, FKD_SIM_FEDAVG, FKD_SIM_FEDKD, FKD_SIM_CENTRAL,
     FKD_SIM_FEDKD_DENSE,   /* fedkd with a dense fp32 uplink: the compression reference */
+    FKD_SIM_PRUNED,        /* the student made from a file teacher, before any training */
     FKD_SIM_METHOD_COUNT
 };
 
@@ -153,6 +184,13 @@ typedef struct {
     char out[FKD_SIM_PATH_MAX];      /* run directory */
     char cache[FKD_SIM_PATH_MAX];    /* teacher and soft-label cache */
     char words[FKD_SIM_PATH_MAX];    /* word list for the hallucination rate ("" = none) */
+    /* A pretrained teacher from a file ("" = train the byte-level teacher):
+     * GGUF (its BPE tokenizer encodes every stream) or a fedkd checkpoint. */
+    char teacher[FKD_SIM_PATH_MAX];
+    char student[FKD_SIM_PATH_MAX];  /* the student to heal ("" = pruned from the teacher) */
+    int student_layers;              /* pruned: blocks kept (at least, with student_params) */
+    int64_t student_params;          /* pruned: a parameter budget (0 = the teacher's width) */
+    int context;                     /* file models: context the teacher and student run at */
     uint64_t seed;
     int threads;                     /* worker pool size = cores */
     int clients;                     /* 0: natural partition; N: split into N clients */
@@ -172,6 +210,8 @@ typedef struct {
     /* compression */
     float up_fraction;
     int up_format;                   /* enum fkd_uvalue */
+    int client_mode;                 /* enum fkd_sim_client_mode */
+    int lora_rank;
     int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink */
     /* teacher and soft labels */
     int teacher_steps, teacher_batch;
@@ -182,6 +222,7 @@ typedef struct {
     int64_t eval_tokens_round;       /* per round, per method */
     int64_t eval_tokens_final;
     int halluc_prompts;
+    int64_t quant_eval_tokens;       /* int8 / int4 perplexity, one token at a time */
     int64_t client_eval_tokens;      /* per client, for the accuracy distribution */
     int client_eval_max;             /* clients evaluated for the distribution */
     int progress;                    /* progress line on a terminal */
@@ -189,6 +230,10 @@ typedef struct {
 } fkd_sim_config;
 
 void fkd_sim_config_defaults(fkd_sim_config *cfg);
+/* Settings sized for a pretrained file teacher (a 135 M-parameter LLM and a
+ * 49,152-token vocabulary) so the whole run fits 30 minutes on 2 cores;
+ * applied over the defaults before the options. */
+void fkd_sim_config_file_defaults(fkd_sim_config *cfg);
 int fkd_sim_config_validate(const fkd_sim_config *cfg, fkd_error *err);
 
 /* One method's per-round figures. */
@@ -218,6 +263,11 @@ typedef struct {
     double *client_acc;    /* per evaluated client */
     int n_client_acc;
     fkd_params final;      /* the trained model (students) */
+    double peak_client_bytes;      /* federated: the largest training plan of a client */
+    int class_ok[FKD_SIM_CLASS_COUNT]; /* devices per class that could take part: train and
+                                      run (federated), run (the others) */
+    double eval_seconds;           /* its final evaluation */
+    double cpu_seconds;            /* CPU time of the method, evaluations included */
 } fkd_sim_method;
 
 typedef struct {
@@ -239,6 +289,25 @@ typedef struct {
     uint64_t update_bytes;         /* one compressed, sealed update (estimate for the clock) */
     uint64_t private_train_tokens, public_transfer_tokens;
     int64_t test_tokens;
+    /* A file teacher: perplexity is per teacher token (total nats / the
+     * teacher's token count of the same test text), so models with other
+     * tokenizers compare; accuracy stays per own token. */
+    int teacher_from_file;
+    int64_t test_teacher_tokens;   /* the test text in the teacher's tokens */
+    double own_per_teacher_token;  /* student tokens per teacher token on it (1 = same) */
+    int teacher_vocab, student_vocab;
+    char student_source[FKD_SIM_PATH_MAX + 128]; /* the file, or how it was made */
+    uint32_t teacher_crc;          /* of the teacher file: the soft-label cache key */
+    int soft_cached, student_cached;
+    double prune_seconds;          /* making the pruned student (0 when cached or given) */
+    double load_seconds, soft_seconds, soft_tokens_per_s; /* teacher pass over the transfer set */
+    double soft_cpu_seconds, cpu_seconds;  /* the pass; the whole run */
+    /* Training memory and accessibility in each client mode (the run trains
+     * in cfg.client_mode): the smallest plan and the devices that could train. */
+    double mode_min_train_bytes[FKD_SIM_CLIENT_MODE_COUNT];
+    int mode_accessible[FKD_SIM_CLIENT_MODE_COUNT];
+    int mode_class_both[FKD_SIM_CLIENT_MODE_COUNT][FKD_SIM_CLASS_COUNT];
+    size_t lora_params;
 } fkd_sim_summary;
 
 typedef struct {
@@ -252,8 +321,11 @@ typedef struct {
  * student-int4.qmdl (fedkd's final student) and report.html. */
 int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err);
 void fkd_sim_result_free(fkd_sim_result *res);
-/* The comparison table for a terminal. */
+/* The comparison table for a terminal, rows in fkd_sim_display_order. */
+extern const int fkd_sim_display_order[FKD_SIM_METHOD_COUNT];
 void fkd_sim_print_table(FILE *f, const fkd_sim_result *res);
+/* "L/H/S/E": devices per class (phone-low/phone-high/sbc/edge) that could take part. */
+void fkd_sim_format_classes(char *out, size_t cap, const int class_ok[FKD_SIM_CLASS_COUNT]);
 /* sim_report.c: every file of the run directory; the HTML report alone. */
 int fkd_sim_write_outputs(const fkd_sim_result *res, fkd_error *err);
 int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *err);

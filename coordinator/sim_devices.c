@@ -1,6 +1,9 @@
 /* sim_devices.c — the device classes a simulated client is drawn from, and
  * accessibility: whether a device can train the student within its memory
  * budget and the round deadline, and run it (int8) fast enough to be useful.
+ * What training needs depends on the client mode: full fine-tuning holds
+ * every weight with its gradient and moments; LoRA holds a frozen base (fp32,
+ * or q8_0 / q4_0 blocks as in QLoRA) and trains small adapters.
  *
  * The table is an assumption, written down so it can be argued with:
  * docs/simulation.md gives the reasoning and sources for every range. A
@@ -9,6 +12,7 @@
 #include "fkd_sim.h"
 
 #include <math.h>
+#include <string.h>
 
 const fkd_sim_class_info fkd_sim_classes[FKD_SIM_CLASS_COUNT] = {
     [FKD_SIM_PHONE_LOW] = {.key = "phone-low", .name = "low-end phone", .share = 0.40,
@@ -69,14 +73,73 @@ static double run_bytes(const fkd_model_config *cfg, double model_bytes)
     return model_bytes + kv + acts + (double)FKD_RUNTIME_OVERHEAD_BYTES;
 }
 
-void fkd_sim_access_check(fkd_sim_access *a, const fkd_sim_device *d, const fkd_model_config *cfg,
-                          int batch, int seq, const fkd_sim_work *w, double deadline_s,
-                          double run_model_bytes)
+/* ---- client modes: what a client holds while it trains ---------------------------------------- */
+static const char *const mode_names[FKD_SIM_CLIENT_MODE_COUNT] = {"full", "lora", "qlora8",
+                                                                  "qlora4"};
+
+const char *fkd_sim_client_mode_name(int mode)
+{
+    return mode >= 0 && mode < FKD_SIM_CLIENT_MODE_COUNT ? mode_names[mode] : "?";
+}
+
+int fkd_sim_client_mode_parse(const char *name)
+{
+    for (int i = 0; i < FKD_SIM_CLIENT_MODE_COUNT; i++)
+        if (strcmp(name, mode_names[i]) == 0) return i;
+    return -1;
+}
+
+size_t fkd_sim_lora_params(const fkd_model_config *c, int rank)
+{
+    size_t hd = (size_t)(c->dim / c->n_heads), C = (size_t)c->dim, F = (size_t)c->ffn_hidden;
+    size_t q = C + c->n_heads * hd, kv = C + c->n_kv_heads * hd;
+    size_t per_layer = q + 2 * kv + q /* wo */ + 3 * (C + F);
+    return (size_t)rank * per_layer * (size_t)c->n_layers;
+}
+
+/* What the frozen base takes: fp32 weights, or (QLoRA) the quantized
+ * model and fp32 norm gains, read one matrix at a time through a source. */
+static size_t base_bytes(const fkd_model_config *c, int mode)
+{
+    if (mode == FKD_SIM_CLIENT_QLORA8) return fkd_qlora_base_bytes(c, FKD_QTYPE_Q8_0);
+    if (mode == FKD_SIM_CLIENT_QLORA4) return fkd_qlora_base_bytes(c, FKD_QTYPE_Q4_0);
+    return fkd_config_param_count(c) * sizeof(float);
+}
+
+int fkd_sim_train_plan(fkd_memory_plan *plan, const fkd_model_config *cfg, int mode, int rank,
+                       int batch, int seq, size_t budget_bytes, fkd_error *err)
+{
+    if (mode == FKD_SIM_CLIENT_FULL)
+        return fkd_memory_plan_make(plan, cfg, batch, seq, FKD_OPT_ADAMW, budget_bytes, err);
+    fkd_lora_config lc = fkd_lora_defaults();
+    lc.rank = rank;
+    return fkd_memory_plan_make_lora(plan, cfg, &lc, base_bytes(cfg, mode),
+                                     mode != FKD_SIM_CLIENT_LORA, batch, seq, budget_bytes, err);
+}
+
+size_t fkd_sim_train_min_bytes(const fkd_model_config *cfg, int mode, int rank, int seq)
 {
     fkd_memory_plan plan;
-    a->fits_train_memory = fkd_memory_plan_make(&plan, cfg, batch, seq, FKD_OPT_ADAMW,
-                                                (size_t)d->mem_bytes, NULL) == 0;
+    if (fkd_sim_train_plan(&plan, cfg, mode, rank, 1, seq, 0, NULL) != 0) return 0;
+    /* Bisect the budget: the plans' sizes are what the planner computes. */
+    size_t lo = 0, hi = plan.estimated_bytes;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (fkd_sim_train_plan(&plan, cfg, mode, rank, 1, seq, mid, NULL) == 0) hi = mid;
+        else lo = mid;
+    }
+    return hi;
+}
+
+void fkd_sim_access_check(fkd_sim_access *a, const fkd_sim_device *d, const fkd_model_config *cfg,
+                          int mode, int rank, int batch, int seq, const fkd_sim_work *w,
+                          double deadline_s, double run_model_bytes)
+{
+    fkd_memory_plan plan;
+    a->fits_train_memory = fkd_sim_train_plan(&plan, cfg, mode, rank, batch, seq,
+                                              (size_t)d->mem_bytes, NULL) == 0;
     a->recompute = a->fits_train_memory ? plan.recompute : 0;
+    a->train_bytes = a->fits_train_memory ? (double)plan.estimated_bytes : 0;
     a->round_s = fkd_sim_client_seconds(d, w, a->recompute);
     a->can_train = a->fits_train_memory && a->round_s <= deadline_s;
     a->run_bytes = run_bytes(cfg, run_model_bytes);

@@ -5,16 +5,26 @@
  * the student as a device runs it, quantized to int8 (Q8_0) and int4
  * (Q4_0), through compress/'s one-token-at-a-time forward pass. The fp32
  * model is scored the same way on the same tokens, so the quantization
- * cost is a like-for-like ratio. */
+ * cost is a like-for-like ratio.
+ *
+ * With a file teacher, the teacher reads the test text in its own tokens
+ * and the students in theirs (a trimmed vocabulary cuts text differently),
+ * so every perplexity is per teacher token: a model's total nats on the
+ * text over the teacher's token count of the same text. Accuracy stays per
+ * own token. */
 #include "sim_internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The quantized pass scores one token at a time: this many tokens keep it
- * to seconds per model. */
-#define QUANT_EVAL_TOKENS 4096
 #define GEN_TOKENS 48
+
+double sim_ppl_per_teacher_token(const sim_ctx *x, double ppl_own)
+{
+    double r = x->res->sum.teacher_from_file ? x->res->sum.own_per_teacher_token : 1.0;
+    return r == 1.0 ? ppl_own : pow(ppl_own, r);
+}
 
 int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_stream *s,
                  int64_t max_tokens, fkd_error *err)
@@ -70,7 +80,8 @@ static int eval_fp32_steps(double *ppl, const fkd_params *p, const fkd_token_str
 
 /* The hallucination rate alone: the report's loss part is given 2 tokens,
  * since sim_eval_ppl scores the test text with batched (threaded) passes. */
-static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p, fkd_error *err)
+static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p,
+                       const fkd_tokenizer *tok, fkd_error *err)
 {
     *rate = 0;
     if (x->cfg.halluc_prompts == 0 || !x->es.known) return 0;
@@ -80,30 +91,47 @@ static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p, fkd_
     ec.gen_tokens = GEN_TOKENS;
     ec.seed = x->cfg.seed;
     fkd_eval_report r;
-    if (fkd_eval_report_run(&r, p, &x->tok, &x->es.corpus, x->es.docs, x->es.n_docs,
+    if (fkd_eval_report_run(&r, p, tok, &x->es.corpus, x->es.docs, x->es.n_docs,
                             x->es.known, &ec, err) != 0)
         return -1;
     *rate = r.halluc_rate;
     return 0;
 }
 
+static double per_teacher_token(const sim_ctx *x, int teacher, double ppl)
+{
+    return teacher ? ppl : sim_ppl_per_teacher_token(x, ppl);
+}
+
+/* The teacher reads its own tokenization of the test text (a file
+ * teacher's tokenizer may not be the students'). */
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
 {
-    int64_t n = x->test.n;
+    double t0 = fkd_time_ms();
+    int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
+    const fkd_token_stream *test = teacher ? &x->test_t : &x->test;
+    const fkd_tokenizer *tok = teacher ? &x->ttok : &x->tok;
+    int64_t n = test->n;
     fkd_eval_result lm;
-    if (fkd_eval_tokens(&lm, p, x->test.tokens, n, x->test.text_bytes, p->cfg.max_seq, err) != 0)
+    if (fkd_eval_tokens(&lm, p, test->tokens, n, test->text_bytes, p->cfg.max_seq, err) != 0)
         return -1;
-    m->ppl = lm.perplexity;
+    m->ppl = per_teacher_token(x, teacher, lm.perplexity);
     m->acc = lm.accuracy;
     m->bpb = lm.bits_per_byte;
-    n = n < QUANT_EVAL_TOKENS ? n : QUANT_EVAL_TOKENS;
+    int64_t qn = x->cfg.quant_eval_tokens;
+    n = n < qn ? n : qn;
     m->quant_tokens = n;
     int threads = single_thread();
-    int rc = eval_halluc(&m->halluc, x, p, err) != 0 ||
-             eval_fp32_steps(&m->ppl_fp32_steps, p, &x->test, n, err) != 0 ||
-             eval_quant(&m->ppl_int8, p, FKD_QTYPE_Q8_0, &x->test, n, err) != 0 ||
-             eval_quant(&m->ppl_int4, p, FKD_QTYPE_Q4_0, &x->test, n, err) != 0 ? -1 : 0;
+    double f32 = 0, q8 = 0, q4 = 0;
+    int rc = eval_halluc(&m->halluc, x, p, tok, err) != 0 ||
+             (n >= 2 && (eval_fp32_steps(&f32, p, test, n, err) != 0 ||
+                         eval_quant(&q8, p, FKD_QTYPE_Q8_0, test, n, err) != 0 ||
+                         eval_quant(&q4, p, FKD_QTYPE_Q4_0, test, n, err) != 0)) ? -1 : 0;
     fkd_train_set_threads(threads);
+    m->ppl_fp32_steps = per_teacher_token(x, teacher, f32);
+    m->ppl_int8 = per_teacher_token(x, teacher, q8);
+    m->ppl_int4 = per_teacher_token(x, teacher, q4);
+    m->eval_seconds = (fkd_time_ms() - t0) / 1e3;
     return rc;
 }
 

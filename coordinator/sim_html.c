@@ -210,13 +210,14 @@ static void charts(FILE *f, const fkd_sim_result *res, pool_d *p)
     for (int i = 0; i < FKD_SIM_METHOD_COUNT && ns < MAX_SERIES; i++) {
         const fkd_sim_method *m = &res->m[i];
         if (!m->ran) continue;
-        if (i == FKD_SIM_TEACHER) {
+        if (i == FKD_SIM_TEACHER || i == FKD_SIM_PRUNED) {
+            /* Not trained in rounds: a level line. */
             double *x = take(p, 2), *y = take(p, 2);
             if (!x || !y) continue;
             x[0] = 1;
             x[1] = res->cfg.rounds;
             y[0] = y[1] = m->ppl;
-            s[ns++] = (series){.name = "teacher", .color = palette[0], .n = 2, .x = x, .y = y,
+            s[ns++] = (series){.name = m->key, .color = palette[i % 8], .n = 2, .x = x, .y = y,
                                .dashed = 1};
         } else if (round_series(&s[ns], p, m, palette[i % 8], 0) == 0) {
             ns++;
@@ -272,18 +273,31 @@ static void table_methods(FILE *f, const fkd_sim_result *res)
 {
     fprintf(f, "<table><tr><th>method</th><th>perplexity</th><th>accuracy</th>"
                "<th>hallucination</th><th>int8 ppl</th><th>int4 ppl</th><th>bytes up</th>"
-               "<th>up, dense fp32</th><th>bytes down</th><th>down, dense fp32</th></tr>\n");
-    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+               "<th>up, dense fp32</th><th>bytes down</th><th>down, dense fp32</th>"
+               "<th>client MB</th><th>devices L/H/S/E</th></tr>\n");
+    for (int o = 0; o < FKD_SIM_METHOD_COUNT; o++) {
+        int i = fkd_sim_display_order[o];
         const fkd_sim_method *m = &res->m[i];
         if (!m->ran) continue;
+        char cls[48];
+        fkd_sim_format_classes(cls, sizeof cls, m->class_ok);
         fprintf(f, "<tr%s><td>%s</td><td>%.3f</td><td>%.4f</td><td>%.4f</td><td>%.3f</td>"
-                   "<td>%.3f</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td></tr>\n",
+                   "<td>%.3f</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td>"
+                   "<td>%.0f</td><td>%s</td></tr>\n",
                 i == FKD_SIM_FEDKD ? " class=\"hi\"" : "", m->name, m->ppl, m->acc, m->halluc,
                 m->ppl_int8, m->ppl_int4, (unsigned long long)m->bytes_up,
                 (unsigned long long)m->bytes_up_dense, (unsigned long long)m->bytes_down,
-                (unsigned long long)m->bytes_down_dense);
+                (unsigned long long)m->bytes_down_dense, m->peak_client_bytes / 1048576.0, cls);
     }
-    fprintf(f, "</table>\n");
+    fprintf(f, "</table>\n<p>Client MB: the largest training plan of a federated client (%s "
+               "mode). Devices: phone-low / phone-high / single-board / edge devices that could "
+               "take part (train and run for the federated methods, run int8 for the others).",
+            fkd_sim_client_mode_name(res->cfg.client_mode));
+    if (res->sum.teacher_from_file)
+        fprintf(f, " Perplexity is per teacher token: a model's total nats on the test text "
+                   "over the teacher's %lld tokens of it; accuracy per own token.",
+                (long long)res->sum.test_teacher_tokens);
+    fprintf(f, "</p>\n");
 }
 
 static void table_devices(FILE *f, const fkd_sim_summary *s)
@@ -302,6 +316,37 @@ static void table_devices(FILE *f, const fkd_sim_summary *s)
     fprintf(f, "</table><p>Accessibility: <b>%d of %d devices (%.1f%%)</b> can both train the "
                "student within their memory budget and the round deadline, and run it (int8) "
                "fast enough.</p>\n", s->n_accessible, s->n_clients, 100 * s->accessibility);
+}
+
+/* Text from outside (a file name) as HTML. */
+static void html_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+/* What a client needs in each mode, and who could train in it. */
+static void table_client_modes(FILE *f, const fkd_sim_result *res)
+{
+    const fkd_sim_summary *s = &res->sum;
+    fprintf(f, "<table><tr><th>client mode</th><th>least training memory, MB</th>"
+               "<th>devices that could train and run</th><th>L/H/S/E</th></tr>\n");
+    for (int m = 0; m < FKD_SIM_CLIENT_MODE_COUNT; m++) {
+        char cls[48];
+        fkd_sim_format_classes(cls, sizeof cls, s->mode_class_both[m]);
+        fprintf(f, "<tr%s><td>%s</td><td>%.0f</td><td>%d of %d</td><td>%s</td></tr>\n",
+                m == res->cfg.client_mode ? " class=\"hi\"" : "", fkd_sim_client_mode_name(m),
+                s->mode_min_train_bytes[m] / 1048576.0, s->mode_accessible[m], s->n_clients, cls);
+    }
+    fprintf(f, "</table><p>The run's clients train in the highlighted mode; LoRA modes use rank "
+               "%d (%zu adapter parameters).</p>\n", res->cfg.lora_rank, s->lora_params);
 }
 
 static void table_rounds(FILE *f, const fkd_sim_result *res)
@@ -351,8 +396,18 @@ int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *e
     fprintf(f, "<h2>Comparison on the private clients' test text</h2>\n");
     table_methods(f, res);
     if (p.v) charts(f, res, &p);
+    if (s->teacher_from_file) {
+        fprintf(f, "<p>Teacher: %zu parameters, vocabulary %d. Student: %zu parameters (%.2f of "
+                   "the teacher's), vocabulary %d, ", s->teacher_params, s->teacher_vocab,
+                s->student_params,
+                (double)s->student_params / (double)(s->teacher_params ? s->teacher_params : 1),
+                s->student_vocab);
+        html_text(f, s->student_source);
+        fprintf(f, ".</p>\n");
+    }
     fprintf(f, "<h2>Devices</h2>\n");
     table_devices(f, s);
+    table_client_modes(f, res);
     fprintf(f, "<p>Scale: %.1f KB resident per idle virtual client (plus %.1f KB of its "
                "private tokens); aggregation %.0f updates/s (open, decompress, FedAvg).</p>\n",
             s->idle_client_bytes / 1e3, s->client_data_bytes / 1e3, s->agg_updates_per_s);

@@ -9,7 +9,10 @@
 typedef struct {
     fkd_sim_config cfg;
     fkd_sim_result *res;
-    fkd_tokenizer tok;
+    fkd_tokenizer tok;                 /* the student's: every private stream */
+    fkd_tokenizer ttok;                /* a file teacher's: the transfer set, its test text */
+    fkd_vocab_map vmap;                /* teacher ids -> a trimmed student's ids */
+    int have_vmap;                     /* 0: both share one vocabulary */
     fkd_model_config student_cfg;
     fkd_params init;                   /* the one initial student every method starts from */
     fkd_params server_kd;              /* init after the server's distillation on public data */
@@ -22,6 +25,7 @@ typedef struct {
     int n_clients, n_client_test;
     fkd_token_stream pooled;           /* every client's training text */
     fkd_token_stream test;             /* private test text, eval_tokens_final tokens */
+    fkd_token_stream test_t;           /* file teacher: the same documents, teacher tokens */
     /* public side */
     fkd_params teacher;
     fkd_softlabel_shard *shards;
@@ -41,6 +45,9 @@ typedef struct {
 } sim_ctx;
 
 /* sim_data.c */
+/* A file teacher (--teacher) and the student healed from it: loads both
+ * and their tokenizers before any text is encoded. */
+int sim_models_load(sim_ctx *x, fkd_error *err);
 int sim_data_load(sim_ctx *x, fkd_error *err);
 int sim_teacher_prepare(sim_ctx *x, fkd_error *err);
 void sim_data_free(sim_ctx *x);
@@ -52,6 +59,8 @@ int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_
                  int64_t max_tokens, fkd_error *err);
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
 int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
+/* A student's perplexity per own token as perplexity per teacher token. */
+double sim_ppl_per_teacher_token(const sim_ctx *x, double ppl_own);
 
 /* sim_baselines.c */
 int sim_run_teacher(sim_ctx *x, fkd_error *err);

@@ -94,7 +94,16 @@ static void json_method(FILE *f, const fkd_sim_method *m)
     fprintf(f, ", \"train_tokens\": %lld, \"rounds\": %d, \"wall_seconds\": ",
             (long long)m->train_tokens, m->n_rounds);
     jnum(f, m->wall_seconds);
-    fprintf(f, "}");
+    fprintf(f, ", \"eval_seconds\": ");
+    jnum(f, m->eval_seconds);
+    fprintf(f, ", \"cpu_seconds\": ");
+    jnum(f, m->cpu_seconds);
+    fprintf(f, ", \"peak_client_bytes\": ");
+    jnum(f, m->peak_client_bytes);
+    fprintf(f, ", \"devices_taking_part\": {");
+    for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++)
+        fprintf(f, "%s\"%s\": %d", c ? ", " : "", fkd_sim_classes[c].key, m->class_ok[c]);
+    fprintf(f, "}}");
 }
 
 static void json_settings(FILE *f, const fkd_sim_config *c)
@@ -109,7 +118,8 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
                "\"transfer_share\": %g, \"up_fraction\": %g, \"up_format\": \"%s\", "
                "\"teacher_steps\": %d, \"soft_k\": %d, \"soft_temperature\": %g, "
                "\"soft_shards\": %d, \"transfer_tokens\": %lld, \"eval_tokens_final\": %lld, "
-               "\"eval_tokens_round\": %lld},\n",
+               "\"eval_tokens_round\": %lld, \"quant_eval_tokens\": %lld, \"client_mode\": \"%s\", "
+               "\"lora_rank\": %d, \"context\": %d, \"student_layers\": %d, \"teacher\": ",
             (unsigned long long)c->seed, c->threads, c->clients,
             c->clients == 0 ? "natural" : c->partition == FKD_PARTITION_IID ? "iid" : "dirichlet",
             (double)c->dirichlet_alpha,
@@ -117,7 +127,58 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
             c->batch, c->seq, (double)c->lr, (double)c->alpha, (double)c->transfer_share,
             (double)c->up_fraction, uval_name(c->up_format), c->teacher_steps, c->soft_k,
             (double)c->soft_temperature, c->soft_shards, (long long)c->transfer_tokens,
-            (long long)c->eval_tokens_final, (long long)c->eval_tokens_round);
+            (long long)c->eval_tokens_final, (long long)c->eval_tokens_round,
+            (long long)c->quant_eval_tokens, fkd_sim_client_mode_name(c->client_mode),
+            c->lora_rank, c->context, c->student_layers);
+    jstr(f, c->teacher);
+    fprintf(f, ", \"student\": ");
+    jstr(f, c->student);
+    fprintf(f, "},\n");
+}
+
+/* Memory and accessibility in every client mode, for the same devices. */
+static void json_client_modes(FILE *f, const fkd_sim_summary *s)
+{
+    fprintf(f, "  \"client_modes\": {");
+    for (int m = 0; m < FKD_SIM_CLIENT_MODE_COUNT; m++) {
+        fprintf(f, "%s\"%s\": {\"min_train_bytes\": ", m ? ", " : "",
+                fkd_sim_client_mode_name(m));
+        jnum(f, s->mode_min_train_bytes[m]);
+        fprintf(f, ", \"accessible\": %d, \"classes\": {", s->mode_accessible[m]);
+        for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++)
+            fprintf(f, "%s\"%s\": %d", c ? ", " : "", fkd_sim_classes[c].key,
+                    s->mode_class_both[m][c]);
+        fprintf(f, "}}");
+    }
+    fprintf(f, ", \"lora_params\": %zu},\n", s->lora_params);
+}
+
+/* What a file teacher changes: the unit of perplexity, the vocabularies,
+ * the student's origin, and where the time went. */
+static void json_teacher(FILE *f, const fkd_sim_summary *s)
+{
+    fprintf(f, "  \"tokens\": {\"perplexity_per\": \"%s\", \"test_teacher_tokens\": %lld, "
+               "\"own_per_teacher_token\": ",
+            s->teacher_from_file ? "teacher token" : "token", (long long)s->test_teacher_tokens);
+    jnum(f, s->teacher_from_file ? s->own_per_teacher_token : 1.0);
+    fprintf(f, ", \"teacher_vocab\": %d, \"student_vocab\": %d, \"student_source\": ",
+            s->teacher_vocab, s->student_vocab);
+    jstr(f, s->student_source);
+    fprintf(f, ", \"teacher_crc32\": \"%08x\"},\n", s->teacher_crc);
+    fprintf(f, "  \"phases\": {\"load_seconds\": ");
+    jnum(f, s->load_seconds);
+    fprintf(f, ", \"prune_seconds\": ");
+    jnum(f, s->prune_seconds);
+    fprintf(f, ", \"student_cached\": %s", s->student_cached ? "true" : "false");
+    fprintf(f, ", \"soft_label_seconds\": ");
+    jnum(f, s->soft_seconds);
+    fprintf(f, ", \"soft_label_tokens_per_s\": ");
+    jnum(f, s->soft_tokens_per_s);
+    fprintf(f, ", \"soft_label_cpu_seconds\": ");
+    jnum(f, s->soft_cpu_seconds);
+    fprintf(f, ", \"cpu_seconds\": ");
+    jnum(f, s->cpu_seconds);
+    fprintf(f, ", \"soft_labels_cached\": %s},\n", s->soft_cached ? "true" : "false");
 }
 
 static void json_devices(FILE *f, const fkd_sim_summary *s)
@@ -150,6 +211,8 @@ static int write_summary(const fkd_sim_result *res, fkd_error *err)
     fprintf(f, "\n  },\n");
     json_settings(f, &res->cfg);
     json_devices(f, s);
+    json_client_modes(f, s);
+    json_teacher(f, s);
     fprintf(f, "  \"scale\": {\"idle_client_bytes\": ");
     jnum(f, s->idle_client_bytes);
     fprintf(f, ", \"client_data_bytes\": ");
@@ -271,26 +334,52 @@ static void human_bytes(char *out, size_t cap, double b)
     snprintf(out, cap, i == 0 ? "%.0f %s" : "%.1f %s", b, u[i]);
 }
 
+/* Rows in the order a reader compares them: the teacher, the student it
+ * starts from, then the methods. */
+const int fkd_sim_display_order[FKD_SIM_METHOD_COUNT] = {
+    FKD_SIM_TEACHER, FKD_SIM_PRUNED, FKD_SIM_PUBLIC_KD, FKD_SIM_FEDAVG,
+    FKD_SIM_FEDKD,   FKD_SIM_CENTRAL, FKD_SIM_FEDKD_DENSE};
+
+/* "L/H/S/E" counts of the devices per class that could take part. */
+void fkd_sim_format_classes(char *out, size_t cap, const int class_ok[FKD_SIM_CLASS_COUNT])
+{
+    snprintf(out, cap, "%d/%d/%d/%d", class_ok[FKD_SIM_PHONE_LOW], class_ok[FKD_SIM_PHONE_HIGH],
+             class_ok[FKD_SIM_SBC], class_ok[FKD_SIM_EDGE]);
+}
+
 void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
 {
+    const fkd_sim_summary *s = &res->sum;
     fprintf(f, "\nOn the private clients' test text (%lld tokens; int8/int4 on the first %lld, "
-               "run as on a device):\n\n",
-            (long long)res->sum.test_tokens, (long long)res->m[FKD_SIM_FEDKD].quant_tokens);
-    fprintf(f, "%-30s %8s %7s %7s %8s %8s %10s %10s %10s %10s\n", "method", "ppl", "acc",
-            "halluc", "int8 ppl", "int4 ppl", "up", "up fp32", "down", "down fp32");
-    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
-        const fkd_sim_method *m = &res->m[i];
+               "run as on a device):\n",
+            (long long)s->test_tokens, (long long)res->m[FKD_SIM_FEDKD].quant_tokens);
+    if (s->teacher_from_file)
+        fprintf(f, "perplexity per teacher token (total nats / %lld teacher tokens of the same "
+                   "text; the student reads %.3f of its own tokens per teacher token); accuracy "
+                   "per own token.\n", (long long)s->test_teacher_tokens,
+                s->own_per_teacher_token);
+    fprintf(f, "\n%-30s %8s %7s %7s %8s %8s %10s %10s %10s %10s %9s %11s\n", "method", "ppl",
+            "acc", "halluc", "int8 ppl", "int4 ppl", "up", "up fp32", "down", "down fp32",
+            "client", "devices");
+    for (int o = 0; o < FKD_SIM_METHOD_COUNT; o++) {
+        const fkd_sim_method *m = &res->m[fkd_sim_display_order[o]];
         if (!m->ran) continue;
-        char up[16] = "-", upd[16] = "-", dn[16] = "-", dnd[16] = "-";
+        char up[16] = "-", upd[16] = "-", dn[16] = "-", dnd[16] = "-", mem[16] = "-", cls[48];
         if (m->n_rounds > 0 && (m->bytes_up || m->bytes_down)) {
             human_bytes(up, sizeof up, (double)m->bytes_up);
             human_bytes(upd, sizeof upd, (double)m->bytes_up_dense);
             human_bytes(dn, sizeof dn, (double)m->bytes_down);
             human_bytes(dnd, sizeof dnd, (double)m->bytes_down_dense);
         }
-        fprintf(f, "%-30s %8.3f %7.4f %7.4f %8.3f %8.3f %10s %10s %10s %10s\n", m->name, m->ppl,
-                m->acc, m->halluc, m->ppl_int8, m->ppl_int4, up, upd, dn, dnd);
+        if (m->peak_client_bytes > 0) human_bytes(mem, sizeof mem, m->peak_client_bytes);
+        fkd_sim_format_classes(cls, sizeof cls, m->class_ok);
+        fprintf(f, "%-30s %8.3f %7.4f %7.4f %8.3f %8.3f %10s %10s %10s %10s %9s %11s\n", m->name,
+                m->ppl, m->acc, m->halluc, m->ppl_int8, m->ppl_int4, up, upd, dn, dnd, mem, cls);
     }
+    fprintf(f, "(client: the largest training plan of a federated client, %s mode; devices: "
+               "phone-low/phone-high/sbc/edge that could take part: train and run for the "
+               "federated methods, run (int8) for the others)\n",
+            fkd_sim_client_mode_name(res->cfg.client_mode));
     const fkd_sim_method *kd = &res->m[FKD_SIM_FEDKD], *dense = &res->m[FKD_SIM_FEDKD_DENSE];
     if (kd->ran && kd->bytes_up > 0) {
         fprintf(f, "\nfedkd uplink: %.0fx below dense fp32 updates", (double)kd->bytes_up_dense /
@@ -302,7 +391,6 @@ void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
                 100.0 * (kd->ppl_int8 / kd->ppl_fp32_steps - 1.0),
                 100.0 * (kd->ppl_int4 / kd->ppl_fp32_steps - 1.0));
     }
-    const fkd_sim_summary *s = &res->sum;
     fprintf(f, "accessibility: %d of %d devices (%.0f%%) can train and run the student;",
             s->n_accessible, s->n_clients, 100.0 * s->accessibility);
     for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++)
@@ -311,4 +399,28 @@ void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
                "aggregation %.0f updates/s; wall time %.1f s%s\n",
             s->idle_client_bytes / 1e3, s->client_data_bytes / 1e3, s->agg_updates_per_s,
             s->wall_seconds, s->teacher_cached ? " (teacher from cache)" : "");
+    fprintf(f, "client modes (least training memory; devices that could train and run):");
+    for (int m = 0; m < FKD_SIM_CLIENT_MODE_COUNT; m++)
+        fprintf(f, " %s %.0f MB %d/%d;", fkd_sim_client_mode_name(m),
+                s->mode_min_train_bytes[m] / 1048576.0, s->mode_accessible[m], s->n_clients);
+    fprintf(f, "\n");
+    if (!s->teacher_from_file) return;
+    fprintf(f, "teacher %s (%zu parameters, vocabulary %d); student %zu parameters (%.2f of the "
+               "teacher's), vocabulary %d, from %s\n", res->cfg.teacher, s->teacher_params,
+            s->teacher_vocab, s->student_params,
+            (double)s->student_params / (double)(s->teacher_params ? s->teacher_params : 1),
+            s->student_vocab, s->student_source);
+    fprintf(f, "phases, wall (CPU): load %.1f s; pruning%s %.1f s; soft labels%s %.1f s (%.1f s "
+               "CPU; %.1f tokens/s over %llu positions)", s->load_seconds,
+            s->student_cached ? " cached" : "", s->prune_seconds, s->soft_cached ? " cached" : "",
+            s->soft_seconds, s->soft_cpu_seconds, s->soft_tokens_per_s,
+            (unsigned long long)s->public_transfer_tokens);
+    for (int o = 0; o < FKD_SIM_METHOD_COUNT; o++) {
+        const fkd_sim_method *m = &res->m[fkd_sim_display_order[o]];
+        if (m->ran)
+            fprintf(f, "; %s %.1f s (%.1f s), of which evaluation %.1f s", m->key,
+                    m->wall_seconds + (m->n_rounds > 0 ? m->eval_seconds : 0), m->cpu_seconds,
+                    m->eval_seconds);
+    }
+    fprintf(f, "; whole run %.1f s (%.1f s CPU)\n", s->wall_seconds, s->cpu_seconds);
 }

@@ -12,6 +12,16 @@
 
 /* Envelope and MessagePack framing of a TASK or UPDATE beyond its blobs. */
 #define MSG_FRAMING_BYTES 512
+/* File models: the context both run at, and the student made from the teacher. */
+#define FILE_CONTEXT_DEFAULT 256
+#define STUDENT_LAYERS_DEFAULT 4
+#define FILE_STUDENT_LAYERS 6    /* SmolLM2-135M's 30 -> 6 blocks: under 1/3 of its parameters */
+#define LORA_RANK_DEFAULT 8
+/* The quantized pass scores one token at a time: this many tokens keep it
+ * to seconds per model. */
+#define QUANT_EVAL_TOKENS_DEFAULT 4096
+/* q8_0 holds 32 weights in 34 bytes. */
+#define Q8_BYTES_PER_WEIGHT (34.0 / 32.0)
 
 void fkd_sim_config_defaults(fkd_sim_config *c)
 {
@@ -52,20 +62,67 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->eval_tokens_round = 4096;
     c->eval_tokens_final = 16384;
     c->halluc_prompts = 16;
+    c->quant_eval_tokens = QUANT_EVAL_TOKENS_DEFAULT;
+    c->student_layers = STUDENT_LAYERS_DEFAULT;
+    c->context = FILE_CONTEXT_DEFAULT;
+    c->client_mode = FKD_SIM_CLIENT_FULL;
+    c->lora_rank = LORA_RANK_DEFAULT;
     c->client_eval_tokens = 1024;
     c->client_eval_max = 64;
     c->progress = 1;
 }
 
+void fkd_sim_config_file_defaults(fkd_sim_config *c)
+{
+    /* The teacher's passes run at tens of tokens per second on this
+     * machine's shared cores (docs/simulation.md, "A pretrained teacher"):
+     * a bounded transfer set and short evaluations; a pretrained student
+     * takes a fine-tuning learning rate; a round ships tens of MB, so the
+     * deadline allows for phone links. */
+    c->rounds = 4;
+    c->per_round = 2;
+    c->local_steps = 2;
+    c->batch = 4;
+    c->seq = 128;
+    c->lr = 3e-4f;
+    c->deadline_s = 600;
+    c->transfer_tokens = 8192;
+    c->soft_shards = 4;
+    c->eval_tokens_final = 4096;
+    c->eval_tokens_round = 512;
+    c->halluc_prompts = 4;
+    c->quant_eval_tokens = 512;
+    c->client_eval_tokens = 256;
+    c->client_eval_max = 8;
+    c->student_layers = FILE_STUDENT_LAYERS;
+}
+
 int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
 {
+    /* A file student's context is checked when it is loaded. */
+    int max_seq = c->teacher[0] ? c->context : fkd_config_student_s().max_seq;
     if (c->rounds < 1 || c->rounds > 100000 || c->per_round < 1 || c->local_steps < 1 ||
-        c->batch < 1 || c->seq < 2 || c->seq > fkd_config_student_s().max_seq)
+        c->batch < 1 || c->seq < 2 || c->seq > max_seq)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "rounds, per-round, local-steps and batch "
-                             "must be >= 1 and seq in [2, %d]", fkd_config_student_s().max_seq);
+                             "must be >= 1 and seq in [2, %d]", max_seq);
     if (c->server_steps < -1)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "server-steps >= 0, or -1 for as many as "
                              "the federation's clients take");
+    if (c->context < 2 || c->context > FKD_SIM_MAX_CONTEXT || c->student_layers < 1 ||
+        c->student_params < 0 || c->quant_eval_tokens < 0)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "context in [2, %d], student-layers >= 1, "
+                             "quant-eval-tokens >= 0", FKD_SIM_MAX_CONTEXT);
+    if (c->student[0] && !c->teacher[0])
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "--student needs --teacher: the student "
+                             "heals from a pretrained teacher");
+    if (c->client_mode < 0 || c->client_mode >= FKD_SIM_CLIENT_MODE_COUNT || c->lora_rank < 1)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "client mode full, lora, qlora8 or qlora4; "
+                             "lora-rank >= 1");
+    if (c->client_mode != FKD_SIM_CLIENT_FULL)
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "client mode %s: the clients do not train "
+                             "LoRA adapters yet; every mode's memory and accessibility is "
+                             "estimated in summary.json (client_modes) of a full run",
+                             fkd_sim_client_mode_name(c->client_mode));
     if (c->clients < 0 || c->clients > FKD_COORD_MAX_CLIENTS || c->threads < 1 ||
         c->threads > 256)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "clients in [0, %d] and threads in [1, 256]",
@@ -162,6 +219,57 @@ static int estimate_work(sim_ctx *x, fkd_error *err)
 }
 
 /* ---- devices and accessibility ------------------------------------------------------------------- */
+/* Every client mode judged on the same devices: what each would need and
+ * who could train in it (the run itself trains in cfg.client_mode). */
+static void judge_modes(sim_ctx *x)
+{
+    const fkd_sim_config *c = &x->cfg;
+    fkd_sim_summary *s = &x->res->sum;
+    s->lora_params = fkd_sim_lora_params(&x->student_cfg, c->lora_rank);
+    for (int mode = 0; mode < FKD_SIM_CLIENT_MODE_COUNT; mode++) {
+        s->mode_min_train_bytes[mode] =
+            (double)fkd_sim_train_min_bytes(&x->student_cfg, mode, c->lora_rank, c->seq);
+        for (int i = 0; i < x->n_clients; i++) {
+            fkd_sim_access a;
+            fkd_sim_access_check(&a, &x->devs[i], &x->student_cfg, mode, c->lora_rank, c->batch,
+                                 c->seq, &x->work[1], c->deadline_s,
+                                 (double)s->student_q8_bytes);
+            int both = a.can_train && a.can_run;
+            s->mode_accessible[mode] += both;
+            s->mode_class_both[mode][x->devs[i].cls] += both;
+        }
+    }
+}
+
+/* Which devices could take part in each method: the federated ones train
+ * and run on them; the teacher and the centrally trained students only run
+ * there (int8). And the largest training plan among a federation's clients. */
+static void judge_methods(sim_ctx *x)
+{
+    const fkd_sim_config *c = &x->cfg;
+    fkd_sim_summary *s = &x->res->sum;
+    double peak = 0;
+    for (int i = 0; i < x->n_clients; i++)
+        if (x->access[i].can_train && x->access[i].can_run && x->access[i].train_bytes > peak)
+            peak = x->access[i].train_bytes;
+    for (int id = 0; id < FKD_SIM_METHOD_COUNT; id++) {
+        fkd_sim_method *m = &x->res->m[id];
+        int federated = id == FKD_SIM_FEDAVG || id == FKD_SIM_FEDKD || id == FKD_SIM_FEDKD_DENSE;
+        int teacher = id == FKD_SIM_TEACHER;
+        m->peak_client_bytes = federated ? peak : 0;
+        const fkd_model_config *mc = teacher ? &x->teacher.cfg : &x->student_cfg;
+        double q8 = teacher ? (double)x->teacher.n_params * Q8_BYTES_PER_WEIGHT
+                            : (double)s->student_q8_bytes;
+        for (int i = 0; i < x->n_clients; i++) {
+            fkd_sim_access a = x->access[i];
+            if (teacher)
+                fkd_sim_access_check(&a, &x->devs[i], mc, c->client_mode, c->lora_rank, c->batch,
+                                     c->seq, &x->work[1], c->deadline_s, q8);
+            m->class_ok[x->devs[i].cls] += federated ? a.can_train && a.can_run : a.can_run;
+        }
+    }
+}
+
 static int draw_devices(sim_ctx *x, fkd_error *err)
 {
     int n = x->n_clients;
@@ -176,8 +284,9 @@ static int draw_devices(sim_ctx *x, fkd_error *err)
     for (int i = 0; i < n; i++) {
         fkd_sim_device_draw(&x->devs[i], &rng);
         fkd_sim_access *a = &x->access[i];
-        fkd_sim_access_check(a, &x->devs[i], &x->student_cfg, x->cfg.batch, x->cfg.seq,
-                             &x->work[1], x->cfg.deadline_s, (double)s->student_q8_bytes);
+        fkd_sim_access_check(a, &x->devs[i], &x->student_cfg, x->cfg.client_mode,
+                             x->cfg.lora_rank, x->cfg.batch, x->cfg.seq, &x->work[1],
+                             x->cfg.deadline_s, (double)s->student_q8_bytes);
         x->recompute[i] = (uint8_t)a->recompute;
         int c = x->devs[i].cls;
         s->class_count[c]++;
@@ -187,6 +296,8 @@ static int draw_devices(sim_ctx *x, fkd_error *err)
         s->n_accessible += a->can_train && a->can_run;
     }
     s->accessibility = n > 0 ? (double)s->n_accessible / n : 0;
+    judge_modes(x);
+    judge_methods(x);
     return 0;
 }
 
@@ -272,18 +383,65 @@ static const struct {
     [FKD_SIM_FEDKD] = {"fedkd", "4. fedkd (federated + KD)"},
     [FKD_SIM_CENTRAL] = {"central", "5. central, all data pooled"},
     [FKD_SIM_FEDKD_DENSE] = {"fedkd-dense", "   fedkd, dense fp32 uplink"},
+    [FKD_SIM_PRUNED] = {"pruned", "   student before healing"},
 };
 
+/* The student every method starts from, as it is: with a file teacher, the
+ * pruned (or given) student before any training. */
+static int run_pruned(sim_ctx *x, fkd_error *err)
+{
+    fkd_sim_method *m = &x->res->m[FKD_SIM_PRUNED];
+    sim_progress(x, 0, "evaluating the student before healing");
+    double t0 = fkd_time_ms();
+    if (sim_params_copy(&m->final, &x->init, err) != 0 ||
+        sim_eval_final(m, x, &m->final, err) != 0 || sim_eval_clients(m, x, &m->final, err) != 0)
+        return -1;
+    m->wall_seconds = (fkd_time_ms() - t0) / 1e3;
+    m->ran = 1;
+    return 0;
+}
+
+/* Per-round perplexities are measured per own token (sim_fed.c,
+ * sim_baselines.c); the table's unit is the teacher's token. */
+static void rounds_per_teacher_token(sim_ctx *x)
+{
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++)
+        for (int r = 0; i != FKD_SIM_TEACHER && r < x->res->m[i].n_rounds; r++)
+            x->res->m[i].rounds[r].ppl = sim_ppl_per_teacher_token(x, x->res->m[i].rounds[r].ppl);
+}
+
+/* The one initial student: random student-S for the byte teacher; the
+ * student loaded or made with a file teacher (sim_models_load). */
 static int init_student(sim_ctx *x, fkd_error *err)
 {
-    x->student_cfg = fkd_config_student_s();
-    x->student_cfg.vocab = x->tok.vocab;
-    if (fkd_params_init(&x->init, &x->student_cfg, err) != 0) return -1;
-    fkd_params_randomize(&x->init, x->cfg.seed ^ 0x73747564ULL);
+    if (!x->res->sum.teacher_from_file) {
+        x->student_cfg = fkd_config_student_s();
+        x->student_cfg.vocab = x->tok.vocab;
+        if (fkd_params_init(&x->init, &x->student_cfg, err) != 0) return -1;
+        fkd_params_randomize(&x->init, x->cfg.seed ^ 0x73747564ULL);
+    }
     x->res->sum.student_params = x->init.n_params;
     char path[FKD_SIM_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/init.ckpt", x->work_dir);
     return fkd_checkpoint_save(path, &x->init, err);
+}
+
+/* One method, with the CPU time it took (wall times are kept by each;
+ * on a shared machine CPU time is the figure to scale from). */
+static int run_method(sim_ctx *x, int id, fkd_error *err)
+{
+    double t0 = fkd_cpu_time_ms();
+    int rc;
+    switch (id) {
+    case FKD_SIM_TEACHER: rc = sim_run_teacher(x, err); break;
+    case FKD_SIM_PRUNED: rc = run_pruned(x, err); break;
+    case FKD_SIM_PUBLIC_KD:
+    case FKD_SIM_CENTRAL: rc = sim_run_central(x, id, err); break;
+    default: rc = sim_run_federated(x, id, err); break;
+    }
+    x->res->m[id].cpu_seconds = (fkd_cpu_time_ms() - t0) / 1e3;
+    fkd_train_set_threads(x->cfg.threads);
+    return rc;
 }
 
 static int run_methods(sim_ctx *x, fkd_error *err)
@@ -295,15 +453,15 @@ static int run_methods(sim_ctx *x, fkd_error *err)
     if (c->progress) fkd_progress_begin(&x->bar, "simulate", x->units_total);
     fkd_train_set_threads(c->threads);
     int rc = sim_run_server(x, err);
-    if (rc == 0) rc = sim_run_teacher(x, err);
-    if (rc == 0) rc = sim_run_central(x, FKD_SIM_PUBLIC_KD, err);
-    if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDAVG, err);
-    if (rc == 0) rc = sim_run_federated(x, FKD_SIM_FEDKD, err);
-    if (rc == 0 && c->dense_reference) rc = sim_run_federated(x, FKD_SIM_FEDKD_DENSE, err);
-    fkd_train_set_threads(c->threads);
-    if (rc == 0) rc = sim_run_central(x, FKD_SIM_CENTRAL, err);
+    if (rc == 0) rc = run_method(x, FKD_SIM_TEACHER, err);
+    if (rc == 0 && x->res->sum.teacher_from_file) rc = run_method(x, FKD_SIM_PRUNED, err);
+    if (rc == 0) rc = run_method(x, FKD_SIM_PUBLIC_KD, err);
+    if (rc == 0) rc = run_method(x, FKD_SIM_FEDAVG, err);
+    if (rc == 0) rc = run_method(x, FKD_SIM_FEDKD, err);
+    if (rc == 0 && c->dense_reference) rc = run_method(x, FKD_SIM_FEDKD_DENSE, err);
+    if (rc == 0) rc = run_method(x, FKD_SIM_CENTRAL, err);
     if (c->progress) fkd_progress_end(&x->bar);
-    sim_server_free(x);
+    rounds_per_teacher_token(x);
     return rc;
 }
 
@@ -317,7 +475,7 @@ int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err)
         res->m[i].name = method_names[i].name;
     }
     if (fkd_sim_config_validate(cfg, err) != 0) return -1;
-    double t0 = fkd_time_ms();
+    double t0 = fkd_time_ms(), cpu0 = fkd_cpu_time_ms();
     sim_ctx *x = calloc(1, sizeof *x);
     if (!x) return fkd_error_set(err, FKD_E_NOMEM, "out of memory");
     x->cfg = *cfg;
@@ -325,6 +483,7 @@ int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err)
     snprintf(x->work_dir, sizeof x->work_dir, "%s/work", cfg->out);
     fkd_train_set_threads(cfg->threads);
     int rc = fkd_mkdir_p(x->work_dir, err);
+    if (rc == 0 && cfg->teacher[0]) rc = sim_models_load(x, err);
     if (rc == 0) rc = sim_data_load(x, err);
     if (rc == 0) rc = init_student(x, err);
     if (rc == 0) rc = sim_teacher_prepare(x, err);
@@ -336,7 +495,9 @@ int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err)
     }
     if (rc == 0) rc = sim_measure_aggregation(x, err);
     res->sum.wall_seconds = (fkd_time_ms() - t0) / 1e3;
+    res->sum.cpu_seconds = (fkd_cpu_time_ms() - cpu0) / 1e3;
     if (rc == 0) rc = fkd_sim_write_outputs(res, err);
+    sim_server_free(x);
     sim_data_free(x);
     free(x);
     return rc;

@@ -2,7 +2,9 @@
  * in one process over inproc://, devices drawn from a table of real device
  * classes, and the comparison of federated distillation with the teacher,
  * public-only distillation, FedAvg and central training (fkd_sim.h). With
- * no arguments it runs the default job on the default corpus. */
+ * no arguments it runs the default job on the default corpus; with
+ * --teacher FILE it heals a student of a pretrained LLM (a GGUF file) with
+ * settings sized for it. */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,14 +19,29 @@ static int parse_format(const char *s)
     return -1;
 }
 
+/* The value of --teacher, looked up before parsing: a file teacher brings
+ * its own defaults, which --help should show. */
+static const char *teacher_arg(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--teacher") == 0 && i + 1 < argc) return argv[i + 1];
+        if (strncmp(argv[i], "--teacher=", 10) == 0) return argv[i] + 10;
+    }
+    return NULL;
+}
+
 int cmd_simulate(int argc, char **argv)
 {
     fkd_sim_config cfg, dflt; /* string options point into dflt, are copied into cfg */
     fkd_sim_config_defaults(&cfg);
+    if (teacher_arg(argc, argv)) fkd_sim_config_file_defaults(&cfg);
     dflt = cfg;
     const char *data = dflt.data, *pub = NULL, *out = dflt.out, *cache = dflt.cache;
     const char *words = dflt.words, *format = "int8", *partition = "dirichlet";
+    const char *teacher = "", *student = "", *mode = fkd_sim_client_mode_name(cfg.client_mode);
     int64_t seed = (int64_t)cfg.seed, transfer = cfg.transfer_tokens;
+    int64_t quant_tokens = cfg.quant_eval_tokens;
+    int64_t student_params = cfg.student_params;
     int64_t eval_final = cfg.eval_tokens_final, eval_round = cfg.eval_tokens_round;
     float deadline = (float)cfg.deadline_s;
     int no_dense = 0, quiet = 0;
@@ -34,6 +51,13 @@ int cmd_simulate(int argc, char **argv)
         {"out", FKD_OPT_STR, &out, "run directory: summary.json, rounds.jsonl/.csv, students, report.html"},
         {"cache", FKD_OPT_STR, &cache, "teacher and soft-label cache"},
         {"words", FKD_OPT_STR, &words, "word list for the hallucination rate (\"\" = none)"},
+        {"teacher", FKD_OPT_STR, &teacher, "pretrained teacher: GGUF (its tokenizer encodes every stream) or checkpoint; \"\" = train the byte-level teacher"},
+        {"student", FKD_OPT_STR, &student, "with --teacher: the student to heal (GGUF, e.g. from fedkd prune, or checkpoint; \"\" = pruned from the teacher and cached)"},
+        {"student-layers", FKD_OPT_INT, &cfg.student_layers, "with --teacher and no --student: blocks the pruned student keeps (its least, with --student-params)"},
+        {"student-params", FKD_OPT_I64, &student_params, "with --teacher and no --student: a parameter budget for the pruned shape (0 = the teacher's width)"},
+        {"context", FKD_OPT_INT, &cfg.context, "with --teacher: context the teacher and student run at"},
+        {"client-mode", FKD_OPT_STR, &mode, "how clients train: full (lora, qlora8, qlora4 are estimated in summary.json)"},
+        {"lora-rank", FKD_OPT_INT, &cfg.lora_rank, "adapter rank of the LoRA client modes"},
         {"seed", FKD_OPT_I64, &seed, "seed of everything (devices, data, weights, selection)"},
         {"threads", FKD_OPT_INT, &cfg.threads, "worker pool size (cores)"},
         {"clients", FKD_OPT_INT, &cfg.clients, "0: natural partitions; N: Dirichlet split into N clients"},
@@ -60,6 +84,7 @@ int cmd_simulate(int argc, char **argv)
         {"eval-tokens", FKD_OPT_I64, &eval_final, "test tokens of the final evaluation"},
         {"eval-tokens-round", FKD_OPT_I64, &eval_round, "test tokens evaluated after each round"},
         {"halluc-prompts", FKD_OPT_INT, &cfg.halluc_prompts, "held-out openings sampled for the hallucination rate"},
+        {"quant-eval-tokens", FKD_OPT_I64, &quant_tokens, "test tokens of the int8 / int4 perplexity (one token at a time)"},
         {"client-eval-max", FKD_OPT_INT, &cfg.client_eval_max, "clients in the per-client accuracy distribution"},
         {"quiet", FKD_OPT_FLAG, &quiet, "no progress line"},
         {"verbose", FKD_OPT_FLAG, &cfg.verbose, "coordinator and agent logs on stderr"},
@@ -77,8 +102,14 @@ int cmd_simulate(int argc, char **argv)
                 format);
         return 2;
     }
-    const char *paths[] = {data, pub ? pub : data, out, cache, words};
-    for (int i = 0; i < 5; i++)
+    cfg.client_mode = fkd_sim_client_mode_parse(mode);
+    if (cfg.client_mode < 0) {
+        fprintf(stderr, "fedkd simulate: --client-mode is full, lora, qlora8 or qlora4, not %s\n",
+                mode);
+        return 2;
+    }
+    const char *paths[] = {data, pub ? pub : data, out, cache, words, teacher, student};
+    for (int i = 0; i < 7; i++)
         if (strlen(paths[i]) >= FKD_SIM_PATH_MAX) {
             fprintf(stderr, "fedkd simulate: path longer than %d bytes: %s\n",
                     FKD_SIM_PATH_MAX - 1, paths[i]);
@@ -94,6 +125,10 @@ int cmd_simulate(int argc, char **argv)
     snprintf(cfg.out, sizeof cfg.out, "%s", out);
     snprintf(cfg.cache, sizeof cfg.cache, "%s", cache);
     snprintf(cfg.words, sizeof cfg.words, "%s", words);
+    snprintf(cfg.teacher, sizeof cfg.teacher, "%s", teacher);
+    snprintf(cfg.student, sizeof cfg.student, "%s", student);
+    cfg.quant_eval_tokens = quant_tokens;
+    cfg.student_params = student_params;
     cfg.seed = (uint64_t)seed;
     cfg.transfer_tokens = transfer;
     cfg.eval_tokens_final = eval_final;

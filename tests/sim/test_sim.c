@@ -30,6 +30,7 @@
 #include <cmocka.h>
 
 #include "fkd_sim.h"
+#include "../compress/prune_test_util.h" /* a small BPE vocabulary with merges */
 
 /* ---- the device table ------------------------------------------------------------------------------ */
 static void test_device_table(void **state)
@@ -50,6 +51,8 @@ static void test_device_table(void **state)
     int count[FKD_SIM_CLASS_COUNT] = {0};
     for (int i = 0; i < 20000; i++) {
         fkd_sim_device d, e;
+        memset(&d, 0, sizeof d); /* compared whole, padding included */
+        memset(&e, 0, sizeof e);
         fkd_sim_device_draw(&d, &a);
         fkd_sim_device_draw(&e, &b);
         assert_memory_equal(&d, &e, sizeof d);
@@ -127,12 +130,12 @@ static void test_access(void **state)
     tiny.mem_bytes = 16 << 20;    /* below the runtime alone */
     slow.flops = 1e7;             /* 10 MFLOP/s */
     fkd_sim_access a;
-    fkd_sim_access_check(&a, &big, &cfg, 8, 64, &w, 60, 4e6);
+    fkd_sim_access_check(&a, &big, &cfg, FKD_SIM_CLIENT_FULL, 8, 8, 64, &w, 60, 4e6);
     assert_true(a.can_train && a.can_run);
-    fkd_sim_access_check(&a, &tiny, &cfg, 8, 64, &w, 60, 4e6);
+    fkd_sim_access_check(&a, &tiny, &cfg, FKD_SIM_CLIENT_FULL, 8, 8, 64, &w, 60, 4e6);
     assert_false(a.fits_train_memory);
     assert_false(a.can_train || a.can_run);
-    fkd_sim_access_check(&a, &slow, &cfg, 8, 64, &w, 60, 4e6);
+    fkd_sim_access_check(&a, &slow, &cfg, FKD_SIM_CLIENT_FULL, 8, 8, 64, &w, 60, 4e6);
     assert_true(a.fits_train_memory);
     assert_false(a.can_train);
 }
@@ -393,7 +396,10 @@ static void test_end_to_end(void **state)
         fprintf(stderr, "note: %-12s %6.1f s wall, ppl %.3f\n", res.m[i].key,
                 res.m[i].wall_seconds, res.m[i].ppl);
     fprintf(stderr, "note: whole run %.1f s wall\n", res.sum.wall_seconds);
+    /* the byte teacher's student starts random: no "before healing" row */
+    assert_false(res.m[FKD_SIM_PRUNED].ran);
     for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+        if (i == FKD_SIM_PRUNED) continue;
         assert_true(res.m[i].ran);
         assert_true(res.m[i].ppl > 1 && res.m[i].ppl < 300);
         assert_true(res.m[i].ppl_int8 > 1 && res.m[i].ppl_int4 > 1);
@@ -494,12 +500,192 @@ static void test_end_to_end(void **state)
     run_cmd(cmd);
 }
 
+/* ---- a pretrained teacher from a GGUF file ------------------------------------------------------------ */
+/* A tiny random llama written as GGUF, with the byte vocabulary as a
+ * merge-free BPE: the simulation must take its tokenizer, prune a one-block
+ * student out of it, cache the student and the soft labels by the file's
+ * hash, and put the student before healing in the table. */
+static void write_tiny_gguf(const char *path, const fkd_bpe_tables *bpe)
+{
+    fkd_model_config c = {.vocab = bpe ? bpe->n_tokens : 256, .dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                          .ffn_hidden = 128, .max_seq = 64, .tie_embeddings = 1,
+                          .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+    fkd_params p;
+    fkd_error err = {0};
+    assert_int_equal(fkd_params_init(&p, &c, &err), 0);
+    fkd_params_randomize(&p, 7);
+    if (bpe)
+        assert_int_equal(fkd_gguf_llama_save_bpe(path, &p, FKD_QTYPE_F32, bpe, NULL, "tiny", &err),
+                         0);
+    else
+        assert_int_equal(fkd_gguf_llama_save(path, &p, FKD_QTYPE_F32, NULL, "tiny", &err), 0);
+    fkd_params_free(&p);
+}
+
+static void tiny_gguf_config(fkd_sim_config *c, const char *root)
+{
+    tiny_config(c, root);
+    fkd_sim_config_file_defaults(c);
+    c->progress = 0;
+    c->threads = 1;
+    snprintf(c->teacher, sizeof c->teacher, "%s/teacher.gguf", root);
+    c->student_layers = 1;
+    c->context = 64;
+    c->rounds = 2;
+    c->local_steps = 1;
+    c->batch = 2;
+    c->seq = 32;
+    c->transfer_tokens = 1024;
+    c->soft_shards = 2;
+    c->eval_tokens_final = 512;
+    c->eval_tokens_round = 128;
+    c->quant_eval_tokens = 64;
+    c->halluc_prompts = 1;
+    c->client_eval_max = 2;
+    c->dense_reference = 0;
+}
+
+static void test_file_teacher(void **state)
+{
+    (void)state;
+    const char *base = getenv("FKD_TEST_TMP") ? getenv("FKD_TEST_TMP") : "/tmp";
+    char root[300], path[700];
+    snprintf(root, sizeof root, "%s/sim-gguf-%d", base, (int)getpid());
+    make_corpus(root);
+    snprintf(path, sizeof path, "%s/teacher.gguf", root);
+    write_tiny_gguf(path, NULL);
+    fkd_sim_config cfg;
+    tiny_gguf_config(&cfg, root);
+    fkd_error err = {0};
+    fkd_sim_result res;
+    int rc = fkd_sim_run(&res, &cfg, &err);
+    if (rc != 0) fprintf(stderr, "simulation failed: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    fkd_sim_print_table(stderr, &res);
+    const fkd_sim_summary *s = &res.sum;
+    assert_true(s->teacher_from_file);
+    assert_false(s->soft_cached);
+    assert_false(s->student_cached); /* pruned now, kept for the next run */
+    assert_int_equal(s->teacher_vocab, 256);
+    assert_int_equal(s->student_vocab, 256);
+    /* one of two blocks, the embeddings shared */
+    assert_true(s->student_params < s->teacher_params);
+    assert_true(s->test_teacher_tokens > 2);
+    assert_true(fabs(s->own_per_teacher_token - 1.0) < 1e-12); /* one tokenizer */
+    static const int ran[] = {FKD_SIM_TEACHER, FKD_SIM_PRUNED, FKD_SIM_PUBLIC_KD,
+                              FKD_SIM_FEDAVG,  FKD_SIM_FEDKD,  FKD_SIM_CENTRAL};
+    for (size_t i = 0; i < sizeof ran / sizeof ran[0]; i++) {
+        const fkd_sim_method *m = &res.m[ran[i]];
+        assert_true(m->ran);
+        assert_true(isfinite(m->ppl) && m->ppl > 1);
+        assert_true(isfinite(m->ppl_int8) && isfinite(m->ppl_int4));
+    }
+    assert_false(res.m[FKD_SIM_FEDKD_DENSE].ran);
+    /* the pruned student is where every student started: training moved fedkd */
+    assert_int_equal(res.m[FKD_SIM_PRUNED].final.n_params, res.m[FKD_SIM_FEDKD].final.n_params);
+    assert_memory_not_equal(res.m[FKD_SIM_PRUNED].final.memory, res.m[FKD_SIM_FEDKD].final.memory,
+                            res.m[FKD_SIM_FEDKD].final.n_params * sizeof(float));
+    /* the federated methods report a client's memory and who took part */
+    assert_true(res.m[FKD_SIM_FEDKD].peak_client_bytes > 0);
+    int took_part = 0;
+    for (int c = 0; c < FKD_SIM_CLASS_COUNT; c++) took_part += res.m[FKD_SIM_FEDKD].class_ok[c];
+    assert_int_equal(took_part, s->n_accessible);
+    /* LoRA over a q4 base needs less than full fine-tuning */
+    assert_true(s->mode_min_train_bytes[FKD_SIM_CLIENT_QLORA4] <
+                s->mode_min_train_bytes[FKD_SIM_CLIENT_FULL]);
+    snprintf(path, sizeof path, "%s/summary.json", cfg.out);
+    char *json = read_text(path);
+    assert_non_null(json);
+    assert_true(json_valid(json));
+    assert_non_null(strstr(json, "\"perplexity_per\": \"teacher token\""));
+    assert_non_null(strstr(json, "\"pruned\""));
+    assert_non_null(strstr(json, "\"client_modes\""));
+    free(json);
+    snprintf(path, sizeof path, "%s/report.html", cfg.out);
+    char *html = read_text(path);
+    assert_non_null(html);
+    assert_true(tags_balanced(html));
+    assert_int_equal(count(html, "nan"), 0);
+    free(html);
+
+    /* Again: the soft labels come from the cache and the students repeat. */
+    fkd_sim_config again = cfg;
+    snprintf(again.out, sizeof again.out, "%s/run2", root);
+    fkd_sim_result res2;
+    assert_int_equal(fkd_sim_run(&res2, &again, &err), 0);
+    assert_true(res2.sum.soft_cached);
+    assert_true(res2.sum.student_cached);
+    assert_memory_equal(res2.m[FKD_SIM_FEDKD].final.memory, res.m[FKD_SIM_FEDKD].final.memory,
+                        res.m[FKD_SIM_FEDKD].final.n_params * sizeof(float));
+    fkd_sim_result_free(&res2);
+
+    /* LoRA clients are estimated, not yet trained: the run says so. */
+    again.client_mode = FKD_SIM_CLIENT_LORA;
+    assert_int_equal(fkd_sim_run(&res2, &again, &err), -1);
+    assert_int_equal(err.code, FKD_E_UNSUPPORTED);
+    fkd_sim_result_free(&res2);
+    fkd_sim_result_free(&res);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    run_cmd(cmd);
+}
+
+/* A teacher whose BPE vocabulary has merges: the pruned student keeps only
+ * what the public text uses, so the private text (other words) falls apart
+ * into more, shorter tokens for it. Its soft labels must be remapped, and
+ * its perplexity counted per teacher token. */
+static void test_file_teacher_trimmed(void **state)
+{
+    (void)state;
+    const char *base = getenv("FKD_TEST_TMP") ? getenv("FKD_TEST_TMP") : "/tmp";
+    char root[300], path[700];
+    snprintf(root, sizeof root, "%s/sim-trim-%d", base, (int)getpid());
+    make_corpus(root);
+    fkd_bpe_tables bpe;
+    test_tables(&bpe);
+    snprintf(path, sizeof path, "%s/teacher.gguf", root);
+    write_tiny_gguf(path, &bpe);
+    fkd_sim_config cfg;
+    tiny_gguf_config(&cfg, root);
+    cfg.rounds = 1;
+    fkd_error err = {0};
+    fkd_sim_result res;
+    int rc = fkd_sim_run(&res, &cfg, &err);
+    if (rc != 0) fprintf(stderr, "simulation failed: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    const fkd_sim_summary *s = &res.sum;
+    fprintf(stderr, "note: vocabulary %d -> %d, %.3f student tokens per teacher token; "
+            "ppl teacher %.1f, before healing %.1f, fedkd %.1f\n", s->teacher_vocab,
+            s->student_vocab, s->own_per_teacher_token, res.m[FKD_SIM_TEACHER].ppl,
+            res.m[FKD_SIM_PRUNED].ppl, res.m[FKD_SIM_FEDKD].ppl);
+    assert_int_equal(s->teacher_vocab, bpe.n_tokens);
+    assert_true(s->student_vocab >= TEST_N_BYTES && s->student_vocab < s->teacher_vocab);
+    assert_true(s->own_per_teacher_token > 1.0);
+    for (int i = 0; i < FKD_SIM_METHOD_COUNT; i++) {
+        const fkd_sim_method *m = &res.m[i];
+        if (!m->ran) continue;
+        assert_true(isfinite(m->ppl) && m->ppl > 1);
+        if (i != FKD_SIM_TEACHER) assert_int_equal(m->final.cfg.vocab, s->student_vocab);
+    }
+    /* the coordinator read the remapped shards: fedkd trained on them */
+    assert_true(res.m[FKD_SIM_FEDKD].ran && res.m[FKD_SIM_FEDKD].n_rounds == 1);
+    fkd_sim_result_free(&res);
+    fkd_bpe_tables_free(&bpe);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    run_cmd(cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_table), cmocka_unit_test(test_clock_seconds),
         cmocka_unit_test(test_clock_round),  cmocka_unit_test(test_access),
-        cmocka_unit_test(test_json_checker), cmocka_unit_test(test_end_to_end),
+        cmocka_unit_test(test_json_checker), cmocka_unit_test(test_file_teacher),
+        cmocka_unit_test(test_file_teacher_trimmed),
+        cmocka_unit_test(test_end_to_end),
     };
+    /* One test by name while working on it (e.g. FKD_TEST_FILTER=test_file_teacher*). */
+    if (getenv("FKD_TEST_FILTER")) cmocka_set_test_filter(getenv("FKD_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

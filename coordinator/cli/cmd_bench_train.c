@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_child.h"
 #include "commands.h"
 #include "fkd_train.h"
 
@@ -102,29 +103,15 @@ fail:
     snprintf(res->error, sizeof res->error, "%s", err.msg);
 }
 
+static void run_steps_fn(void *res, const void *s)
+{
+    run_steps(res, s);
+}
+
 /* Runs one configuration in a child; its peak RSS comes from wait4. */
 static int run_in_child(bench_result *res, const bench_setup *s)
 {
-    memset(res, 0, sizeof *res);
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        bench_result r = {0};
-        run_steps(&r, s);
-        ssize_t w = write(fds[1], &r, sizeof r);
-        _exit(w == (ssize_t)sizeof r ? 0 : 1);
-    }
-    close(fds[1]);
-    ssize_t got = read(fds[0], res, sizeof *res);
-    close(fds[0]);
-    int status;
-    struct rusage ru;
-    if (wait4(pid, &status, 0, &ru) < 0 || got != (ssize_t)sizeof *res) return -1;
-    res->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
-    return 0;
+    return bench_run_child(res, sizeof *res, &res->peak_rss_mb, run_steps_fn, s);
 }
 
 typedef struct {

@@ -24,6 +24,7 @@ int cmd_bench_compress(int argc, char **argv);
 int cmd_bench_quant(int argc, char **argv);
 int cmd_bench_tokenizer(int argc, char **argv);
 int cmd_bench_teacher(int argc, char **argv);
+int cmd_bench_lora(int argc, char **argv);
 
 /* Opens a model path: a GGUF file (weights dequantized, its tokenizer, a
  * context of max_seq) or a fedkd checkpoint (byte tokenizer). */

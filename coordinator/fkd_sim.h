@@ -298,8 +298,8 @@ typedef struct {
     int teacher_vocab, student_vocab;
     char student_source[FKD_SIM_PATH_MAX + 128]; /* the file, or how it was made */
     uint32_t teacher_crc;          /* of the teacher file: the soft-label cache key */
-    int soft_cached, student_cached;
-    double prune_seconds;          /* making the pruned student (0 when cached or given) */
+    int soft_cached, student_cached, teacher_eval_cached;
+    double prune_seconds, prune_cpu_seconds; /* making the pruned student (0: cached, given) */
     double load_seconds, soft_seconds, soft_tokens_per_s; /* teacher pass over the transfer set */
     double soft_cpu_seconds, cpu_seconds;  /* the pass; the whole run */
     /* Training memory and accessibility in each client mode (the run trains

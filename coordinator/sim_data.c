@@ -437,7 +437,7 @@ static int pruned_student_path(char *path, size_t cap, sim_ctx *x, fkd_error *er
         return 0;
     }
     if (fkd_mkdir_p(cfg->cache, err) != 0) return -1;
-    double t0 = fkd_time_ms();
+    double t0 = fkd_time_ms(), cpu0 = fkd_cpu_time_ms();
     fkd_corpus c = {0};
     fkd_federation fed = {0};
     fkd_token_stream pub = {0};
@@ -449,6 +449,7 @@ static int pruned_student_path(char *path, size_t cap, sim_ctx *x, fkd_error *er
     if (c.docs) fkd_federation_free(&fed);
     if (c.docs) fkd_corpus_free(&c);
     x->res->sum.prune_seconds = (fkd_time_ms() - t0) / 1e3;
+    x->res->sum.prune_cpu_seconds = (fkd_cpu_time_ms() - cpu0) / 1e3;
     return rc;
 }
 

@@ -103,12 +103,60 @@ static double per_teacher_token(const sim_ctx *x, int teacher, double ppl)
     return teacher ? ppl : sim_ppl_per_teacher_token(x, ppl);
 }
 
+/* ---- a file teacher's figures, cached ------------------------------------------------------ */
+/* A pretrained teacher is the same model in every run with its file: its
+ * evaluation (minutes for an LLM) is kept under the cache, keyed by the
+ * file's CRC-32 and everything the figures depend on. */
+#define TEACHER_EVAL_FIELDS 8
+
+static void teacher_eval_path(char *out, size_t cap, const sim_ctx *x)
+{
+    const fkd_sim_config *c = &x->cfg;
+    char key[4 * FKD_SIM_PATH_MAX];
+    snprintf(key, sizeof key, "teacher-eval v1|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
+             "ctx=%d|test=%lld|quant=%lld|halluc=%d", x->res->sum.teacher_crc, c->data,
+             c->public_dir, c->words, (unsigned long long)c->seed, c->clients, c->partition,
+             (double)c->dirichlet_alpha, x->teacher.cfg.max_seq, (long long)x->test_t.n,
+             (long long)c->quant_eval_tokens, c->halluc_prompts);
+    snprintf(out, cap, "%s/teacher-eval-%08x.txt", c->cache, fkd_crc32(0, key, strlen(key)));
+}
+
+static int teacher_eval_load(fkd_sim_method *m, const sim_ctx *x)
+{
+    char path[FKD_SIM_PATH_MAX + 64];
+    teacher_eval_path(path, sizeof path, x);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long long qt = 0;
+    int n = fscanf(f, "%lf %lf %lf %lf %lf %lf %lf %lld", &m->ppl, &m->acc, &m->bpb, &m->halluc,
+                   &m->ppl_fp32_steps, &m->ppl_int8, &m->ppl_int4, &qt);
+    fclose(f);
+    m->quant_tokens = qt;
+    return n == TEACHER_EVAL_FIELDS ? 0 : -1;
+}
+
+static void teacher_eval_save(const fkd_sim_method *m, const sim_ctx *x)
+{
+    char path[FKD_SIM_PATH_MAX + 64], text[512];
+    teacher_eval_path(path, sizeof path, x);
+    int len = snprintf(text, sizeof text, "%.17g %.17g %.17g %.17g %.17g %.17g %.17g %lld\n",
+                       m->ppl, m->acc, m->bpb, m->halluc, m->ppl_fp32_steps, m->ppl_int8,
+                       m->ppl_int4, (long long)m->quant_tokens);
+    /* A cache: a failed write only costs the next run the evaluation. */
+    fkd_file_write_atomic(path, text, (size_t)len, NULL);
+}
+
 /* The teacher reads its own tokenization of the test text (a file
- * teacher's tokenizer may not be the students'). */
+ * teacher's tokenizer may not be the students'), and a file teacher's
+ * figures come from the cache when an earlier run made them. */
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
 {
     double t0 = fkd_time_ms();
     int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
+    if (teacher && teacher_eval_load(m, x) == 0) {
+        x->res->sum.teacher_eval_cached = 1;
+        return 0;
+    }
     const fkd_token_stream *test = teacher ? &x->test_t : &x->test;
     const fkd_tokenizer *tok = teacher ? &x->ttok : &x->tok;
     int64_t n = test->n;
@@ -132,6 +180,7 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     m->ppl_int8 = per_teacher_token(x, teacher, q8);
     m->ppl_int4 = per_teacher_token(x, teacher, q4);
     m->eval_seconds = (fkd_time_ms() - t0) / 1e3;
+    if (rc == 0 && teacher) teacher_eval_save(m, x);
     return rc;
 }
 

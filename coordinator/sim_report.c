@@ -169,7 +169,10 @@ static void json_teacher(FILE *f, const fkd_sim_summary *s)
     jnum(f, s->load_seconds);
     fprintf(f, ", \"prune_seconds\": ");
     jnum(f, s->prune_seconds);
+    fprintf(f, ", \"prune_cpu_seconds\": ");
+    jnum(f, s->prune_cpu_seconds);
     fprintf(f, ", \"student_cached\": %s", s->student_cached ? "true" : "false");
+    fprintf(f, ", \"teacher_eval_cached\": %s", s->teacher_eval_cached ? "true" : "false");
     fprintf(f, ", \"soft_label_seconds\": ");
     jnum(f, s->soft_seconds);
     fprintf(f, ", \"soft_label_tokens_per_s\": ");
@@ -410,9 +413,10 @@ void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
             s->teacher_vocab, s->student_params,
             (double)s->student_params / (double)(s->teacher_params ? s->teacher_params : 1),
             s->student_vocab, s->student_source);
-    fprintf(f, "phases, wall (CPU): load %.1f s; pruning%s %.1f s; soft labels%s %.1f s (%.1f s "
-               "CPU; %.1f tokens/s over %llu positions)", s->load_seconds,
-            s->student_cached ? " cached" : "", s->prune_seconds, s->soft_cached ? " cached" : "",
+    fprintf(f, "phases, wall (CPU): load %.1f s; pruning%s %.1f s (%.1f s); soft labels%s %.1f s "
+               "(%.1f s; %.1f tokens/s over %llu positions)", s->load_seconds,
+            s->student_cached ? " cached" : "", s->prune_seconds, s->prune_cpu_seconds,
+            s->soft_cached ? " cached" : "",
             s->soft_seconds, s->soft_cpu_seconds, s->soft_tokens_per_s,
             (unsigned long long)s->public_transfer_tokens);
     for (int o = 0; o < FKD_SIM_METHOD_COUNT; o++) {

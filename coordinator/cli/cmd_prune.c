@@ -35,7 +35,6 @@ typedef struct {
     fkd_prune_importance imp;
     fkd_prune_plan plan;
     int have_map;
-    int used_tokens;       /* distinct tokens of the public corpus */
 } prune_ctx;
 
 static void ctx_free(prune_ctx *x)
@@ -104,11 +103,6 @@ static int trim_vocab(prune_ctx *x, fkd_error *err)
     int rc = fkd_token_stream_from_docs(&s, &x->pub, docs, x->pub.n_docs, &x->tok, err);
     free(docs);
     if (rc != 0) return -1;
-    uint8_t *seen = calloc((size_t)x->full.n_tokens + 1, 1);
-    for (int64_t i = 0; seen && i < s.n; i++)
-        if (s.tokens[i] >= 0 && s.tokens[i] < x->full.n_tokens && !seen[s.tokens[i]])
-            seen[s.tokens[i]] = 1, x->used_tokens++;
-    free(seen);
     rc = fkd_vocab_trim(&x->map, &x->trimmed, &x->full, s.tokens, (size_t)s.n, err);
     fkd_token_stream_free(&s);
     if (rc != 0) return -1;
@@ -165,7 +159,6 @@ static void print_model(const char *label, const fkd_params *p)
            "bytes_fp32=%llu bytes_int8=%llu bytes_int4=%llu\n", label, c->n_layers, c->dim,
            c->n_heads, c->n_kv_heads, c->ffn_hidden, c->vocab, p->n_params,
            (unsigned long long)p->n_params * 4, (unsigned long long)b8, (unsigned long long)b4);
-    fflush(stdout);
 }
 
 /* The private test text (spread to eval_bytes) encoded with tok. */
@@ -243,10 +236,8 @@ static void print_plan(const prune_ctx *x)
         printf("%s%d:%.4g", l ? "," : "", l, imp->block_kl ? imp->block_kl[l] : imp->block_cos[l]);
     printf("\n");
     if (x->have_map)
-        printf("vocabulary: kept=%d of %d (public corpus uses %d) merges_kept=%d of %d\n",
-               x->map.new_vocab, x->map.old_vocab, x->used_tokens, x->trimmed.n_merges,
-               x->full.n_merges);
-    fflush(stdout);
+        printf("vocabulary: kept=%d of %d merges_kept=%d of %d\n", x->map.new_vocab,
+               x->map.old_vocab, x->trimmed.n_merges, x->full.n_merges);
 }
 
 static int run(prune_ctx *x, const prune_opts *o, fkd_error *err)

@@ -565,6 +565,7 @@ static void test_file_teacher(void **state)
     const fkd_sim_summary *s = &res.sum;
     assert_true(s->teacher_from_file);
     assert_false(s->soft_cached);
+    assert_false(s->teacher_eval_cached);
     assert_false(s->student_cached); /* pruned now, kept for the next run */
     assert_int_equal(s->teacher_vocab, 256);
     assert_int_equal(s->student_vocab, 256);
@@ -614,6 +615,9 @@ static void test_file_teacher(void **state)
     fkd_sim_result res2;
     assert_int_equal(fkd_sim_run(&res2, &again, &err), 0);
     assert_true(res2.sum.soft_cached);
+    assert_true(res2.sum.teacher_eval_cached); /* the same figures, read back */
+    assert_true(res2.m[FKD_SIM_TEACHER].ppl == res.m[FKD_SIM_TEACHER].ppl);
+    assert_true(res2.m[FKD_SIM_TEACHER].ppl_int4 == res.m[FKD_SIM_TEACHER].ppl_int4);
     assert_true(res2.sum.student_cached);
     assert_memory_equal(res2.m[FKD_SIM_FEDKD].final.memory, res.m[FKD_SIM_FEDKD].final.memory,
                         res.m[FKD_SIM_FEDKD].final.n_params * sizeof(float));

@@ -38,6 +38,8 @@
 #define MATMUL_ROWS 2
 #define MATMUL_COLS 4
 #define PARALLEL_MIN_MACS (1 << 20) /* smaller products are not worth waking threads */
+#define CACHE_LINE 64
+#define PREFETCH_TILES 2 /* how far ahead the tiles prefetch their rows */
 
 /* fp16 -> fp32 for the scales, inlined on the hot path; the rare
  * subnormal / inf / nan cases go to common's full conversion. */

@@ -110,21 +110,34 @@ static void matvec(fkd_qinfer *st, float *out, const fkd_qtensor *w, const uint8
 #endif
 #define DOT_LANES 8
 
-ATTN_CLONES static float dot_lanes(const float *restrict a, const float *restrict b, int n)
+/* att[t] = q · k_t * scale for t <= pos, keys a row of kvd floats apart;
+ * returns the largest. Eight running sums per dot product. */
+ATTN_CLONES static float head_scores(float *restrict att, const float *restrict q, const float *restrict k,
+                                     int pos, int hd, size_t kvd, float scale)
 {
-    float acc[DOT_LANES] = {0};
-    int i = 0;
-    for (; i + DOT_LANES <= n; i += DOT_LANES)
-        for (int j = 0; j < DOT_LANES; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+    float max = -INFINITY;
+    for (int t = 0; t <= pos; t++, k += kvd) {
+        float acc[DOT_LANES] = {0}, s;
+        int i = 0;
+        for (; i + DOT_LANES <= hd; i += DOT_LANES)
+            for (int j = 0; j < DOT_LANES; j++) acc[j] += q[i + j] * k[i + j];
+        s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+        for (; i < hd; i++) s += q[i] * k[i];
+        att[t] = s * scale;
+        max = att[t] > max ? att[t] : max;
+    }
+    return max;
 }
 
-/* y (n) += a * x */
-ATTN_CLONES static void add_scaled(float *restrict y, float a, const float *restrict x, int n)
+/* out (hd) = sum over t <= pos of att[t] * inv * v_t. */
+ATTN_CLONES static void head_values(float *restrict out, const float *restrict att, float inv,
+                                    const float *restrict v, int pos, int hd, size_t kvd)
 {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int t = 0; t <= pos; t++, v += kvd) {
+        float a = att[t] * inv;
+        for (int i = 0; i < hd; i++) out[i] += a * v[i];
+    }
 }
 
 /* Masked causal attention of one query position over the cache (GQA). */
@@ -136,22 +149,15 @@ static void attend(fkd_qinfer *st, int l)
     const float *vc = st->value_cache + (size_t)l * c->max_seq * kvd;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < H; h++) {
-        const float *q = st->q + h * hd;
         float *att = st->att + (size_t)h * c->max_seq;
         int g = h / (H / KV);
-        float max = -INFINITY;
-        for (int t = 0; t <= pos; t++) {
-            att[t] = dot_lanes(q, kc + (size_t)t * kvd + g * hd, hd) * scale;
-            max = att[t] > max ? att[t] : max;
-        }
+        float max = head_scores(att, st->q + h * hd, kc + g * hd, pos, hd, (size_t)kvd, scale);
         float sum = 0.0f;
         for (int t = 0; t <= pos; t++) {
             att[t] = expf(att[t] - max);
             sum += att[t];
         }
-        float *out = st->xb + h * hd, inv = 1.0f / sum;
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int t = 0; t <= pos; t++) add_scaled(out, att[t] * inv, vc + (size_t)t * kvd + g * hd, hd);
+        head_values(st->xb + h * hd, att, 1.0f / sum, vc + g * hd, pos, hd, (size_t)kvd);
     }
 }
 

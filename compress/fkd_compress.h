@@ -565,6 +565,36 @@ void fkd_prune_plan_free(fkd_prune_plan *plan);
  * by map->new_to_old when map is not NULL); a tied head stays tied. */
 int fkd_prune_build(fkd_params *student, const fkd_params *teacher, const fkd_prune_plan *plan,
                     const fkd_vocab_map *map, fkd_error *err);
+/* The whole recipe in one call (compress/prune_teacher.c), as `fedkd prune`
+ * and the simulation run it: vocabulary trimmed from vocab_text (the public
+ * corpus encoded by the teacher; NULL or trim_vocab 0 keeps every token),
+ * importances on calib_text (windows spread evenly over it), the shape from
+ * the budget or the explicit fields, the plan and the student. */
+typedef struct {
+    size_t target_params;   /* 0: the teacher's shape, then the explicit fields */
+    int min_layers;         /* with target_params: fewest blocks before narrowing */
+    int layers, heads, kv_heads, ffn; /* > 0 overrides */
+    int trim_vocab;         /* 1: keep only what vocab_text uses (and what that needs) */
+    int calib_tokens, calib_seq;
+    int depth_kl;           /* 1: KL depth score; 0: cosine */
+    int progress;           /* progress line on a terminal */
+} fkd_prune_config;
+
+typedef struct {
+    fkd_params student;
+    fkd_bpe_tables vocab;   /* the student's tokenizer (all of the teacher's when not trimmed) */
+    fkd_vocab_map map;      /* teacher ids -> student ids (the identity when not trimmed) */
+    fkd_prune_importance imp;
+    fkd_prune_plan plan;
+    int used_tokens;        /* distinct tokens of vocab_text */
+} fkd_prune_result;
+
+fkd_prune_config fkd_prune_defaults(void);
+int fkd_prune_teacher(fkd_prune_result *r, const fkd_params *teacher,
+                      const fkd_bpe_tables *teacher_vocab, const fkd_token_stream *vocab_text,
+                      const fkd_token_stream *calib_text, const fkd_prune_config *cfg,
+                      fkd_error *err);
+void fkd_prune_result_free(fkd_prune_result *r);
 /* A student shape of at most target_params for a teacher of shape t with
  * a vocabulary of vocab tokens: the teacher's width with as many blocks as
  * fit, down to min_layers; below that min_layers blocks with the widest

@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cbytes.h"
-
 #define LLAMA_MAX_DIM (1 << 20)
 
 /* Our tensor kinds, GGUF's name for them, and whether they are per layer. */
@@ -241,75 +239,15 @@ int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_
 
 /* ---- tokenizer -------------------------------------------------------------- */
 
-static int get_token_id(int32_t *id, const fkd_gguf *g, const char *key, int vocab,
-                        fkd_error *err)
-{
-    *id = -1;
-    if (!fkd_gguf_find(g, key)) return 0;
-    int64_t v;
-    if (fkd_gguf_get_int(&v, g, key, 0, vocab - 1, err) != 0) return -1;
-    *id = (int32_t)v;
-    return 0;
-}
-
+/* The tables (compress/prune_vocab.c reads them, for trimming too) make the
+ * tokenizer. */
 int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err)
 {
     memset(tok, 0, sizeof *tok);
-    const char *model, *pre = "gpt2";
-    size_t model_len, pre_len = 4;
-    if (fkd_gguf_get_str(&model, &model_len, g, "tokenizer.ggml.model", err) != 0) return -1;
-    if (model_len != 4 || memcmp(model, "gpt2", 4) != 0)
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.model is \"%.*s\"; fedkd "
-                             "reads \"gpt2\" (byte-level BPE)", (int)(model_len > 64 ? 64 : model_len),
-                             model);
-    if (fkd_gguf_find(g, "tokenizer.ggml.pre") &&
-        fkd_gguf_get_str(&pre, &pre_len, g, "tokenizer.ggml.pre", err) != 0)
-        return -1;
-    char pre_name[64];
-    if (pre_len >= sizeof pre_name)
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.pre is too long");
-    memcpy(pre_name, pre, pre_len);
-    pre_name[pre_len] = 0;
-
-    const fkd_gguf_kv *tokens, *merges, *types = NULL;
-    if (fkd_gguf_get_array(&tokens, g, "tokenizer.ggml.tokens", FKD_GGUF_STR, err) != 0 ||
-        fkd_gguf_get_array(&merges, g, "tokenizer.ggml.merges", FKD_GGUF_STR, err) != 0)
-        return -1;
-    if (fkd_gguf_find(g, "tokenizer.ggml.token_type") &&
-        fkd_gguf_get_array(&types, g, "tokenizer.ggml.token_type", FKD_GGUF_I32, err) != 0)
-        return -1;
-    if (tokens->count < 1 || tokens->count > LLAMA_MAX_DIM || merges->count > LLAMA_MAX_DIM)
-        return fkd_error_set(err, FKD_E_LIMIT, "the tokenizer has %llu tokens and %llu merges; "
-                             "fedkd takes up to %d of each", (unsigned long long)tokens->count,
-                             (unsigned long long)merges->count, LLAMA_MAX_DIM);
-    if (types && types->count != tokens->count)
-        return fkd_error_set(err, FKD_E_FORMAT, "tokenizer.ggml.token_type has %llu entries for "
-                             "%llu tokens", (unsigned long long)types->count,
-                             (unsigned long long)tokens->count);
-    int n_tokens = (int)tokens->count, n_merges = (int)merges->count;
-    int32_t bos, eos;
-    if (get_token_id(&bos, g, "tokenizer.ggml.bos_token_id", n_tokens, err) != 0 ||
-        get_token_id(&eos, g, "tokenizer.ggml.eos_token_id", n_tokens, err) != 0)
-        return -1;
-
-    const char **strs = malloc(((size_t)n_tokens + (size_t)n_merges) * sizeof *strs);
-    uint32_t *lens = malloc(((size_t)n_tokens + (size_t)n_merges) * sizeof *lens);
-    int32_t *type_ids = types ? malloc((size_t)n_tokens * sizeof *type_ids) : NULL;
-    int rc = -1;
-    if (!strs || !lens || (types && !type_ids)) {
-        fkd_error_set(err, FKD_E_NOMEM, "out of memory reading the tokenizer");
-        goto done;
-    }
-    if (fkd_gguf_array_strings(strs, lens, tokens, err) != 0 ||
-        fkd_gguf_array_strings(strs + n_tokens, lens + n_tokens, merges, err) != 0)
-        goto done;
-    for (int i = 0; types && i < n_tokens; i++) type_ids[i] = (int32_t)le32(types->data + 4 * (size_t)i);
-    rc = fkd_tokenizer_init_bpe(tok, strs, lens, type_ids, n_tokens, strs + n_tokens,
-                                lens + n_tokens, n_merges, bos, eos, pre_name, err);
-done:
-    free(strs);
-    free(lens);
-    free(type_ids);
+    fkd_bpe_tables t;
+    if (fkd_bpe_tables_from_gguf(&t, g, err) != 0) return -1;
+    int rc = fkd_bpe_tables_tokenizer(tok, &t, err);
+    fkd_bpe_tables_free(&t);
     return rc;
 }
 

@@ -112,11 +112,16 @@ static int tables_alloc(fkd_bpe_tables *t, int n_tokens, int n_merges, size_t te
     return 0;
 }
 
-static int32_t optional_id(const fkd_gguf *g, const char *key, int vocab)
+/* A special id: -1 when the key is absent, an error when it is out of range. */
+static int optional_id(int32_t *id, const fkd_gguf *g, const char *key, int vocab,
+                       fkd_error *err)
 {
     int64_t v;
-    if (!fkd_gguf_find(g, key) || fkd_gguf_get_int(&v, g, key, 0, vocab - 1, NULL) != 0) return -1;
-    return (int32_t)v;
+    *id = -1;
+    if (!fkd_gguf_find(g, key)) return 0;
+    if (fkd_gguf_get_int(&v, g, key, 0, vocab - 1, err) != 0) return -1;
+    *id = (int32_t)v;
+    return 0;
 }
 
 /* Copies n strings into the arena at *at. */
@@ -156,10 +161,13 @@ static int tables_fill(fkd_bpe_tables *t, const fkd_gguf *g, const fkd_gguf_kv *
         if (types) memcpy(&v, types->data + 4 * (size_t)i, 4); /* GGUF is little-endian, as we are */
         t->token_types[i] = v;
     }
-    t->bos_id = optional_id(g, "tokenizer.ggml.bos_token_id", nt);
-    t->eos_id = optional_id(g, "tokenizer.ggml.eos_token_id", nt);
-    t->unk_id = optional_id(g, "tokenizer.ggml.unknown_token_id", nt);
-    t->pad_id = optional_id(g, "tokenizer.ggml.padding_token_id", nt);
+    if (optional_id(&t->bos_id, g, "tokenizer.ggml.bos_token_id", nt, err) != 0 ||
+        optional_id(&t->eos_id, g, "tokenizer.ggml.eos_token_id", nt, err) != 0 ||
+        optional_id(&t->unk_id, g, "tokenizer.ggml.unknown_token_id", nt, err) != 0 ||
+        optional_id(&t->pad_id, g, "tokenizer.ggml.padding_token_id", nt, err) != 0) {
+        fkd_bpe_tables_free(t);
+        goto done;
+    }
     rc = 0;
 done:
     free(strs);
@@ -175,8 +183,8 @@ int fkd_bpe_tables_from_gguf(fkd_bpe_tables *t, const fkd_gguf *g, fkd_error *er
     size_t len;
     if (fkd_gguf_get_str(&s, &len, g, "tokenizer.ggml.model", err) != 0) return -1;
     if (len != 4 || memcmp(s, "gpt2", 4) != 0)
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.model is not \"gpt2\"; only "
-                             "a byte-level BPE vocabulary can be trimmed");
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tokenizer.ggml.model is \"%.*s\"; fedkd "
+                             "reads \"gpt2\" (byte-level BPE)", (int)(len > 64 ? 64 : len), s);
     snprintf(t->pre, sizeof t->pre, "gpt2");
     if (fkd_gguf_find(g, "tokenizer.ggml.pre")) {
         if (fkd_gguf_get_str(&s, &len, g, "tokenizer.ggml.pre", err) != 0) return -1;

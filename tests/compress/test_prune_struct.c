@@ -544,6 +544,46 @@ static void test_fit(void **state)
     assert_int_equal(err.code, FKD_E_LIMIT);
 }
 
+/* The one-call recipe: trimmed or not, a student of the fitted or asked shape. */
+static void test_prune_teacher_recipe(void **state)
+{
+    (void)state;
+    fkd_error err;
+    vocab_fixture v;
+    vocab_setup(&v);
+    fkd_params t;
+    make_teacher(&t, v.full.n_tokens);
+    int32_t ids[512];
+    size_t n;
+    encode(ids, 512, &n, &v.full_tok, corpus, strlen(corpus));
+    fkd_token_stream text = {.tokens = ids, .n = (int64_t)n};
+    fkd_prune_config pc = fkd_prune_defaults();
+    pc.calib_tokens = 32, pc.calib_seq = 16;
+    pc.layers = 3, pc.ffn = 32;
+    fkd_prune_result r;
+    assert_int_equal(fkd_prune_teacher(&r, &t, &v.full, &text, &text, &pc, &err), 0);
+    assert_int_equal(r.map.new_vocab, v.map.new_vocab);
+    assert_int_equal(r.vocab.n_tokens, r.map.new_vocab);
+    assert_int_equal(r.student.cfg.vocab, r.map.new_vocab);
+    assert_int_equal(r.student.cfg.n_layers, 3);
+    assert_int_equal(r.student.cfg.ffn_hidden, 32);
+    assert_non_null(r.imp.block_kl);
+    fkd_prune_result_free(&r);
+    /* not trimmed: the identity map and every token */
+    pc.trim_vocab = 0, pc.depth_kl = 0;
+    assert_int_equal(fkd_prune_teacher(&r, &t, &v.full, &text, &text, &pc, &err), 0);
+    assert_int_equal(r.map.new_vocab, v.full.n_tokens);
+    for (int i = 0; i < r.map.new_vocab; i++) assert_int_equal(r.map.new_to_old[i], i);
+    assert_null(r.imp.block_kl);
+    fkd_prune_result_free(&r);
+    /* calibration longer than the text */
+    pc.calib_seq = 512, pc.calib_tokens = 512;
+    assert_int_equal(fkd_prune_teacher(&r, &t, &v.full, &text, &text, &pc, &err), -1);
+    assert_int_equal(err.code, FKD_E_INVALID_ARG);
+    fkd_params_free(&t);
+    vocab_teardown(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_student_consistent_and_gguf),
         cmocka_unit_test(test_bad_targets),
         cmocka_unit_test(test_fit),
+        cmocka_unit_test(test_prune_teacher_recipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

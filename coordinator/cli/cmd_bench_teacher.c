@@ -1,7 +1,8 @@
 /* cmd_bench_teacher.c — `fedkd bench teacher --teacher FILE.gguf`: the
  * pretrained teacher's two speeds, each measured in its own child process
- * (so that each peak RSS is its own), on the file's formats (Q4_1 matrices,
- * Q8_0 embedding and tied head, re-made from the loaded weights):
+ * (so that each peak RSS is its own), on the file's formats (for SmolLM2's
+ * file: Q4_1 matrices, Q8_0 embedding and tied head), re-made from the
+ * loaded weights. Any llama GGUF will do, a pruned student's included:
  *   prompt processing: fkd_qinfer_prompt over one window of --pp tokens,
  *   2 threads, the last position's logits (what llama-bench's pp computes),
  *   and with every position's logits (pp_all: the soft-label throughput);
@@ -35,13 +36,33 @@ typedef struct {
 
 static const char *const run_names[] = {"pp", "pp_all", "tg", "tg_fp32"};
 
-/* The quantized teacher: the file's formats re-made from its weights. */
-static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, fkd_error *err)
+/* GGUF's names of the matrices, for reading the file's formats. */
+static const struct {
+    int kind;
+    const char *name;
+} matrix_names[] = {
+    {FKD_T_TOK_EMB, "token_embd.weight"}, {FKD_T_HEAD, "output.weight"},
+    {FKD_T_WQ, "blk.0.attn_q.weight"},     {FKD_T_WK, "blk.0.attn_k.weight"},
+    {FKD_T_WV, "blk.0.attn_v.weight"},     {FKD_T_WO, "blk.0.attn_output.weight"},
+    {FKD_T_W1, "blk.0.ffn_gate.weight"},   {FKD_T_W3, "blk.0.ffn_up.weight"},
+    {FKD_T_W2, "blk.0.ffn_down.weight"},
+};
+
+/* The model in the file's own formats (layer 0's for every layer; a tied
+ * head takes the embedding's), so that both sides run the same blocks;
+ * a format fedkd does not hold in blocks (bf16) runs as f32. */
+static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, const char *path, fkd_error *err)
 {
     int types[FKD_T_COUNT];
-    for (int t = 0; t < FKD_T_COUNT; t++)
-        types[t] = p->tensors[t].is_matrix ? FKD_QTYPE_Q4_1 : FKD_QTYPE_F32;
-    types[FKD_T_TOK_EMB] = types[FKD_T_HEAD] = FKD_QTYPE_Q8_0;
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
+    fkd_gguf g;
+    if (fkd_gguf_open(&g, path, err) != 0) return -1;
+    for (size_t i = 0; i < sizeof matrix_names / sizeof matrix_names[0]; i++) {
+        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(&g, matrix_names[i].name);
+        if (t && fkd_qtype_valid(t->type)) types[matrix_names[i].kind] = t->type;
+    }
+    fkd_gguf_close(&g);
+    if (p->cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
     return fkd_qmodel_quantize_types(qm, p, types, NULL, err);
 }
 
@@ -62,12 +83,12 @@ static double run_once(int what, fkd_qinfer *qs, fkd_infer *st, const int32_t *t
 }
 
 /* Warm-up (first touches, thread pools), then the mean rate of reps runs. */
-static double time_runs(int what, const fkd_params *p, int n, int reps, fkd_error *err)
+static double time_runs(int what, const fkd_params *p, const char *path, int n, int reps, fkd_error *err)
 {
     fkd_infer st = {0};
     fkd_qinfer qs = {0};
     fkd_qmodel qm = {0};
-    if (what != RUN_TG_FP32 && quantize_teacher(&qm, p, err) < 0) return -1;
+    if (what != RUN_TG_FP32 && quantize_teacher(&qm, p, path, err) < 0) return -1;
     if (what == RUN_TG) {
         double rate = bench_qinfer_tg_rate(&qm, n, reps, err);
         fkd_qmodel_free(&qm);
@@ -111,7 +132,7 @@ static void measure(speed *s, const teacher_setup *ts, int what)
         int pp = what == RUN_PP || what == RUN_PP_ALL;
         fkd_train_set_threads(pp ? 2 : 1);
         if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0)
-            rate = time_runs(what, &p, pp ? ts->pp : ts->tg, ts->reps, &err);
+            rate = time_runs(what, &p, ts->model, pp ? ts->pp : ts->tg, ts->reps, &err);
         if (rate < 0) fprintf(stderr, "fedkd bench teacher: %s\n", err.msg);
         if (write(fds[1], &rate, sizeof rate) != sizeof rate) _exit(1);
         _exit(0);
@@ -154,7 +175,7 @@ static int only_one(const teacher_setup *ts)
     fkd_train_set_threads(pp ? 2 : 1);
     double rate = -1;
     if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0) {
-        rate = time_runs(what, &p, pp ? ts->pp : ts->tg, ts->reps, &err);
+        rate = time_runs(what, &p, ts->model, pp ? ts->pp : ts->tg, ts->reps, &err);
         fkd_params_free(&p);
         fkd_tokenizer_free(&tok);
     }

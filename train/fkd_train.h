@@ -442,6 +442,9 @@ int fkd_lora_merge_weighted(fkd_params *params, const fkd_lora *lora, float weig
 int fkd_model_init_lora(fkd_model *m, fkd_params *base, const fkd_weight_source *src,
                         fkd_lora *lora, int B, int T, int recompute, fkd_error *err);
 
+/* Adapter floats (A and B of every target and layer): what a client trains
+ * and uploads; 0 for an invalid configuration. */
+size_t fkd_lora_param_count(const fkd_model_config *model, const fkd_lora_config *cfg);
 /* Bytes a LoRA training step holds besides the base and the activations:
  * adapters, their gradients and AdamW moments, the lora scratch for a
  * (B,T) batch and, with a weight source, one materialised matrix. */

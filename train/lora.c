@@ -246,12 +246,17 @@ size_t fkd_lora_scratch_floats(const fkd_lora_config *cfg, int B, int T)
     return 2 * (size_t)B * T * cfg->rank;
 }
 
+size_t fkd_lora_param_count(const fkd_model_config *model, const fkd_lora_config *cfg)
+{
+    fkd_tensor_info tensors[FKD_T_COUNT];
+    return fkd_lora_layout(tensors, model, cfg, NULL);
+}
+
 size_t fkd_lora_train_bytes(const fkd_model_config *model, const fkd_lora_config *cfg, int B,
                             int T, int with_source)
 {
-    fkd_tensor_info tensors[FKD_T_COUNT];
-    size_t n = fkd_lora_layout(tensors, model, cfg, NULL);
-    size_t floats = 4 * n + fkd_lora_scratch_floats(cfg, B, T); /* params, grads, m, v */
+    /* params, grads and the two AdamW moments, then the scratch */
+    size_t floats = 4 * fkd_lora_param_count(model, cfg) + fkd_lora_scratch_floats(cfg, B, T);
     if (with_source) floats += max_matrix_floats(model);
     return floats * sizeof(float);
 }

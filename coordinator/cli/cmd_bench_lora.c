@@ -207,9 +207,8 @@ int cmd_bench_lora(int argc, char **argv)
         fprintf(stderr, "fedkd bench lora: batch, steps and threads must be positive\n");
         return 2;
     }
-    /* without a batch or a source, the train bytes are 4 floats per adapter float */
     printf("bench=lora params=%zu adapter_floats=%zu\n", fkd_config_param_count(&s.cfg),
-           fkd_lora_train_bytes(&s.cfg, &s.lora, 0, 0, 0) / (4 * sizeof(float)));
+           fkd_lora_param_count(&s.cfg, &s.lora));
     lora_result results[MODE_COUNT];
     for (int mode = 0; mode < MODE_COUNT; mode++) {
         lora_setup run = s;

@@ -535,6 +535,7 @@ static void test_student_memory_figure(void **state)
                           .tie_embeddings = 1, .rope_theta = 100000.0f, .norm_eps = 1e-5f};
     fkd_lora_config lc = fkd_lora_defaults();
     assert_int_equal(fkd_config_param_count(&s), 49552704);
+    assert_int_equal(fkd_lora_param_count(&s, &lc), 488448);
     assert_int_equal(fkd_lora_train_bytes(&s, &lc, 4, 256, 1), 11419648);
     assert_int_equal(fkd_lora_train_bytes(&s, &lc, 4, 256, 0), 11419648 - 884736 * 4);
 }

@@ -42,7 +42,8 @@ int fkd_lora_parse_targets(uint8_t targets[FKD_T_COUNT], const char *list, fkd_e
         size_t len = strcspn(p, ",");
         int found = -1;
         for (int t = 0; t < FKD_T_COUNT && found < 0; t++)
-            if (target_names[t] && strlen(target_names[t]) == len && memcmp(p, target_names[t], len) == 0)
+            if (target_names[t] && strlen(target_names[t]) == len &&
+                memcmp(p, target_names[t], len) == 0)
                 found = t;
         if (found < 0)
             return fkd_error_set(err, FKD_E_INVALID_ARG,
@@ -57,12 +58,14 @@ int fkd_lora_parse_targets(uint8_t targets[FKD_T_COUNT], const char *list, fkd_e
 }
 
 size_t fkd_lora_layout(fkd_tensor_info tensors[FKD_T_COUNT], const fkd_model_config *model,
-                          const fkd_lora_config *cfg, fkd_error *err)
+                       const fkd_lora_config *cfg, fkd_error *err)
 {
     if (fkd_config_validate(model, err) != 0) return 0;
-    if (cfg->rank < 1 || cfg->rank > FKD_LORA_MAX_RANK || !(cfg->alpha > 0) || !isfinite(cfg->alpha)) {
-        fkd_error_set(err, FKD_E_INVALID_ARG, "LoRA rank %d must be in [1, %d] and alpha %g positive",
-                      cfg->rank, FKD_LORA_MAX_RANK, (double)cfg->alpha);
+    if (cfg->rank < 1 || cfg->rank > FKD_LORA_MAX_RANK || !(cfg->alpha > 0) ||
+        !isfinite(cfg->alpha)) {
+        fkd_error_set(err, FKD_E_INVALID_ARG,
+                      "LoRA rank %d must be in [1, %d] and alpha %g positive", cfg->rank,
+                      FKD_LORA_MAX_RANK, (double)cfg->alpha);
         return 0;
     }
     size_t off = 0, L = (size_t)model->n_layers, r = (size_t)cfg->rank;
@@ -85,7 +88,8 @@ size_t fkd_lora_layout(fkd_tensor_info tensors[FKD_T_COUNT], const fkd_model_con
         ti->is_matrix = 1;
         off += ti->count;
     }
-    if (off == 0) fkd_error_set(err, FKD_E_INVALID_ARG, "LoRA adapts no tensor: name at least one target");
+    if (off == 0)
+        fkd_error_set(err, FKD_E_INVALID_ARG, "LoRA adapts no tensor: name at least one target");
     if (off > FKD_LORA_MAX_FLOATS) {
         fkd_error_set(err, FKD_E_LIMIT, "LoRA of %zu floats is above the limit of %zu", off,
                       FKD_LORA_MAX_FLOATS);

@@ -83,9 +83,11 @@ static int decode_header(fkd_model_config *c, fkd_lora_config *lc, uint64_t *n,
                                  i, fkd_get_u32(data + 12 + 4 * i));
     fkd_config_get(c, data + 12);
     fkd_error inner;
-    if (fkd_config_validate(c, &inner) != 0 || !isfinite(c->rope_theta) || !isfinite(c->norm_eps))
-        return fkd_error_set(err, FKD_E_FORMAT, "LoRA model config is invalid: %s",
-                             fkd_config_validate(c, &inner) != 0 ? inner.msg : "rope/eps not finite");
+    if (fkd_config_validate(c, &inner) != 0)
+        return fkd_error_set(err, FKD_E_FORMAT, "LoRA model config is invalid: %s", inner.msg);
+    if (!isfinite(c->rope_theta) || !isfinite(c->norm_eps))
+        return fkd_error_set(err, FKD_E_FORMAT, "LoRA model config: rope_theta or norm_eps "
+                             "is not finite");
     uint32_t rank = fkd_get_u32(data + 52), bits = fkd_get_u32(data + 60);
     memset(lc, 0, sizeof *lc);
     lc->rank = rank > FKD_LORA_MAX_RANK ? 0 : (int)rank;
@@ -93,7 +95,8 @@ static int decode_header(fkd_model_config *c, fkd_lora_config *lc, uint64_t *n,
     for (int t = 0; t < 32; t++) {
         if (!(bits & (1u << t))) continue;
         if (t >= FKD_T_COUNT || !fkd_tensor_is_block_matrix(t))
-            return fkd_error_set(err, FKD_E_FORMAT, "LoRA targets tensor %d, not a block matrix", t);
+            return fkd_error_set(err, FKD_E_FORMAT, "LoRA targets tensor %d, not a block matrix",
+                                 t);
         lc->targets[t] = 1;
     }
     memcpy(n, data + 64, 8);
@@ -151,8 +154,8 @@ int fkd_lora_load(fkd_lora *lora, const fkd_model_config *expect, const char *pa
     uint8_t *data;
     size_t bytes;
     memset(lora, 0, sizeof *lora);
-    if (fkd_file_read_all(&data, &bytes, path, HEADER_BYTES + FKD_LORA_MAX_FLOATS * sizeof(float) + CRC_BYTES, err) != 0)
-        return -1;
+    size_t most = HEADER_BYTES + FKD_LORA_MAX_FLOATS * sizeof(float) + CRC_BYTES;
+    if (fkd_file_read_all(&data, &bytes, path, most, err) != 0) return -1;
     fkd_error inner;
     int rc = fkd_lora_decode(lora, expect, data, bytes, &inner);
     free(data);

@@ -169,7 +169,8 @@ static int lora_base_check(const fkd_params *base, const fkd_weight_source *src,
 {
     const fkd_param_ptrs *p = &base->p;
     if (!p->attn_norm || !p->ffn_norm || !p->final_norm)
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base must hold its norm gains in fp32");
+        return fkd_error_set(err, FKD_E_INVALID_ARG,
+                             "a LoRA base must hold its norm gains in fp32");
     if (!src && (!p->tok_emb || !p->head || !p->wq || !p->wk || !p->wv || !p->wo || !p->w1 ||
                  !p->w3 || !p->w2))
         return fkd_error_set(err, FKD_E_INVALID_ARG, "a LoRA base without some of its matrices "
@@ -228,8 +229,8 @@ static int model_setup(fkd_model *m, int B, int T, int recompute, int with_grads
         m->acts->layers = calloc((size_t)m->acts->n_layer_acts, sizeof(layer_acts));
         m->acts->memory = fkd_alloc_floats(m->act_floats);
     }
-    if ((with_grads && !m->grads) || !m->acts || !m->acts->layers || !m->acts->memory || !m->rope_cos ||
-        !m->rope_sin) {
+    if ((with_grads && !m->grads) || !m->acts || !m->acts->layers || !m->acts->memory ||
+        !m->rope_cos || !m->rope_sin) {
         m->owns_params = 0; /* on failure the caller keeps its params */
         fkd_model_free(m);
         return fkd_error_set(err, FKD_E_NOMEM,

@@ -58,7 +58,8 @@ int fkd_params_init_held(fkd_params *params, const fkd_model_config *cfg,
         ti->offset = off;
         off += ti->count;
     }
-    if (cfg->tie_embeddings) params->tensors[FKD_T_HEAD].offset = params->tensors[FKD_T_TOK_EMB].offset;
+    if (cfg->tie_embeddings)
+        params->tensors[FKD_T_HEAD].offset = params->tensors[FKD_T_TOK_EMB].offset;
     params->n_params = off;
     size_t bytes = (off * sizeof(float) + 63) & ~(size_t)63;
     params->memory = aligned_alloc(64, bytes ? bytes : 64);

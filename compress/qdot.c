@@ -89,10 +89,11 @@ static float dot_scalar(int type, const uint8_t *row, const fkd_q8_act *x, size_
     float acc = 0.0f, accm = 0.0f;
     for (size_t b = 0; b < nb; b++, row += stride) {
         int32_t s = 0;
-        for (int j = 0; j < FKD_QK; j++) {
-            int32_t code = !q4 ? ((const int8_t *)(row + 2))[j]
-                               : j < FKD_QK / 2 ? row[off + j] & 0x0f : row[off + j - FKD_QK / 2] >> 4;
-            s += code * x[b].qs[j];
+        if (q4) {
+            for (int j = 0; j < FKD_QK / 2; j++)
+                s += (row[off + j] & 0x0f) * x[b].qs[j] + (row[off + j] >> 4) * x[b].qs[j + FKD_QK / 2];
+        } else {
+            for (int j = 0; j < FKD_QK; j++) s += ((const int8_t *)(row + 2))[j] * x[b].qs[j];
         }
         float dd = half_to_float(row) * x[b].d;
         acc += (float)s * dd;

@@ -9,6 +9,7 @@
  * when a restarted coordinator asks for a round again the update is the
  * same bytes before sealing. */
 #include "fkd_client.h"
+#include "local_internal.h"
 
 #include <dirent.h>
 #include <inttypes.h>
@@ -21,39 +22,31 @@
 #define RESIDUAL_PREFIX "residual-"
 #define RESIDUALS_KEPT 2
 
-typedef struct {
-    int64_t steps;
-    int batch, seq, warmup;
-    float lr, weight_decay, grad_clip, alpha, temperature, transfer_share, prox_mu;
-    uint64_t seed;
-    fkd_update_config comp;
-} task_params;
-
-static double kv_or(const fkd_wire_kvmap *m, const char *key, double dflt)
+double fkd_client_kv_or(const fkd_wire_kvmap *m, const char *key, double dflt)
 {
     double v;
     return fkd_wire_kv_get(m, key, &v) ? v : dflt;
 }
 
-static int read_params(task_params *p, const fkd_wire_task *t, int max_seq, fkd_error *err)
+int fkd_client_task_params(task_params *p, const fkd_wire_task *t, int max_seq, fkd_error *err)
 {
     const fkd_wire_kvmap *h = &t->hparams, *c = &t->compression;
-    p->steps = (int64_t)kv_or(h, "steps", 20);
-    p->batch = (int)kv_or(h, "batch", 8);
-    p->seq = (int)kv_or(h, "seq", 64);
-    p->warmup = (int)kv_or(h, "warmup", 0);
-    p->lr = (float)kv_or(h, "lr", 1e-3);
-    p->weight_decay = (float)kv_or(h, "weight_decay", 0);
-    p->grad_clip = (float)kv_or(h, "grad_clip", 1);
-    p->alpha = (float)kv_or(h, "alpha", 0.5);
-    p->temperature = (float)kv_or(h, "temperature", 1);
-    p->transfer_share = (float)kv_or(h, "transfer_share", 0.5);
-    p->prox_mu = (float)kv_or(h, "prox_mu", 0);
-    p->seed = (uint64_t)kv_or(h, "seed", 1);
+    p->steps = (int64_t)fkd_client_kv_or(h, "steps", 20);
+    p->batch = (int)fkd_client_kv_or(h, "batch", 8);
+    p->seq = (int)fkd_client_kv_or(h, "seq", 64);
+    p->warmup = (int)fkd_client_kv_or(h, "warmup", 0);
+    p->lr = (float)fkd_client_kv_or(h, "lr", 1e-3);
+    p->weight_decay = (float)fkd_client_kv_or(h, "weight_decay", 0);
+    p->grad_clip = (float)fkd_client_kv_or(h, "grad_clip", 1);
+    p->alpha = (float)fkd_client_kv_or(h, "alpha", 0.5);
+    p->temperature = (float)fkd_client_kv_or(h, "temperature", 1);
+    p->transfer_share = (float)fkd_client_kv_or(h, "transfer_share", 0.5);
+    p->prox_mu = (float)fkd_client_kv_or(h, "prox_mu", 0);
+    p->seed = (uint64_t)fkd_client_kv_or(h, "seed", 1);
     memset(&p->comp, 0, sizeof p->comp);
-    p->comp.fraction = (float)kv_or(c, "fraction", 0.1);
-    p->comp.value_format = (int)kv_or(c, "value_format", FKD_UVAL_INT8);
-    p->comp.stochastic = kv_or(c, "stochastic", 0) != 0;
+    p->comp.fraction = (float)fkd_client_kv_or(c, "fraction", 0.1);
+    p->comp.value_format = (int)fkd_client_kv_or(c, "value_format", FKD_UVAL_INT8);
+    p->comp.stochastic = fkd_client_kv_or(c, "stochastic", 0) != 0;
     if (p->steps < 1 || p->steps > 1000000 || p->batch < 1 || p->batch > 4096 || p->seq < 2 ||
         p->seq > max_seq || !(p->lr > 0) || !(p->lr < 1) || !(p->prox_mu >= 0) ||
         !(p->alpha >= 0 && p->alpha <= 1) || !(p->temperature > 0) ||
@@ -154,7 +147,7 @@ static int copy_params(fkd_params *dst, const fkd_params *src, fkd_error *err)
     return 0;
 }
 
-static uint64_t id_hash(const uint8_t id[FKD_WIRE_ID_BYTES])
+uint64_t fkd_client_id_hash(const uint8_t id[FKD_WIRE_ID_BYTES])
 {
     uint64_t h = 1469598103934665603ULL;
     for (int i = 0; i < FKD_WIRE_ID_BYTES; i++) h = (h ^ id[i]) * 1099511628211ULL;
@@ -175,37 +168,51 @@ static int train_local(fkd_client_result *res, fkd_params *trained, float *grad,
         fkd_params_free(&own);
         return -1;
     }
-    fkd_trainer_config tc = fkd_trainer_defaults();
-    tc.steps = p->steps;
-    tc.accum = res->plan.n_micro;
-    tc.opt.lr = p->lr;
-    tc.opt.weight_decay = p->weight_decay;
-    tc.opt.grad_clip = p->grad_clip;
-    tc.opt.warmup_steps = p->warmup;
-    tc.opt.schedule = FKD_LR_CONSTANT;
-    tc.opt.prox_mu = p->prox_mu;
+    fkd_trainer_config tc;
+    fkd_client_trainer_config(&tc, p, &res->plan, transfer, tr);
     tc.prox_ref = p->prox_mu > 0 ? base->memory : NULL;
-    tc.loss.alpha = p->alpha;
-    tc.loss.temperature = p->temperature;
-    tc.transfer_share = transfer ? p->transfer_share : 0;
-    tc.eval_every = 0;
-    tc.ckpt_every = 0;
-    tc.seed = p->seed ^ id_hash(tr->id->sign_pk);
-    tc.label = "local";
     const fkd_token_stream *text = tr->train && tr->train->n >= 2 ? tr->train : NULL;
     fkd_trainer_result tres;
     int rc = fkd_trainer_run(&tres, &m, text, transfer, NULL, &tc, err);
     if (rc == 0) {
-        res->loss = tres.train_loss;
-        res->steps = tres.steps_run;
-        res->tokens = tres.tokens;
-        res->train_seconds = tres.seconds;
+        fkd_client_result_from(res, &tres);
         rc = copy_params(trained, &m.params, err);
         /* The last step's gradient: where the loss still falls, per weight. */
         if (rc == 0) memcpy(grad, m.grads, base->n_params * sizeof *grad);
     }
     fkd_model_free(&m);
     return rc;
+}
+
+void fkd_client_result_from(fkd_client_result *res, const fkd_trainer_result *tres)
+{
+    res->loss = tres->train_loss;
+    res->steps = tres->steps_run;
+    res->tokens = tres->tokens;
+    res->train_seconds = tres->seconds;
+}
+
+void fkd_client_trainer_config(fkd_trainer_config *out, const task_params *p,
+                               const fkd_memory_plan *plan, const fkd_token_stream *transfer,
+                               const fkd_client_trainer *tr)
+{
+    fkd_trainer_config tc = fkd_trainer_defaults();
+    tc.steps = p->steps;
+    tc.accum = plan->n_micro;
+    tc.opt.lr = p->lr;
+    tc.opt.weight_decay = p->weight_decay;
+    tc.opt.grad_clip = p->grad_clip;
+    tc.opt.warmup_steps = p->warmup;
+    tc.opt.schedule = FKD_LR_CONSTANT;
+    tc.opt.prox_mu = p->prox_mu;
+    tc.loss.alpha = p->alpha;
+    tc.loss.temperature = p->temperature;
+    tc.transfer_share = transfer ? p->transfer_share : 0;
+    tc.eval_every = 0;
+    tc.ckpt_every = 0;
+    tc.seed = p->seed ^ fkd_client_id_hash(tr->id->sign_pk);
+    tc.label = "local";
+    *out = tc;
 }
 
 /* delta (n) -> compressed bytes, with the residual of earlier rounds. */
@@ -217,7 +224,7 @@ static int compress_delta(uint8_t **data, size_t *bytes, fkd_client_result *res,
     if (!residual) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the residual");
     int rc = residual_load(residual, n, tr->state_dir, round, err);
     fkd_rng rng;
-    fkd_rng_seed(&rng, p->seed ^ id_hash(tr->id->sign_pk) ^ 0x636f6d70ULL);
+    fkd_rng_seed(&rng, p->seed ^ fkd_client_id_hash(tr->id->sign_pk) ^ 0x636f6d70ULL);
     fkd_update_config uc = p->comp;
     uc.rng = &rng;
     uc.weight = grad;
@@ -245,8 +252,9 @@ static int compress_delta(uint8_t **data, size_t *bytes, fkd_client_result *res,
     return rc;
 }
 
-static int seal_update(fkd_wire_msg *up, uint8_t **sealed, const uint8_t *plain, size_t plain_len,
-                       const fkd_wire_msg *task, const fkd_client_trainer *tr, fkd_error *err)
+int fkd_client_seal_update(fkd_wire_msg *up, uint8_t **sealed, const uint8_t *plain,
+                           size_t plain_len, const fkd_wire_msg *task,
+                           const fkd_client_trainer *tr, fkd_error *err)
 {
     fkd_wire_seal_ctx ctx = {.round = task->env.round,
                              .model_version = task->u.task.model_version};
@@ -267,7 +275,7 @@ static int seal_update(fkd_wire_msg *up, uint8_t **sealed, const uint8_t *plain,
     return 0;
 }
 
-static void put_metrics(fkd_wire_kvmap *m, const fkd_client_result *r)
+void fkd_client_put_metrics(fkd_wire_kvmap *m, const fkd_client_result *r)
 {
     fkd_wire_kv_set(m, "loss", r->loss, NULL);
     fkd_wire_kv_set(m, "steps", (double)r->steps, NULL);
@@ -279,6 +287,25 @@ static void put_metrics(fkd_wire_kvmap *m, const fkd_client_result *r)
     fkd_wire_kv_set(m, "peak_mb", fkd_peak_rss_mb(), NULL);
 }
 
+int fkd_client_task_transfer(fkd_softlabel_shard *shard, fkd_token_stream *transfer,
+                             const fkd_wire_task *t, int vocab, fkd_error *err)
+{
+    if (t->soft_labels.len == 0) return 0;
+    if (fkd_softlabels_decode(shard, t->soft_labels.data, t->soft_labels.len, err) != 0) return -1;
+    if (shard->vocab != vocab)
+        return fkd_error_set(err, FKD_E_MISMATCH, "soft labels for vocabulary %d, student has %d",
+                             shard->vocab, vocab);
+    fkd_token_stream_from_shard(transfer, shard);
+    return 0;
+}
+
+void fkd_client_update_finish(fkd_wire_msg *update, const fkd_client_result *res,
+                              const fkd_client_trainer *tr)
+{
+    update->u.update.samples = tr->train ? (uint64_t)tr->train->n : 0;
+    fkd_client_put_metrics(&update->u.update.metrics, res);
+}
+
 int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **sealed,
                         const fkd_wire_msg *task, const fkd_client_trainer *tr, fkd_error *err)
 {
@@ -287,6 +314,8 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
     if (task->env.type != FKD_WIRE_TASK)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "not a TASK message");
     const fkd_wire_task *t = &task->u.task;
+    if (fkd_client_kv_or(&t->hparams, "mode", FKD_WIRE_MODE_FULL) != FKD_WIRE_MODE_FULL)
+        return fkd_client_run_lora(res, update, sealed, task, tr, err);
     fkd_params base = {0}, trained = {0};
     fkd_softlabel_shard shard = {0};
     fkd_token_stream transfer = {0};
@@ -295,14 +324,8 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
     size_t plain_len = 0;
     float *delta = NULL, *grad = NULL;
     int rc = load_student(&base, t, err);
-    if (rc == 0) rc = read_params(&p, t, base.cfg.max_seq, err);
-    if (rc == 0 && t->soft_labels.len > 0) {
-        rc = fkd_softlabels_decode(&shard, t->soft_labels.data, t->soft_labels.len, err);
-        if (rc == 0 && shard.vocab != base.cfg.vocab)
-            rc = fkd_error_set(err, FKD_E_MISMATCH, "soft labels for vocabulary %d, student has %d",
-                               shard.vocab, base.cfg.vocab);
-        if (rc == 0) fkd_token_stream_from_shard(&transfer, &shard);
-    }
+    if (rc == 0) rc = fkd_client_task_params(&p, t, base.cfg.max_seq, err);
+    if (rc == 0) rc = fkd_client_task_transfer(&shard, &transfer, t, base.cfg.vocab, err);
     size_t n = base.n_params;
     if (rc == 0 && (!(delta = malloc(n * sizeof *delta)) || !(grad = malloc(n * sizeof *grad))))
         rc = fkd_error_set(err, FKD_E_NOMEM, "no memory for the update");
@@ -316,11 +339,8 @@ int fkd_client_run_task(fkd_client_result *res, fkd_wire_msg *update, uint8_t **
         rc = compress_delta(&plain, &plain_len, res, delta, grad, n, task->env.round, &p, tr,
                             err);
     }
-    if (rc == 0) rc = seal_update(update, sealed, plain, plain_len, task, tr, err);
-    if (rc == 0) {
-        update->u.update.samples = tr->train ? (uint64_t)tr->train->n : 0;
-        put_metrics(&update->u.update.metrics, res);
-    }
+    if (rc == 0) rc = fkd_client_seal_update(update, sealed, plain, plain_len, task, tr, err);
+    if (rc == 0) fkd_client_update_finish(update, res, tr);
     free(plain);
     free(delta);
     free(grad);

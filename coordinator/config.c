@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum kind { K_INT, K_U64, K_I64, K_FLOAT, K_STR, K_LEVEL, K_UVAL, K_QTYPE, K_SIDE, K_U32 };
+enum kind { K_INT, K_U64, K_I64, K_FLOAT, K_STR, K_LEVEL, K_UVAL, K_QTYPE, K_SIDE, K_U32, K_MODE };
 
 typedef struct {
     const char *key;
@@ -56,6 +56,9 @@ static const key_def keys[] = {
     {"trim", K_FLOAT, F(trim), 0, 0.49},
     {"clip_norm", K_FLOAT, F(clip_norm), 0, 1e9},
     {"prox_mu", K_FLOAT, F(prox_mu), 0, 100},
+    {"client_mode", K_MODE, F(client_mode), 0, 3},
+    {"lora_rank", K_INT, F(lora_rank), 1, FKD_LORA_MAX_RANK},
+    {"lora_alpha", K_FLOAT, F(lora_alpha), 1e-6, 1e6},
     {"local_steps", K_INT, F(local_steps), 1, 1000000},
     {"batch", K_INT, F(batch), 1, 4096},
     {"seq", K_INT, F(seq), 2, 1 << 16},
@@ -83,6 +86,7 @@ static const key_def keys[] = {
 static const char *const uval_names[] = {"f32", "int8", "int4", "ternary"};
 static const char *const side_names[] = {"all", "public", "private"};
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const mode_names[] = {"full", "lora", "qlora8", "qlora4"};
 
 void fkd_coord_config_defaults(fkd_coord_config *c)
 {
@@ -118,6 +122,9 @@ void fkd_coord_config_defaults(fkd_coord_config *c)
     c->trim = 0.2f;
     c->clip_norm = 0;
     c->prox_mu = 0.01f;
+    c->client_mode = FKD_WIRE_MODE_FULL;
+    c->lora_rank = FKD_LORA_DEFAULT_RANK;
+    c->lora_alpha = FKD_LORA_DEFAULT_ALPHA;
     c->local_steps = 20;
     c->batch = 8;
     c->seq = 64;
@@ -190,6 +197,7 @@ static int set_named(void *field, const key_def *k, const char *value, fkd_error
     case K_LEVEL: i = name_index(level_names, 4, value); choices = "debug info warn error"; break;
     case K_UVAL: i = name_index(uval_names, 4, value); choices = "f32 int8 int4 ternary"; break;
     case K_SIDE: i = name_index(side_names, 3, value); choices = "all public private"; break;
+    case K_MODE: i = name_index(mode_names, 4, value); choices = "full lora qlora8 qlora4"; break;
     case K_QTYPE:
         i = fkd_qtype_from_name(value);
         choices = "f32 f16 q8_0 q4_0 q4_1";
@@ -217,7 +225,8 @@ int fkd_coord_config_set(fkd_coord_config *cfg, const char *key, const char *val
             memcpy(field, value, strlen(value) + 1);
             return 0;
         }
-        if (k->kind == K_LEVEL || k->kind == K_UVAL || k->kind == K_SIDE || k->kind == K_QTYPE)
+        if (k->kind == K_LEVEL || k->kind == K_UVAL || k->kind == K_SIDE || k->kind == K_QTYPE ||
+            k->kind == K_MODE)
             return set_named(field, k, value, err);
         return set_numeric(field, k, value, err);
     }
@@ -251,6 +260,10 @@ int fkd_coord_config_validate(const fkd_coord_config *c, fkd_error *err)
     if (!fkd_coord_agg_find(c->aggregator))
         return fkd_error_set(err, FKD_E_INVALID_ARG, "aggregator '%s' unknown: use fedavg, "
                              "fedprox, fedadam, fedyogi, median, trimmed or clip", c->aggregator);
+    if (c->client_mode != FKD_WIRE_MODE_FULL && strcmp(c->aggregator, "fedavg") != 0)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "client_mode %d merges adapters by FedAvg: "
+                             "set aggregator = fedavg (not %s) or client_mode = full",
+                             c->client_mode, c->aggregator);
     if (c->seq > c->model.max_seq)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "seq %d is longer than model.seq %d", c->seq,
                              c->model.max_seq);
@@ -285,6 +298,7 @@ void fkd_coord_config_print(FILE *f, const fkd_coord_config *cfg)
         case K_UVAL: fprintf(f, "%s\n", uval_names[*(const int *)field]); break;
         case K_SIDE: fprintf(f, "%s\n", side_names[*(const int *)field]); break;
         case K_QTYPE: fprintf(f, "%s\n", fkd_qtype_name(*(const int *)field)); break;
+        case K_MODE: fprintf(f, "%s\n", mode_names[*(const int *)field]); break;
         }
     }
 }

@@ -48,7 +48,8 @@ typedef struct {
 
 typedef struct {
     uint8_t owner[FKD_WIRE_ID_BYTES];
-    float *delta;
+    float *delta;                  /* a delta update, or NULL */
+    fkd_lora *lora;                /* an adapter update (agg_lora.c), or NULL */
     double weight, loss;
     uint64_t bytes;
 } collected;
@@ -210,7 +211,8 @@ static void lose(fkd_coord *c, slot *s, const char *why)
 static int requantize(fkd_coord *c, fkd_error *err)
 {
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize(&qm, &c->master, c->cfg.task_quant, NULL, err) != 0) return -1;
+    int type = fkd_coord_mode_quant(c->cfg.client_mode, c->cfg.task_quant);
+    if (fkd_qmodel_quantize(&qm, &c->master, type, NULL, err) != 0) return -1;
     free(c->qweights);
     c->qweights = NULL;
     int rc = fkd_qmodel_encode(&c->qweights, &c->qweights_len, &qm, err);
@@ -462,7 +464,10 @@ void fkd_coord_attach(fkd_coord *c, void *sock) { c->sock = sock; }
 
 static void clear_round(fkd_coord *c)
 {
-    for (int i = 0; i < c->n_ups; i++) free(c->ups[i].delta);
+    for (int i = 0; i < c->n_ups; i++) {
+        free(c->ups[i].delta);
+        fkd_coord_lora_destroy(&c->ups[i].lora);
+    }
     free(c->ups);
     c->ups = NULL;
     c->n_ups = 0;
@@ -525,6 +530,7 @@ static void fill_hparams(const fkd_coord *c, fkd_wire_task *t, uint64_t round)
     fkd_wire_kv_set(h, "transfer_share", g->transfer_share, NULL);
     fkd_wire_kv_set(h, "prox_mu", strcmp(g->aggregator, "fedprox") == 0 ? g->prox_mu : 0, NULL);
     fkd_wire_kv_set(h, "seed", (double)round_seed(g->seed, round), NULL);
+    fkd_coord_lora_hparams(h, g);
     fkd_wire_kv_set(z, "fraction", g->up_fraction, NULL);
     fkd_wire_kv_set(z, "value_format", g->up_format, NULL);
     fkd_wire_kv_set(z, "stochastic", g->up_stochastic, NULL);
@@ -605,23 +611,31 @@ static int start_round(fkd_coord *c, int n_avail, fkd_error *err)
 }
 
 /* ---- updates ------------------------------------------------------------------------------------- */
-static int open_update(float **delta, fkd_coord *c, const slot *s, const fkd_wire_msg *m,
-                       fkd_error *err)
+static int open_update(float **delta, fkd_lora **lora, fkd_coord *c, const slot *s,
+                       const fkd_wire_msg *m, fkd_error *err)
 {
     const fkd_wire_update *u = &m->u.update;
+    uint32_t want = fkd_coord_mode_kind(c->cfg.client_mode);
+    if (u->kind != want)
+        return fkd_error_set(err, FKD_E_MISMATCH, "this round collects %s updates, not %s: one "
+                             "round never mixes kinds (train with the TASK's mode)",
+                             fkd_coord_kind_name(want), fkd_coord_kind_name(u->kind));
     fkd_wire_seal_ctx ctx = {.round = m->env.round, .model_version = u->model_version};
     memcpy(ctx.client_id, s->rec.sign_pk, FKD_WIRE_ID_BYTES);
     size_t cap = fkd_wire_open_bytes(u->sealed.len), plain_len;
     if (cap == 0) return fkd_error_set(err, FKD_E_FORMAT, "sealed update too short");
     uint8_t *plain = malloc(cap);
-    *delta = malloc(c->master.n_params * sizeof **delta);
-    int rc = plain && *delta ? 0 : fkd_error_set(err, FKD_E_NOMEM, "no memory for an update");
+    *delta = want == FKD_WIRE_UPDATE_DELTA ? malloc(c->master.n_params * sizeof **delta) : NULL;
+    int rc = plain && (*delta || want != FKD_WIRE_UPDATE_DELTA)
+                 ? 0 : fkd_error_set(err, FKD_E_NOMEM, "no memory for an update");
     if (rc == 0)
         rc = fkd_wire_open(plain, cap, &plain_len, u->sealed.data, u->sealed.len, &ctx, c->id,
                            c->replay, err);
-    if (rc == 0)
+    if (rc == 0 && want == FKD_WIRE_UPDATE_LORA)
+        rc = fkd_coord_lora_open(lora, &c->master.cfg, &c->cfg, plain, plain_len, err);
+    else if (rc == 0)
         rc = fkd_update_decompress(*delta, c->master.n_params, plain, plain_len, err);
-    for (size_t i = 0; rc == 0 && i < c->master.n_params; i++)
+    for (size_t i = 0; rc == 0 && *delta && i < c->master.n_params; i++)
         if (!isfinite((*delta)[i])) rc = fkd_error_set(err, FKD_E_FORMAT, "update not finite");
     free(plain);
     if (rc != 0) {
@@ -667,8 +681,9 @@ static void on_update(fkd_coord *c, slot *s, const fkd_wire_msg *m, size_t bytes
         return;
     }
     float *delta = NULL;
+    fkd_lora *lora = NULL;
     fkd_error err;
-    if (open_update(&delta, c, s, m, &err) != 0) {
+    if (open_update(&delta, &lora, c, s, m, &err) != 0) {
         c->cur.rejected++;
         fkd_log(c->log, FKD_LOG_WARN, "update_rejected", "client=%s round=%llu error=\"%s\"", hex,
                 (unsigned long long)expect, err.msg);
@@ -678,6 +693,7 @@ static void on_update(fkd_coord *c, slot *s, const fkd_wire_msg *m, size_t bytes
     collected *e = &c->ups[c->n_ups++];
     memcpy(e->owner, s->rec.sign_pk, FKD_WIRE_ID_BYTES);
     e->delta = delta;
+    e->lora = lora;
     e->weight = (double)u->samples;
     e->bytes = bytes;
     double loss = 0;
@@ -713,6 +729,22 @@ static int evaluate(fkd_coord *c, fkd_error *err)
     return 0;
 }
 
+/* LoRA rounds: every update holds adapters (open_update refuses others). */
+static int merge_adapters(fkd_coord *c, fkd_error *err)
+{
+    fkd_lora **loras = malloc((size_t)c->n_ups * sizeof *loras);
+    double *w = malloc((size_t)c->n_ups * sizeof *w);
+    int rc = loras && w ? 0 : fkd_error_set(err, FKD_E_NOMEM, "no memory to merge adapters");
+    for (int i = 0; rc == 0 && i < c->n_ups; i++) {
+        loras[i] = c->ups[i].lora;
+        w[i] = c->ups[i].weight;
+    }
+    if (rc == 0) rc = fkd_coord_lora_merge(&c->master, loras, w, c->n_ups, err);
+    free(loras);
+    free(w);
+    return rc;
+}
+
 static int aggregate(fkd_coord *c, fkd_error *err)
 {
     qsort(c->ups, (size_t)c->n_ups, sizeof *c->ups, cmp_collected);
@@ -725,7 +757,8 @@ static int aggregate(fkd_coord *c, fkd_error *err)
         loss += c->ups[i].loss;
     }
     c->cur.client_loss = loss / c->n_ups;
-    int rc = fkd_coord_agg_apply(&c->agg, c->master.memory, list, c->n_ups, err);
+    int rc = c->ups[0].lora ? merge_adapters(c, err)
+                            : fkd_coord_agg_apply(&c->agg, c->master.memory, list, c->n_ups, err);
     free(list);
     c->cur.clip_bound = c->agg.last_clip;
     for (size_t i = 0; rc == 0 && i < c->master.n_params; i++)
@@ -805,6 +838,8 @@ static int allowed(const fkd_coord *c, const uint8_t *sign_pk)
 static int fits_budget(const fkd_coord *c, uint32_t memory_mb)
 {
     if (memory_mb == 0) return 1;
+    if (c->cfg.client_mode != FKD_WIRE_MODE_FULL)
+        return fkd_coord_lora_fits(&c->cfg, (size_t)memory_mb << 20);
     fkd_memory_plan plan;
     return fkd_memory_plan_make(&plan, &c->cfg.model, c->cfg.batch, c->cfg.seq, FKD_OPT_ADAMW,
                                 (size_t)memory_mb << 20, NULL) == 0;

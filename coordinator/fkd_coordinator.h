@@ -72,6 +72,13 @@ typedef struct {
     float trim;                          /* trimmed mean: share dropped at each end */
     float clip_norm;                     /* clip: update norm bound; 0 = median of the round */
     float prox_mu;                       /* FedProx mu (sent to clients) */
+    /* client mode (enum fkd_wire_client_mode; config: full lora qlora8 qlora4): full
+     * rounds collect deltas, the others LoRA adapters merged into the master
+     * (FedAvg of B·A whatever the aggregator); qlora8/qlora4 send the TASK
+     * weights as q8_0/q4_1, the base the clients hold */
+    int client_mode;
+    int lora_rank;                       /* adapter rank (8) */
+    float lora_alpha;                    /* adapter scale numerator (16) */
     /* local training, sent in TASK hyper-parameters */
     int local_steps, batch, seq, warmup;
     float lr, weight_decay, grad_clip, alpha, temperature, transfer_share;

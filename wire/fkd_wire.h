@@ -169,7 +169,19 @@ typedef struct {
     uint64_t samples;            /* local training samples (aggregation weight) */
     fkd_wire_kvmap metrics;      /* local training metrics */
     fkd_wire_blob sealed;        /* fkd_wire_seal() of the compressed update */
+    uint32_t kind;               /* enum fkd_wire_update_kind (optional; 0 = a delta) */
 } fkd_wire_update;
+
+/* What an UPDATE's sealed plaintext holds: the compressed sparse delta of
+ * the whole student, or LoRA adapters (train/'s adapter encoding). */
+enum fkd_wire_update_kind { FKD_WIRE_UPDATE_DELTA = 0, FKD_WIRE_UPDATE_LORA = 1 };
+/* A TASK's hparams "mode": how the client trains (docs/protocol.md). */
+enum fkd_wire_client_mode {
+    FKD_WIRE_MODE_FULL = 0,   /* every weight; uploads a delta */
+    FKD_WIRE_MODE_LORA = 1,   /* adapters over the base in fp32; uploads adapters */
+    FKD_WIRE_MODE_QLORA8 = 2, /* adapters over the base held int8 */
+    FKD_WIRE_MODE_QLORA4 = 3  /* adapters over the base held int4 */
+};
 
 typedef struct {
     uint32_t acked_type;

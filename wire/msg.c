@@ -136,6 +136,7 @@ static const field update_fields[] = {
     F(fkd_wire_update, samples, "samples", K_U64, 1, 0),
     F(fkd_wire_update, metrics, "metrics", K_KV, 1, 0),
     F(fkd_wire_update, sealed, "sealed", K_BLOB, 1, 0),
+    F(fkd_wire_update, kind, "kind", K_U32, 0, 0),
 };
 static const field ack_fields[] = {
     F(fkd_wire_ack, acked_type, "acked_type", K_U32, 1, 0),

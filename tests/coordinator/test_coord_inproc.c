@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 
+#include "agg_internal.h"
 #include "fkd_coordinator.h"
 
 #define ENDPOINT "inproc://fedkd-coord-test"
@@ -241,6 +242,142 @@ static void test_chunked_dense_update(void **state)
     world_close(&w);
 }
 
+/* Drives w until the engine is done; agents train every task they get. */
+static void world_run(world *w)
+{
+    fkd_error err;
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w->c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w->c, 1, &err), 0);
+        for (int i = 0; i < w->n; i++) {
+            assert_int_equal(fkd_client_poll(w->agents[i], 0, &err), 0);
+            if (fkd_client_state(w->agents[i]) == FKD_CLIENT_TASK_READY)
+                assert_int_equal(fkd_client_train(w->agents[i], &err), 0);
+        }
+    }
+    assert_int_equal(fkd_coord_phase(w->c), FKD_COORD_DONE);
+}
+
+/* QLoRA int4 clients over the real protocol: each uploads exactly its
+ * adapters' encoding, the engine merges them into the fp32 master (which
+ * moves) and sends the next round's int4 base. */
+static void test_qlora4_rounds(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=2", "min_clients=2", "client_mode=qlora4", "lora_rank=4",
+                          "lora_alpha=8", "lr=0.01"};
+    world_open(&w, "qlora4", 2, sets, 6, 0);
+    const fkd_params *master = fkd_coord_master(w.c);
+    float *before = malloc(master->n_params * sizeof *before);
+    memcpy(before, master->memory, master->n_params * sizeof *before);
+    world_run(&w);
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 2);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(h[i].updates, 2);
+        assert_int_equal(h[i].rejected, 0);
+        assert_true(isfinite(h[i].perplexity));
+    }
+    double moved = 0;
+    for (size_t i = 0; i < master->n_params; i++) moved += fabs(master->memory[i] - before[i]);
+    assert_true(moved > 1e-3);
+    fkd_lora_config lc = fkd_lora_defaults();
+    lc.rank = 4;
+    lc.alpha = 8;
+    fkd_lora ref;
+    assert_int_equal(fkd_lora_init(&ref, &master->cfg, &lc, 1, NULL), 0);
+    for (int i = 0; i < w.n; i++) {
+        const fkd_client_stats *st = fkd_client_get_stats(w.agents[i]);
+        assert_int_equal(st->tasks, 2);
+        assert_int_equal(st->last.update_bytes, fkd_lora_encoded_bytes(&ref));
+        assert_true(st->last.update_bytes < st->last.dense_bytes);
+    }
+    fkd_lora_free(&ref);
+    free(before);
+    world_close(&w);
+}
+
+/* An adapter upload with non-finite values is refused (ERROR to its client,
+ * counted rejected); the round goes on with the honest client's. */
+static void test_lora_malformed_upload_refused(void **state)
+{
+    (void)state;
+    world w;
+    const char *sets[] = {"rounds=1", "min_clients=2", "client_mode=lora", "lora_rank=2",
+                          "round_timeout_ms=3000"};
+    world_open(&w, "lorabad", 2, sets, 5, 0);
+    fkd_client_free(&w.agents[1]);
+    fkd_client_config cc = fkd_client_config_defaults();
+    char sd[600];
+    tmp_path(sd, "lorabad-agent1");
+    cc.endpoint = "inproc://lorabad";
+    cc.use_curve = 0;
+    cc.state_dir = sd;
+    cc.auto_train = 0;
+    cc.attack_scale = NAN;
+    assert_int_equal(fkd_client_new(&w.agents[1], &cc, &w.ids[1], w.coord_id.curve_pk,
+                                     &w.streams[1], w.ctx, NULL, NULL), 0);
+    world_run(&w);
+    int n;
+    const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(h[0].updates, 1);
+    assert_int_equal(h[0].rejected, 1);
+    world_close(&w);
+}
+
+/* The engine's adapter decoder refuses what is not the round's adapters. */
+static void test_lora_open_refuses_bad_bytes(void **state)
+{
+    (void)state;
+    fkd_coord_config cfg;
+    fkd_coord_config_defaults(&cfg);
+    assert_int_equal(fkd_coord_config_override(&cfg, "client_mode=qlora8", NULL), 0);
+    fkd_lora_config lc = fkd_lora_defaults();
+    fkd_lora good, *out = NULL;
+    assert_int_equal(fkd_lora_init(&good, &cfg.model, &lc, 7, NULL), 0);
+    uint8_t *bytes;
+    size_t len;
+    assert_int_equal(fkd_lora_encode(&bytes, &len, &good, NULL), 0);
+    fkd_error err;
+    assert_int_equal(fkd_coord_lora_open(&out, &cfg.model, &cfg, bytes, len, &err), 0);
+    fkd_coord_lora_destroy(&out);
+    assert_null(out);
+    assert_int_equal(fkd_coord_lora_open(&out, &cfg.model, &cfg, bytes, len - 1, &err), -1);
+    assert_null(out);
+    assert_int_equal(fkd_coord_lora_open(&out, &cfg.model, &cfg, bytes, 3, &err), -1);
+    bytes[len / 2] ^= 0x40;
+    assert_int_equal(fkd_coord_lora_open(&out, &cfg.model, &cfg, bytes, len, &err), -1);
+    bytes[len / 2] ^= 0x40;
+    cfg.lora_rank = 4; /* another round's rank */
+    assert_int_equal(fkd_coord_lora_open(&out, &cfg.model, &cfg, bytes, len, &err), -1);
+    assert_int_equal(err.code, FKD_E_MISMATCH);
+    fkd_model_config other = cfg.model;
+    other.dim *= 2;
+    cfg.lora_rank = lc.rank;
+    assert_int_equal(fkd_coord_lora_open(&out, &other, &cfg, bytes, len, &err), -1);
+    assert_null(out);
+    free(bytes);
+    fkd_lora_free(&good);
+}
+
+/* Each mode's update kind and TASK format; a LoRA round needs FedAvg. */
+static void test_lora_mode_kind(void **state)
+{
+    (void)state;
+    assert_int_equal(fkd_coord_mode_kind(FKD_WIRE_MODE_FULL), FKD_WIRE_UPDATE_DELTA);
+    assert_int_equal(fkd_coord_mode_kind(FKD_WIRE_MODE_QLORA4), FKD_WIRE_UPDATE_LORA);
+    assert_int_equal(fkd_coord_mode_quant(FKD_WIRE_MODE_QLORA4, FKD_QTYPE_Q8_0), FKD_QTYPE_Q4_1);
+    assert_int_equal(fkd_coord_mode_quant(FKD_WIRE_MODE_LORA, FKD_QTYPE_F16), FKD_QTYPE_F16);
+    fkd_coord_config cfg;
+    fkd_coord_config_defaults(&cfg);
+    assert_int_equal(fkd_coord_config_override(&cfg, "client_mode=qlora9", NULL), -1);
+    assert_int_equal(fkd_coord_config_override(&cfg, "client_mode=lora", NULL), 0);
+    assert_int_equal(fkd_coord_config_override(&cfg, "aggregator=median", NULL), 0);
+    assert_int_equal(fkd_coord_config_validate(&cfg, NULL), -1);
+}
+
 static void test_rounds_over_inproc(void **state)
 {
     (void)state;
@@ -361,6 +498,10 @@ int main(void)
         cmocka_unit_test(test_deadline_closes_round),
         cmocka_unit_test(test_device_too_small_not_selected),
         cmocka_unit_test(test_chunked_dense_update),
+        cmocka_unit_test(test_qlora4_rounds),
+        cmocka_unit_test(test_lora_malformed_upload_refused),
+        cmocka_unit_test(test_lora_open_refuses_bad_bytes),
+        cmocka_unit_test(test_lora_mode_kind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,6 +124,21 @@ static void world_close(world *w)
     zmq_ctx_term(w->ctx);
 }
 
+/* Drives w until the engine is done; agents train every task they get. */
+static void world_run(world *w)
+{
+    fkd_error err;
+    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w->c) != FKD_COORD_DONE; turn++) {
+        assert_int_equal(fkd_coord_poll(w->c, 1, &err), 0);
+        for (int i = 0; i < w->n; i++) {
+            assert_int_equal(fkd_client_poll(w->agents[i], 0, &err), 0);
+            if (fkd_client_state(w->agents[i]) == FKD_CLIENT_TASK_READY)
+                assert_int_equal(fkd_client_train(w->agents[i], &err), 0);
+        }
+    }
+    assert_int_equal(fkd_coord_phase(w->c), FKD_COORD_DONE);
+}
+
 /* Over-selection: 3 selected for a target of 2; the round closes on the
  * first two, and the third, trained after the close, is late: refused and
  * counted in the next round. */
@@ -198,15 +213,7 @@ static void test_device_too_small_not_selected(void **state)
     world w;
     const char *sets[] = {"rounds=1", "min_clients=2"};
     world_open(&w, "small", 3, sets, 2, 1); /* 1 MB: below the runtime overhead alone */
-    fkd_error err;
-    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
-        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
-        for (int i = 0; i < w.n; i++) {
-            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
-            if (fkd_client_state(w.agents[i]) == FKD_CLIENT_TASK_READY)
-                assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
-        }
-    }
+    world_run(&w);
     int n;
     const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
     assert_int_equal(n, 1);
@@ -224,15 +231,7 @@ static void test_chunked_dense_update(void **state)
     const char *sets[] = {"rounds=1", "min_clients=2", "up_fraction=1", "up_format=f32",
                           "chunk_bytes=4096"};
     world_open(&w, "chunked", 2, sets, 5, 0);
-    fkd_error err;
-    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w.c) != FKD_COORD_DONE; turn++) {
-        assert_int_equal(fkd_coord_poll(w.c, 1, &err), 0);
-        for (int i = 0; i < w.n; i++) {
-            assert_int_equal(fkd_client_poll(w.agents[i], 0, &err), 0);
-            if (fkd_client_state(w.agents[i]) == FKD_CLIENT_TASK_READY)
-                assert_int_equal(fkd_client_train(w.agents[i], &err), 0);
-        }
-    }
+    world_run(&w);
     int n;
     const fkd_coord_round_stats *h = fkd_coord_history(w.c, &n);
     assert_int_equal(n, 1);
@@ -240,21 +239,6 @@ static void test_chunked_dense_update(void **state)
     size_t dense = fkd_coord_master(w.c)->n_params * sizeof(float);
     assert_true(h[0].bytes_up > 2 * dense); /* two dense updates, chunked */
     world_close(&w);
-}
-
-/* Drives w until the engine is done; agents train every task they get. */
-static void world_run(world *w)
-{
-    fkd_error err;
-    for (int turn = 0; turn < MAX_TURNS && fkd_coord_phase(w->c) != FKD_COORD_DONE; turn++) {
-        assert_int_equal(fkd_coord_poll(w->c, 1, &err), 0);
-        for (int i = 0; i < w->n; i++) {
-            assert_int_equal(fkd_client_poll(w->agents[i], 0, &err), 0);
-            if (fkd_client_state(w->agents[i]) == FKD_CLIENT_TASK_READY)
-                assert_int_equal(fkd_client_train(w->agents[i], &err), 0);
-        }
-    }
-    assert_int_equal(fkd_coord_phase(w->c), FKD_COORD_DONE);
 }
 
 /* QLoRA int4 clients over the real protocol: each uploads exactly its

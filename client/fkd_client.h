@@ -92,7 +92,9 @@ void fkd_client_xlink_restart(fkd_client_xlink *l);
  * batch [8], seq [64], lr [1e-3], weight_decay [0], grad_clip [1], warmup [0],
  * alpha [0.5] (KD share where a soft label exists), temperature [1],
  * transfer_share [0.5] (micro-batches from the soft-label shard),
- * prox_mu [0] (FedProx), seed [1]. Compression: fraction [0.1],
+ * prox_mu [0] (FedProx), seed [1], mode [0 = full; 1 lora, 2 qlora8, 3 qlora4:
+ * adapters over the received base, uploaded instead of a delta, see
+ * client/local_lora.c], lora_rank [8], lora_alpha [16]. Compression: fraction [0.1],
  * value_format [1 = int8] (enum fkd_uvalue), stochastic [0].
  * ======================================================================== */
 typedef struct {
@@ -101,7 +103,8 @@ typedef struct {
     const fkd_token_stream *train;        /* private text (borrowed) */
     const char *state_dir;                /* residual files; NULL keeps no residual */
     size_t memory_budget_bytes;           /* 0 = no limit */
-    float attack_scale;                   /* tests only: 0 or 1 = honest; else the delta x this */
+    float attack_scale;                   /* tests only: 0 or 1 = honest; else the delta (or
+                                             the adapters) x this */
 } fkd_client_trainer;
 
 typedef struct {

@@ -21,6 +21,8 @@ void fkd_agg_sorted_column(float *col, const fkd_coord_update *ups, int k, size_
 /* The UPDATE kind (enum fkd_wire_update_kind) a round of client mode collects. */
 uint32_t fkd_coord_mode_kind(int mode);
 const char *fkd_coord_kind_name(uint32_t kind);
+/* 0 when an UPDATE of kind belongs in a round of mode, else -1 (FKD_E_MISMATCH). */
+int fkd_coord_kind_check(int mode, uint32_t kind, fkd_error *err);
 /* The TASK weights' format: what a qlora8 / qlora4 client keeps as its base. */
 int fkd_coord_mode_quant(int mode, int task_quant);
 /* mode, lora_rank, lora_alpha into a TASK's hparams (nothing for full). */

@@ -29,6 +29,15 @@ const char *fkd_coord_kind_name(uint32_t kind)
     return kind == FKD_WIRE_UPDATE_DELTA ? "delta" : kind == FKD_WIRE_UPDATE_LORA ? "lora" : "?";
 }
 
+int fkd_coord_kind_check(int mode, uint32_t kind, fkd_error *err)
+{
+    uint32_t want = fkd_coord_mode_kind(mode);
+    if (kind == want) return 0;
+    return fkd_error_set(err, FKD_E_MISMATCH, "this round collects %s updates, not %s (kind %u): "
+                         "one round never mixes kinds (train with the TASK's mode)",
+                         fkd_coord_kind_name(want), fkd_coord_kind_name(kind), kind);
+}
+
 void fkd_coord_lora_hparams(fkd_wire_kvmap *h, const fkd_coord_config *cfg)
 {
     if (cfg->client_mode == FKD_WIRE_MODE_FULL) return; /* absent = full: older clients agree */

@@ -616,10 +616,7 @@ static int open_update(float **delta, fkd_lora **lora, fkd_coord *c, const slot 
 {
     const fkd_wire_update *u = &m->u.update;
     uint32_t want = fkd_coord_mode_kind(c->cfg.client_mode);
-    if (u->kind != want)
-        return fkd_error_set(err, FKD_E_MISMATCH, "this round collects %s updates, not %s: one "
-                             "round never mixes kinds (train with the TASK's mode)",
-                             fkd_coord_kind_name(want), fkd_coord_kind_name(u->kind));
+    if (fkd_coord_kind_check(c->cfg.client_mode, u->kind, err) != 0) return -1;
     fkd_wire_seal_ctx ctx = {.round = m->env.round, .model_version = u->model_version};
     memcpy(ctx.client_id, s->rec.sign_pk, FKD_WIRE_ID_BYTES);
     size_t cap = fkd_wire_open_bytes(u->sealed.len), plain_len;

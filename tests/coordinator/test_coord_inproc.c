@@ -346,7 +346,8 @@ static void test_lora_open_refuses_bad_bytes(void **state)
     fkd_lora_free(&good);
 }
 
-/* Each mode's update kind and TASK format; a LoRA round needs FedAvg. */
+/* Each mode's update kind and TASK format; one round never mixes kinds; a
+ * LoRA round needs FedAvg. */
 static void test_lora_mode_kind(void **state)
 {
     (void)state;
@@ -354,6 +355,14 @@ static void test_lora_mode_kind(void **state)
     assert_int_equal(fkd_coord_mode_kind(FKD_WIRE_MODE_QLORA4), FKD_WIRE_UPDATE_LORA);
     assert_int_equal(fkd_coord_mode_quant(FKD_WIRE_MODE_QLORA4, FKD_QTYPE_Q8_0), FKD_QTYPE_Q4_1);
     assert_int_equal(fkd_coord_mode_quant(FKD_WIRE_MODE_LORA, FKD_QTYPE_F16), FKD_QTYPE_F16);
+    fkd_error err;
+    assert_int_equal(fkd_coord_kind_check(FKD_WIRE_MODE_QLORA4, FKD_WIRE_UPDATE_LORA, &err), 0);
+    assert_int_equal(fkd_coord_kind_check(FKD_WIRE_MODE_FULL, FKD_WIRE_UPDATE_DELTA, &err), 0);
+    assert_int_equal(fkd_coord_kind_check(FKD_WIRE_MODE_QLORA8, FKD_WIRE_UPDATE_DELTA, &err), -1);
+    assert_int_equal(err.code, FKD_E_MISMATCH);
+    assert_non_null(strstr(err.msg, "never mixes"));
+    assert_int_equal(fkd_coord_kind_check(FKD_WIRE_MODE_FULL, FKD_WIRE_UPDATE_LORA, &err), -1);
+    assert_int_equal(fkd_coord_kind_check(FKD_WIRE_MODE_LORA, 7, &err), -1);
     fkd_coord_config cfg;
     fkd_coord_config_defaults(&cfg);
     assert_int_equal(fkd_coord_config_override(&cfg, "client_mode=qlora9", NULL), -1);

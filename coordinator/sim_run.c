@@ -74,24 +74,25 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
 
 void fkd_sim_config_file_defaults(fkd_sim_config *c)
 {
-    /* The teacher's passes run at tens of tokens per second on this
-     * machine's shared cores (docs/simulation.md, "A pretrained teacher"):
-     * a bounded transfer set and short evaluations; a pretrained student
-     * takes a fine-tuning learning rate; a round ships tens of MB, so the
-     * deadline allows for phone links. */
+    /* Sized from measured CPU time (docs/simulation.md, "With SmolLM2-135M
+     * as the teacher"): the teacher labels and reads at tens of tokens per
+     * second, a 36 M-parameter student trains at tens of tokens per CPU
+     * second, so: a bounded transfer set, 2,048 training tokens per method,
+     * short evaluations. A pretrained student takes a fine-tuning learning
+     * rate; a round ships tens of MB, so the deadline allows phone links. */
     c->rounds = 4;
     c->per_round = 2;
-    c->local_steps = 2;
-    c->batch = 4;
+    c->local_steps = 1;
+    c->batch = 2;
     c->seq = 128;
     c->lr = 3e-4f;
     c->deadline_s = 600;
     c->transfer_tokens = 8192;
     c->soft_shards = 4;
-    c->eval_tokens_final = 4096;
-    c->eval_tokens_round = 512;
+    c->eval_tokens_final = 2048;
+    c->eval_tokens_round = 256;
     c->halluc_prompts = 4;
-    c->quant_eval_tokens = 512;
+    c->quant_eval_tokens = 256;
     c->client_eval_tokens = 256;
     c->client_eval_max = 8;
     c->student_layers = FILE_STUDENT_LAYERS;

@@ -129,14 +129,27 @@ ATTN_CLONES static float head_scores(float *restrict att, const float *restrict 
     return max;
 }
 
-/* out (hd) = sum over t <= pos of att[t] * inv * v_t. */
+/* out (hd) = sum over t <= pos of att[t] * inv * v_t, VALUE_SPAN values at a
+ * time so that the running sums stay in registers over all t. */
+#define VALUE_SPAN 16
 ATTN_CLONES static void head_values(float *restrict out, const float *restrict att, float inv,
                                     const float *restrict v, int pos, int hd, size_t kvd)
 {
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    for (int t = 0; t <= pos; t++, v += kvd) {
-        float a = att[t] * inv;
-        for (int i = 0; i < hd; i++) out[i] += a * v[i];
+    int i0 = 0;
+    for (; i0 + VALUE_SPAN <= hd; i0 += VALUE_SPAN) {
+        float acc[VALUE_SPAN] = {0};
+        const float *vt = v + i0;
+        for (int t = 0; t <= pos; t++, vt += kvd) {
+            float a = att[t] * inv;
+#pragma GCC unroll 16
+            for (int j = 0; j < VALUE_SPAN; j++) acc[j] += a * vt[j];
+        }
+        for (int j = 0; j < VALUE_SPAN; j++) out[i0 + j] = acc[j];
+    }
+    for (int i = i0; i < hd; i++) {
+        float acc = 0.0f;
+        for (int t = 0; t <= pos; t++) acc += att[t] * inv * v[(size_t)t * kvd + i];
+        out[i] = acc;
     }
 }
 

@@ -8,6 +8,11 @@
  * is consumed in its own format by compress/qdot.c. No tensor is ever
  * dequantized whole: an embedding lookup dequantizes one row.
  *
+ * Prompt processing (fkd_qinfer_prompt) runs a batch of positions through
+ * each layer at once: the layer's input is quantized row by row, every
+ * weight matrix multiplies all positions in one threaded product, and the
+ * attention is train's causal fkd_attention_forward over the batch.
+ *
  * Also here: a perplexity loop over any one-token step function, so the
  * fp32 and the quantized student are scored by the same code.
  */

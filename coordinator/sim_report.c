@@ -167,21 +167,18 @@ static void json_teacher(FILE *f, const fkd_sim_summary *s)
     fprintf(f, ", \"teacher_crc32\": \"%08x\"},\n", s->teacher_crc);
     fprintf(f, "  \"phases\": {\"load_seconds\": ");
     jnum(f, s->load_seconds);
-    fprintf(f, ", \"prune_seconds\": ");
-    jnum(f, s->prune_seconds);
-    fprintf(f, ", \"prune_cpu_seconds\": ");
-    jnum(f, s->prune_cpu_seconds);
-    fprintf(f, ", \"student_cached\": %s", s->student_cached ? "true" : "false");
-    fprintf(f, ", \"teacher_eval_cached\": %s", s->teacher_eval_cached ? "true" : "false");
-    fprintf(f, ", \"soft_label_seconds\": ");
-    jnum(f, s->soft_seconds);
-    fprintf(f, ", \"soft_label_tokens_per_s\": ");
-    jnum(f, s->soft_tokens_per_s);
-    fprintf(f, ", \"soft_label_cpu_seconds\": ");
-    jnum(f, s->soft_cpu_seconds);
-    fprintf(f, ", \"cpu_seconds\": ");
-    jnum(f, s->cpu_seconds);
-    fprintf(f, ", \"soft_labels_cached\": %s},\n", s->soft_cached ? "true" : "false");
+    static const char *const keys[] = {"prune_seconds", "prune_cpu_seconds",
+                                       "soft_label_seconds", "soft_label_tokens_per_s",
+                                       "soft_label_cpu_seconds", "cpu_seconds"};
+    const double v[] = {s->prune_seconds, s->prune_cpu_seconds, s->soft_seconds,
+                        s->soft_tokens_per_s, s->soft_cpu_seconds, s->cpu_seconds};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        fprintf(f, ", \"%s\": ", keys[i]);
+        jnum(f, v[i]);
+    }
+    fprintf(f, ", \"student_cached\": %s, \"teacher_eval_cached\": %s, "
+               "\"soft_labels_cached\": %s},\n", s->student_cached ? "true" : "false",
+            s->teacher_eval_cached ? "true" : "false", s->soft_cached ? "true" : "false");
 }
 
 static void json_devices(FILE *f, const fkd_sim_summary *s)

@@ -286,6 +286,18 @@ static void make_identity_block(fkd_params *t, int l)
 
 enum { CAL_B = 2, CAL_T = 16 };
 
+/* The student gives the teacher's logits (V = 300) on tokens (CAL_B, CAL_T). */
+static void expect_same_logits(const fkd_params *t, const fkd_params *s, const int32_t *tokens)
+{
+    size_t nl = (size_t)CAL_B * CAL_T * 300;
+    float *a = malloc(nl * sizeof *a), *b = malloc(nl * sizeof *b);
+    forward_logits(a, t, tokens, CAL_B, CAL_T);
+    forward_logits(b, s, tokens, CAL_B, CAL_T);
+    for (size_t i = 0; i < nl; i++) assert_true(fabsf(a[i] - b[i]) < 1e-3f);
+    free(a);
+    free(b);
+}
+
 static void test_depth_finds_identity_block(void **state)
 {
     (void)state;
@@ -313,19 +325,13 @@ static void test_depth_finds_identity_block(void **state)
     assert_int_equal(plan.layers[2], 3);
     fkd_params s;
     assert_int_equal(fkd_prune_build(&s, &t, &plan, NULL, &err), 0);
-    float *a = malloc((size_t)CAL_B * CAL_T * 300 * sizeof *a);
-    float *b = malloc((size_t)CAL_B * CAL_T * 300 * sizeof *b);
-    forward_logits(a, &t, tokens, CAL_B, CAL_T);
-    forward_logits(b, &s, tokens, CAL_B, CAL_T);
-    for (size_t i = 0; i < (size_t)CAL_B * CAL_T * 300; i++) assert_true(fabsf(a[i] - b[i]) < 1e-3f);
+    expect_same_logits(&t, &s, tokens);
     /* the cheap metric alone picks the same */
     imp.block_kl = NULL;
     fkd_prune_plan plan2;
     assert_int_equal(fkd_prune_plan_make(&plan2, &imp, &target, NULL, &err), 0);
     assert_memory_equal(plan2.layers, plan.layers, 3 * sizeof(int32_t));
     fkd_prune_plan_free(&plan2);
-    free(a);
-    free(b);
     fkd_params_free(&s);
     fkd_prune_plan_free(&plan);
     fkd_prune_importance_free(&imp);
@@ -358,13 +364,7 @@ static void test_ffn_width(void **state)
         for (int i = 0; i < target.ffn_hidden; i++) assert_int_equal(plan.ffn[l * target.ffn_hidden + i], 2 * i);
     fkd_params s;
     assert_int_equal(fkd_prune_build(&s, &t, &plan, NULL, &err), 0);
-    size_t nl = (size_t)CAL_B * CAL_T * 300;
-    float *a = malloc(nl * sizeof *a), *b = malloc(nl * sizeof *b);
-    forward_logits(a, &t, tokens, CAL_B, CAL_T);
-    forward_logits(b, &s, tokens, CAL_B, CAL_T);
-    for (size_t i = 0; i < nl; i++) assert_true(fabsf(a[i] - b[i]) < 1e-3f);
-    free(a);
-    free(b);
+    expect_same_logits(&t, &s, tokens);
     fkd_params_free(&s);
     fkd_prune_plan_free(&plan);
     fkd_prune_importance_free(&imp);

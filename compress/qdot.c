@@ -29,6 +29,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define FKD_X86 1
 #endif
@@ -168,6 +169,16 @@ __attribute__((target("avx2"))) static void q8_act_quantize_avx2(fkd_q8_act *blo
 #endif
 
 /* ---- dispatch ---------------------------------------------------------------- */
+#ifdef FKD_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know the name "f16c". */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
 int fkd_qkernel_supported(int kernel)
 {
     switch (kernel) {
@@ -176,10 +187,10 @@ int fkd_qkernel_supported(int kernel)
 #ifdef FKD_X86
     case FKD_QKERNEL_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && cpu_has_f16c();
     case FKD_QKERNEL_VNNI:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+        return __builtin_cpu_supports("avx2") && cpu_has_f16c() &&
                __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #endif

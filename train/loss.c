@@ -123,6 +123,10 @@ static void loss_row(float *dz, fkd_loss_sums *sums, const float *z, int32_t tar
     if (has_kd) {
         double p_sum = 0.0, q_sum = 0.0, kl = 0.0;
         for (int j = 0; j < k; j++) {
+            /* A slot with p = 0 (a vocabulary remap folds dropped ids into
+             * the rest) belongs to the rest bucket, not to the top k. */
+            q_top[j] = 0.0f;
+            if (probs[j] <= 0.0f) continue;
             double qj = exp((double)(z[ids[j]] - mx) / T - lseT);
             q_top[j] = (float)qj;
             q_sum += qj;
@@ -156,6 +160,7 @@ static void loss_row(float *dz, fkd_loss_sums *sums, const float *z, int32_t tar
     if (has_kd)
         for (int j = 0; j < k; j++) {
             /* undo the rest-bucket term for the k ids and use p_j instead */
+            if (probs[j] <= 0.0f) continue;
             float qj = q_top[j];
             dz[ids[j]] += kd_coef * row_scale * ((float)rest_scale * qj - probs[j]);
         }

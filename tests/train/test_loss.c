@@ -124,6 +124,25 @@ static void test_alpha_zero_is_cross_entropy(void **state)
     for (int i = 0; i < N * V; i++) assert_true(ga[i] == gb[i]);
 }
 
+/* A top-k slot with probability 0 is part of the rest: the same loss and
+ * gradient as the soft label without that slot. */
+static void test_zero_probability_slot_is_rest(void **state)
+{
+    float z[V];
+    fill_normal(z, V, 1.5f, 5);
+    int32_t ids3[3] = {1, 3, 4}, ids2[2] = {1, 3};
+    float probs3[3] = {0.5f, 0.2f, 0.0f}, probs2[2] = {0.5f, 0.2f};
+    fkd_soft_labels s3 = {.k = 3, .ids = ids3, .probs = probs3};
+    fkd_soft_labels s2 = {.k = 2, .ids = ids2, .probs = probs2};
+    fkd_loss_config lc = {.alpha = 1.0f, .temperature = 2.0f};
+    float g3[V], g2[V];
+    fkd_loss_stats st3, st2;
+    fkd_loss_forward_backward(g3, &st3, z, NULL, &s3, &lc, 1, V);
+    fkd_loss_forward_backward(g2, &st2, z, NULL, &s2, &lc, 1, V);
+    assert_true(fabs(st3.loss - st2.loss) < 1e-6);
+    for (int i = 0; i < V; i++) assert_true(fabsf(g3[i] - g2[i]) < 1e-6f);
+}
+
 static void test_kd_is_zero_when_student_matches_teacher(void **state)
 {
     /* Student logits whose coarsened distribution at T equals the teacher's. */
@@ -152,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_gradient_matches_finite_differences),
         cmocka_unit_test(test_alpha_zero_is_cross_entropy),
         cmocka_unit_test(test_kd_is_zero_when_student_matches_teacher),
+        cmocka_unit_test(test_zero_probability_slot_is_rest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

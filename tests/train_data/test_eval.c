@@ -240,6 +240,59 @@ static void test_teacher_pass(void **state)
     fkd_corpus_free(&c);
 }
 
+/* The loss of a (B,T) batch from the whole (B*T,V) logits, as evaluation
+ * computed it before the head was chunked. */
+static void full_logits_loss(fkd_loss_stats *st, const fkd_params *p, const int32_t *tokens,
+                             const int32_t *targets, int B, int T)
+{
+    fkd_model m;
+    fkd_error err;
+    float *logits;
+    assert_int_equal(fkd_model_init_borrowed(&m, p, B, T, 1, &err), 0);
+    assert_int_equal(fkd_model_forward(&m, tokens, &logits), 0);
+    fkd_loss_forward_backward(NULL, st, logits, targets, NULL, NULL, B * T, p->cfg.vocab);
+    fkd_model_free(&m);
+}
+
+/* Evaluation through the chunked head gives the figures of the whole
+ * logits: fkd_model_loss in chunks that do not divide the batch, and
+ * fkd_eval_tokens on one window. */
+static void test_chunked_loss_equals_full_logits(void **state)
+{
+    fkd_train_set_threads(1);
+    enum { B = 2, T = 48, CHUNK = 20 };
+    fkd_model_config c = tiny_config();
+    fkd_params p;
+    fkd_error err;
+    assert_int_equal(fkd_params_init(&p, &c, &err), 0);
+    fkd_params_randomize(&p, 5);
+    int32_t tokens[B * T + 1], targets[B * T];
+    for (int i = 0; i <= B * T; i++) tokens[i] = (int32_t)((i * 37 + 11) % c.vocab);
+    for (int i = 0; i < B * T; i++) targets[i] = i % 7 == 3 ? -1 : tokens[i + 1];
+    fkd_loss_stats want, got;
+    full_logits_loss(&want, &p, tokens, targets, B, T);
+
+    fkd_model m;
+    assert_int_equal(fkd_model_init_borrowed(&m, &p, B, T, 1, &err), 0);
+    m.head_chunk = CHUNK; /* 96 positions: 4 chunks of 20 and one of 16 */
+    assert_int_equal(fkd_model_forward(&m, tokens, NULL), 0);
+    fkd_model_loss(&got, &m, targets);
+    fkd_model_free(&m);
+    assert_int_equal(got.n_ce, want.n_ce);
+    assert_int_equal(got.n_correct, want.n_correct);
+    assert_float_equal(got.ce, want.ce, 1e-5 * want.ce);
+
+    /* one window of T inputs predicting tokens[1..T] */
+    for (int i = 0; i < T; i++) targets[i] = tokens[i + 1];
+    full_logits_loss(&want, &p, tokens, targets, 1, T);
+    fkd_eval_result r;
+    assert_int_equal(fkd_eval_tokens(&r, &p, tokens, T + 1, 0, T, &err), 0);
+    assert_int_equal(r.tokens, want.n_ce);
+    assert_float_equal(r.mean_loss, want.ce, 1e-5 * want.ce);
+    assert_float_equal(r.accuracy, (double)want.n_correct / want.n_ce, 1e-12);
+    fkd_params_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_uniform_model),
         cmocka_unit_test(test_cycle_model),
         cmocka_unit_test(test_teacher_pass),
+        cmocka_unit_test(test_chunked_loss_equals_full_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

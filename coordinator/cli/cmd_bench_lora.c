@@ -67,19 +67,21 @@ static int build(fkd_model *m, fkd_optimizer *opt, fkd_lora *lora, fkd_qmodel *q
         }
         return fkd_optimizer_init(opt, &oc, &m->params, err);
     }
-    if (s->mode == MODE_Q8 || s->mode == MODE_Q4) {
+    int quantized = s->mode == MODE_Q8 || s->mode == MODE_Q4;
+    if (quantized) {
         int type = s->mode == MODE_Q8 ? FKD_QTYPE_Q8_0 : FKD_QTYPE_Q4_1;
         int rc = fkd_qmodel_quantize(qm, &params, type, NULL, err);
         fkd_params_free(&params);
-        if (rc != 0 || fkd_qlora_source(src, qm, err) != 0 ||
-            fkd_qlora_base_params(&params, qm, err) != 0)
-            return -1;
+        if (rc != 0) return -1;
     }
     bench_peak_reset(); /* what the client holds from here on */
-    int quantized = s->mode == MODE_Q8 || s->mode == MODE_Q4;
-    if (fkd_lora_init(lora, &s->cfg, &s->lora, 2, err) != 0 ||
-        fkd_model_init_lora(m, &params, quantized ? src : NULL, lora, plan->micro_batch, s->seq,
-                            plan->recompute, err) != 0) {
+    int rc = fkd_lora_init(lora, &s->cfg, &s->lora, 2, err);
+    if (rc == 0)
+        rc = quantized ? fkd_qlora_model_init(m, src, qm, lora, plan->micro_batch, s->seq,
+                                              plan->recompute, err)
+                       : fkd_model_init_lora(m, &params, NULL, lora, plan->micro_batch, s->seq,
+                                             plan->recompute, err);
+    if (rc != 0) {
         fkd_params_free(&params);
         return -1;
     }

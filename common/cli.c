@@ -20,10 +20,11 @@ static void print_help(const fkd_opt *opts, int n_opts, const char *usage)
             snprintf(def, sizeof def, " (default %lld)", (long long)*(int64_t *)o->value);
             break;
         case FKD_OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", *(float *)o->value); break;
-        case FKD_OPT_STR:
-            if (*(const char **)o->value)
-                snprintf(def, sizeof def, " (default %s)", *(const char **)o->value);
+        case FKD_OPT_STR: {
+            const char *text = *(const char **)o->value;
+            if (text && *text) snprintf(def, sizeof def, " (default %s)", text);
             break;
+        }
         default: break;
         }
         printf("  %-26s %s%s\n", left, o->help, def);

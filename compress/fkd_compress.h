@@ -445,6 +445,11 @@ int fkd_qlora_base_params(fkd_params *base, const fkd_qmodel *qm, fkd_error *err
 /* Bytes a QLoRA client holds for its base of cfg: the quantized model of
  * fkd_qmodel_quantize(type) plus the fp32 norm gains of fkd_qlora_base_params. */
 size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type);
+/* The three calls above in one: src over qm, the norm gains, and the model
+ * with the adapters lora (initialised by the caller) for (B,T) batches.
+ * qm, src and lora must outlive m; on failure nothing is left allocated. */
+int fkd_qlora_model_init(fkd_model *m, fkd_weight_source *src, const fkd_qmodel *qm,
+                         fkd_lora *lora, int B, int T, int recompute, fkd_error *err);
 
 /* ======================================================================== *
  * Structured pruning (compress/prune_struct.c, compress/prune_vocab.c):

@@ -87,3 +87,16 @@ size_t fkd_qlora_base_bytes(const fkd_model_config *cfg, int type)
         if (!layout[t].is_matrix) norms += layout[t].count * sizeof(float);
     return fkd_qmodel_scheme_bytes(cfg, type) + norms;
 }
+
+int fkd_qlora_model_init(fkd_model *m, fkd_weight_source *src, const fkd_qmodel *qm,
+                         fkd_lora *lora, int B, int T, int recompute, fkd_error *err)
+{
+    fkd_params base;
+    if (fkd_qlora_source(src, qm, err) != 0 || fkd_qlora_base_params(&base, qm, err) != 0)
+        return -1;
+    if (fkd_model_init_lora(m, &base, src, lora, B, T, recompute, err) != 0) {
+        fkd_params_free(&base);
+        return -1;
+    }
+    return 0;
+}

@@ -1,7 +1,9 @@
 /* eval.c — loss, perplexity, bits per byte and next-token accuracy of a
  * model on a token stream. The stream is cut into windows of `window`
  * tokens (each predicting its next tokens); windows run as one batch of the
- * training forward pass, so evaluation is as fast as training's forward. */
+ * training forward pass, so evaluation is as fast as training's forward,
+ * and the loss goes through the model's chunked head (fkd_model_loss): the
+ * (positions, vocab) logits of a batch are never held at once. */
 #include "internal.h"
 
 #include <math.h>
@@ -9,7 +11,8 @@
 #include <string.h>
 
 /* Windows per forward pass: up to 8, fewer when the logits of a batch would
- * pass EVAL_LOGITS_BYTES (a 49,152-token vocabulary). */
+ * pass EVAL_LOGITS_BYTES (a 49,152-token vocabulary). The logits are not
+ * held, but the batch's activations grow with it: this keeps them in step. */
 enum { EVAL_MAX_BATCH = 8 };
 #define EVAL_LOGITS_BYTES ((size_t)128 << 20)
 
@@ -82,11 +85,9 @@ static int eval_cut_run(fkd_eval_result *res, const fkd_params *params, const in
     int64_t counted = 0, correct = 0;
     for (int64_t w0 = 0; w0 < n_windows; w0 += batch) {
         eval_fill_batch(inp, tgt, cut, batch, w0, n_windows, tokens, n_tokens);
-        float *logits;
-        fkd_model_forward(&m, inp, &logits);
+        fkd_model_forward(&m, inp, NULL);
         fkd_loss_stats st;
-        fkd_loss_forward_backward(NULL, &st, logits, tgt, NULL, NULL,
-                                  batch * window, params->cfg.vocab);
+        fkd_model_loss(&st, &m, tgt);
         nats += st.ce * (double)st.n_ce;
         counted += st.n_ce;
         correct += st.n_correct;

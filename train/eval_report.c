@@ -125,18 +125,22 @@ int fkd_wordset_contains(const fkd_wordset *ws, const uint8_t *word, size_t len)
 
 static int is_letter(uint8_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
+/* The next word of text at or after *i: its first byte at *start, *i just
+ * past its end; 0 when no word is left. */
+static int next_word(size_t *start, size_t *i, const uint8_t *text, size_t bytes)
+{
+    while (*i < bytes && !is_letter(text[*i])) (*i)++;
+    if (*i == bytes) return 0;
+    *start = *i;
+    while (*i < bytes && is_letter(text[*i])) (*i)++;
+    return 1;
+}
+
 int fkd_wordset_add_text(fkd_wordset *ws, const uint8_t *text, size_t bytes, fkd_error *err)
 {
-    size_t i = 0;
-    while (i < bytes) {
-        if (!is_letter(text[i])) {
-            i++;
-            continue;
-        }
-        size_t start = i;
-        while (i < bytes && is_letter(text[i])) i++;
+    size_t i = 0, start;
+    while (next_word(&start, &i, text, bytes))
         if (add_word(ws, text + start, i - start, err) != 0) return -1;
-    }
     return 0;
 }
 
@@ -167,14 +171,8 @@ void fkd_words_count(int64_t *unknown, int64_t *total, const fkd_wordset *ws,
 {
     *unknown = 0;
     *total = 0;
-    size_t i = 0;
-    while (i < bytes) {
-        if (!is_letter(text[i])) {
-            i++;
-            continue;
-        }
-        size_t start = i;
-        while (i < bytes && is_letter(text[i])) i++;
+    size_t i = 0, start;
+    while (next_word(&start, &i, text, bytes)) {
         if (i == bytes && !last_complete) break;
         (*total)++;
         if (!fkd_wordset_contains(ws, text + start, i - start)) (*unknown)++;

@@ -267,6 +267,10 @@ void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targ
                         const fkd_soft_labels *soft, const fkd_loss_config *lc,
                         fkd_loss_stats *stats, float grad_scale);
 void fkd_model_zero_grad(fkd_model *m);
+/* The cross-entropy of the last training forward (logits_out NULL) against
+ * targets, no gradient: the head runs m->head_chunk positions at a time, so
+ * evaluation never holds the (B*T,V) logits either. */
+void fkd_model_loss(fkd_loss_stats *stats, fkd_model *m, const int32_t *targets);
 
 /* ======================================================================== *
  * Memory planning: a device gives a client a budget, not the whole machine.

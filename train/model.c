@@ -497,10 +497,11 @@ static void layer_backward(fkd_model *m, const dims *d, int l, layer_acts *la, c
  * in place, then dlnf = dlogits·head and dhead += dlogitsᵀ·lnf (a tied head
  * adds into the embedding's gradient). The (N,V) logits never exist at once;
  * every row is the same as the unchunked loss's, since the count of
- * positions that scales the mean is taken over the whole batch first. */
-static void head_loss_backward(fkd_model *m, const dims *d, const int32_t *targets,
-                               const fkd_soft_labels *soft, const fkd_loss_config *lc,
-                               fkd_loss_stats *stats, float grad_scale)
+ * positions that scales the mean is taken over the whole batch first.
+ * backward 0: the loss alone (evaluation), no gradient written. */
+static void head_loss(fkd_model *m, const dims *d, const int32_t *targets,
+                      const fkd_soft_labels *soft, const fkd_loss_config *lc,
+                      fkd_loss_stats *stats, float grad_scale, int backward)
 {
     fkd_acts *a = m->acts;
     int N = (int)d->N, C = (int)d->C, V = (int)d->V;
@@ -515,10 +516,17 @@ static void head_loss_backward(fkd_model *m, const dims *d, const int32_t *targe
         int n = N - i0 < chunk ? N - i0 : chunk;
         const float *x = a->lnf + (size_t)i0 * C;
         head_forward(m, a->head_buf, x, n);
-        fkd_loss_rows(a->head_buf, &sums, a->head_buf, targets, soft, lc, i0, n, V, row_scale);
-        head_backward(m, a->dln + (size_t)i0 * C, dhead, a->head_buf, x, n);
+        fkd_loss_rows(backward ? a->head_buf : NULL, &sums, a->head_buf, targets, soft, lc, i0,
+                      n, V, row_scale);
+        if (backward) head_backward(m, a->dln + (size_t)i0 * C, dhead, a->head_buf, x, n);
     }
     fkd_loss_stats_from_sums(stats, &sums);
+}
+
+void fkd_model_loss(fkd_loss_stats *stats, fkd_model *m, const int32_t *targets)
+{
+    dims d = model_dims(&m->params.cfg, m->B, m->T);
+    head_loss(m, &d, targets, NULL, NULL, stats, 1.0f, 0);
 }
 
 void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targets,
@@ -530,7 +538,7 @@ void fkd_model_backward(fkd_model *m, const int32_t *tokens, const int32_t *targ
     fkd_acts *a = m->acts;
     int N = (int)d.N, C = (int)d.C;
 
-    head_loss_backward(m, &d, targets, soft, lc, stats, grad_scale);
+    head_loss(m, &d, targets, soft, lc, stats, grad_scale, 1);
     memset(a->dresid, 0, d.N * d.C * sizeof(float));
     fkd_rmsnorm_backward(a->dresid, grad_or_null(m, FKD_T_FINAL_NORM, m->g.final_norm), a->dln,
                          a->resid + d.L * d.N * d.C, m->params.p.final_norm, a->rstd_f, N, C);

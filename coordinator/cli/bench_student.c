@@ -1,5 +1,6 @@
 /* bench_student.c — real text and real training steps for the compression
- * benchmarks (see bench_student.h). */
+ * benchmarks, and the timed step loop of the training benchmarks (see
+ * bench_student.h). */
 #include "bench_student.h"
 
 #include <stdlib.h>
@@ -89,4 +90,57 @@ int bench_train_steps(fkd_params *params, const fkd_token_stream *s, int steps, 
     fkd_optimizer_free(&opt);
     fkd_model_free(&m);
     return rc < 0 ? -1 : 0;
+}
+
+/* batch x seq random tokens and next-token targets in [0, vocab). */
+static int random_batch(int32_t **tokens, int32_t **targets, size_t n, int vocab, fkd_error *err)
+{
+    *tokens = malloc(n * sizeof **tokens);
+    *targets = malloc(n * sizeof **targets);
+    if (!*tokens || !*targets) {
+        free(*tokens);
+        free(*targets);
+        return fkd_error_set(err, FKD_E_NOMEM, "out of memory for a batch of %zu tokens", n);
+    }
+    fkd_rng rng;
+    fkd_rng_seed(&rng, 7);
+    for (size_t i = 0; i < n; i++) {
+        (*tokens)[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)vocab);
+        (*targets)[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)vocab);
+    }
+    return 0;
+}
+
+int bench_time_steps(bench_step_rate *rate, fkd_model *m, fkd_optimizer *opt, float *params,
+                     float *grads, const fkd_memory_plan *plan, int batch, int seq, int warmup,
+                     int steps, fkd_error *err)
+{
+    memset(rate, 0, sizeof *rate);
+    size_t n = (size_t)batch * seq, micro = (size_t)plan->micro_batch * seq;
+    int32_t *tokens, *targets;
+    if (random_batch(&tokens, &targets, n, m->params.cfg.vocab, err) != 0) return -1;
+    double t0 = 0, cpu0 = 0;
+    for (int step = 0; step < warmup + steps; step++) {
+        if (step == warmup) {
+            t0 = fkd_time_ms();
+            cpu0 = fkd_cpu_time_ms();
+        }
+        fkd_model_zero_grad(m);
+        double loss = 0;
+        for (int k = 0; k < plan->n_micro; k++) {
+            fkd_loss_stats st;
+            fkd_model_forward(m, tokens + k * micro, NULL);
+            fkd_model_backward(m, tokens + k * micro, targets + k * micro, NULL, NULL, &st,
+                               1.0f / (float)plan->n_micro);
+            loss += st.loss / plan->n_micro;
+        }
+        fkd_optimizer_step(opt, params, grads);
+        if (step == 0) rate->loss_first = loss;
+        rate->loss_last = loss;
+    }
+    rate->tokens_per_s = (double)n * steps * 1e3 / (fkd_time_ms() - t0);
+    rate->cpu_tokens_per_s = (double)n * steps * 1e3 / (fkd_cpu_time_ms() - cpu0);
+    free(tokens);
+    free(targets);
+    return 0;
 }

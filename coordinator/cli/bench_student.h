@@ -1,6 +1,7 @@
-/* bench_student.h — what `fedkd bench compress` and `fedkd bench quant`
- * share: real text (the fortune files, every 10th document held out) and a
- * few real training steps of a student on it. */
+/* bench_student.h — what the benches that train a student share: real text
+ * (the fortune files, every 10th document held out) and a few real training
+ * steps on it (`fedkd bench compress`, `fedkd bench quant`); and the timed
+ * step loop on random tokens (`fedkd bench train`, `fedkd bench lora`). */
 #ifndef FKD_BENCH_STUDENT_H
 #define FKD_BENCH_STUDENT_H
 
@@ -25,5 +26,20 @@ void bench_text_free(bench_text *t);
 int bench_train_steps(fkd_params *params, const fkd_token_stream *s, int steps, int B, int T,
                       float lr, int64_t first_batch, const uint8_t *mask, double *loss,
                       fkd_error *err);
+
+/* What bench_time_steps measured over its timed steps. */
+typedef struct {
+    double tokens_per_s, cpu_tokens_per_s; /* wall clock; CPU time of every thread */
+    double loss_first, loss_last;          /* mean loss of the first and last step */
+} bench_step_rate;
+
+/* Runs warmup + steps optimizer steps of m, each plan->n_micro micro-batches
+ * of plan->micro_batch x seq positions (m is sized for them), on batch x seq
+ * random tokens and targets (seed 7: speed does not depend on the text), and
+ * times the last `steps`. opt updates params from grads: the model's own, or
+ * a LoRA's adapters. */
+int bench_time_steps(bench_step_rate *rate, fkd_model *m, fkd_optimizer *opt, float *params,
+                     float *grads, const fkd_memory_plan *plan, int batch, int seq, int warmup,
+                     int steps, fkd_error *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "bench_child.h"
+#include "bench_student.h"
 #include "commands.h"
 #include "fkd_compress.h"
 
@@ -66,19 +67,21 @@ static int build(fkd_model *m, fkd_optimizer *opt, fkd_lora *lora, fkd_qmodel *q
         }
         return fkd_optimizer_init(opt, &oc, &m->params, err);
     }
-    if (s->mode == MODE_Q8 || s->mode == MODE_Q4) {
+    int quantized = s->mode == MODE_Q8 || s->mode == MODE_Q4;
+    if (quantized) {
         int type = s->mode == MODE_Q8 ? FKD_QTYPE_Q8_0 : FKD_QTYPE_Q4_1;
         int rc = fkd_qmodel_quantize(qm, &params, type, NULL, err);
         fkd_params_free(&params);
-        if (rc != 0 || fkd_qlora_source(src, qm, err) != 0 ||
-            fkd_qlora_base_params(&params, qm, err) != 0)
-            return -1;
+        if (rc != 0) return -1;
     }
     bench_peak_reset(); /* what the client holds from here on */
-    int quantized = s->mode == MODE_Q8 || s->mode == MODE_Q4;
-    if (fkd_lora_init(lora, &s->cfg, &s->lora, 2, err) != 0 ||
-        fkd_model_init_lora(m, &params, quantized ? src : NULL, lora, plan->micro_batch, s->seq,
-                            plan->recompute, err) != 0) {
+    int rc = fkd_lora_init(lora, &s->cfg, &s->lora, 2, err);
+    if (rc == 0)
+        rc = quantized ? fkd_qlora_model_init(m, src, qm, lora, plan->micro_batch, s->seq,
+                                              plan->recompute, err)
+                       : fkd_model_init_lora(m, &params, NULL, lora, plan->micro_batch, s->seq,
+                                             plan->recompute, err);
+    if (rc != 0) {
         fkd_params_free(&params);
         return -1;
     }
@@ -101,46 +104,24 @@ static void run_mode(void *out, const void *arg)
         snprintf(res->error, sizeof res->error, "%s", err.msg);
         return;
     }
-    size_t n = (size_t)s->batch * s->seq, micro = (size_t)plan.micro_batch * s->seq;
-    int32_t *tokens = malloc(n * sizeof *tokens), *targets = malloc(n * sizeof *targets);
-    fkd_rng rng;
-    fkd_rng_seed(&rng, 7);
-    for (size_t i = 0; i < n; i++) {
-        tokens[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
-        targets[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
+    bench_step_rate rate;
+    float *params = s->mode == MODE_FULL ? m.params.memory : lora.params;
+    float *grads = s->mode == MODE_FULL ? m.grads : lora.grads;
+    if (bench_time_steps(&rate, &m, &opt, params, grads, &plan, s->batch, s->seq, s->warmup,
+                         s->steps, &err) == 0) {
+        res->tokens_per_s = rate.tokens_per_s;
+        res->cpu_tokens_per_s = rate.cpu_tokens_per_s;
+        res->loss_first = rate.loss_first;
+        res->loss_last = rate.loss_last;
+        res->ok = 1;
+    } else {
+        snprintf(res->error, sizeof res->error, "%s", err.msg);
     }
-    double t0 = 0, cpu0 = 0;
-    for (int step = 0; step < s->warmup + s->steps; step++) {
-        if (step == s->warmup) {
-            t0 = fkd_time_ms();
-            cpu0 = fkd_cpu_time_ms();
-        }
-        fkd_model_zero_grad(&m);
-        double loss = 0;
-        for (int k = 0; k < plan.n_micro; k++) {
-            fkd_loss_stats st;
-            fkd_model_forward(&m, tokens + k * micro, NULL);
-            fkd_model_backward(&m, tokens + k * micro, targets + k * micro, NULL, NULL, &st,
-                               1.0f / (float)plan.n_micro);
-            loss += st.loss / plan.n_micro;
-        }
-        if (s->mode == MODE_FULL)
-            fkd_optimizer_step(&opt, m.params.memory, m.grads);
-        else
-            fkd_optimizer_step(&opt, lora.params, lora.grads);
-        if (step == 0) res->loss_first = loss;
-        res->loss_last = loss;
-    }
-    res->tokens_per_s = (double)n * s->steps / ((fkd_time_ms() - t0) / 1e3);
-    res->cpu_tokens_per_s = (double)n * s->steps / ((fkd_cpu_time_ms() - cpu0) / 1e3);
     res->peak_mb = bench_peak_mb();
     res->estimated_mb = plan.estimated_bytes / 1048576.0;
     res->base_mb = base_bytes(s) / 1048576.0;
     res->micro_batch = plan.micro_batch;
     res->recompute = plan.recompute;
-    res->ok = 1;
-    free(tokens);
-    free(targets);
     fkd_optimizer_free(&opt);
     fkd_model_free(&m);
     fkd_lora_free(&lora);

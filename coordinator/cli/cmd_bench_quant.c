@@ -227,9 +227,15 @@ static int peer_lines(const fkd_params *params, const options *o, fkd_error *err
 {
     const int formats[] = {FKD_QTYPE_Q4_1, FKD_QTYPE_Q4_0};
     int n = o->gen_tokens < params->cfg.max_seq ? o->gen_tokens : params->cfg.max_seq;
-    char path[] = "/tmp/fedkd-bench-quant-XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    const char *dir = tmp && *tmp ? tmp : "/tmp";
+    char path[1024];
+    if (snprintf(path, sizeof path, "%s/fedkd-bench-quant-XXXXXX", dir) >= (int)sizeof path)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "TMPDIR is too long; set a shorter one");
     int fd = mkstemp(path);
-    if (fd < 0) return fkd_error_set(err, FKD_E_IO, "cannot create a temporary file for the peer's GGUF");
+    if (fd < 0)
+        return fkd_error_set(err, FKD_E_IO, "cannot create a temporary file in %s for the peer's "
+                             "GGUF; set TMPDIR to a writable folder", dir);
     close(fd);
     int rc = 0;
     for (size_t f = 0; rc == 0 && f < sizeof formats / sizeof formats[0]; f++) {

@@ -15,10 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include "bench_child.h"
 #include "bench_llamacpp.h"
 #include "commands.h"
 
@@ -115,38 +113,52 @@ static double time_runs(int what, const fkd_params *p, const char *path, int n, 
     return rc == 0 ? sum / reps : -1;
 }
 
-/* Runs one measurement in a child; its rate comes back through a pipe and
- * its peak RSS from wait4. */
+/* Loads the model and times one figure, with the figure's threads; -1
+ * (err set) on failure. */
+static double load_and_time(const teacher_setup *ts, int what, fkd_error *err)
+{
+    int pp = what == RUN_PP || what == RUN_PP_ALL, n = pp ? ts->pp : ts->tg;
+    fkd_train_set_threads(pp ? 2 : 1);
+    fkd_params p;
+    fkd_tokenizer tok;
+    if (fkd_gguf_load_model(&p, &tok, ts->model, n, err) != 0) return -1;
+    double rate = time_runs(what, &p, ts->model, n, ts->reps, err);
+    fkd_params_free(&p);
+    fkd_tokenizer_free(&tok);
+    return rate;
+}
+
+typedef struct {
+    const teacher_setup *ts;
+    int what;
+} measure_arg;
+
+typedef struct {
+    double rate;
+    char error[sizeof(((fkd_error *)0)->msg)];
+} measure_result;
+
+static void measure_child(void *out, const void *arg)
+{
+    measure_result *r = out;
+    const measure_arg *a = arg;
+    fkd_error err = {0};
+    r->rate = load_and_time(a->ts, a->what, &err);
+    if (r->rate <= 0) snprintf(r->error, sizeof r->error, "%s", err.msg);
+}
+
+/* Runs one measurement in a child (bench_child.h): its peak RSS is its own. */
 static void measure(speed *s, const teacher_setup *ts, int what)
 {
     memset(s, 0, sizeof *s);
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        fkd_params p;
-        fkd_tokenizer tok;
-        fkd_error err;
-        double rate = -1;
-        int pp = what == RUN_PP || what == RUN_PP_ALL;
-        fkd_train_set_threads(pp ? 2 : 1);
-        if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0)
-            rate = time_runs(what, &p, ts->model, pp ? ts->pp : ts->tg, ts->reps, &err);
-        if (rate < 0) fprintf(stderr, "fedkd bench teacher: %s\n", err.msg);
-        if (write(fds[1], &rate, sizeof rate) != sizeof rate) _exit(1);
-        _exit(0);
-    }
-    close(fds[1]);
-    double rate = -1;
-    ssize_t got = pid > 0 ? read(fds[0], &rate, sizeof rate) : -1;
-    close(fds[0]);
-    int status;
-    struct rusage ru;
-    if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || got != (ssize_t)sizeof rate || rate <= 0)
+    measure_arg a = {ts, what};
+    measure_result r;
+    if (bench_run_child(&r, sizeof r, &s->peak_rss_mb, measure_child, &a) != 0) return;
+    if (r.rate <= 0) {
+        fprintf(stderr, "fedkd bench teacher: %s\n", r.error);
         return;
-    s->tokens_per_s = rate;
-    s->peak_rss_mb = (double)ru.ru_maxrss / 1024.0;
+    }
+    s->tokens_per_s = r.rate;
     s->ok = 1;
 }
 
@@ -168,17 +180,8 @@ static int only_one(const teacher_setup *ts)
         fprintf(stderr, "fedkd bench teacher: --only takes pp, pp_all, tg or tg_fp32, not %s\n", ts->only);
         return 2;
     }
-    fkd_params p;
-    fkd_tokenizer tok;
     fkd_error err;
-    int pp = what == RUN_PP || what == RUN_PP_ALL;
-    fkd_train_set_threads(pp ? 2 : 1);
-    double rate = -1;
-    if (fkd_gguf_load_model(&p, &tok, ts->model, pp ? ts->pp : ts->tg, &err) == 0) {
-        rate = time_runs(what, &p, ts->model, pp ? ts->pp : ts->tg, ts->reps, &err);
-        fkd_params_free(&p);
-        fkd_tokenizer_free(&tok);
-    }
+    double rate = load_and_time(ts, what, &err);
     if (rate < 0) {
         fprintf(stderr, "fedkd bench teacher: %s\n", err.msg);
         return 1;

@@ -8,15 +8,13 @@
  * Each configuration runs in a child process so that its peak RSS is its
  * own: the parent never starts OpenMP or BLIS threads (forking after that is
  * unsafe), it only forks, waits, and prints. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_child.h"
+#include "bench_student.h"
 #include "commands.h"
 #include "fkd_train.h"
 
@@ -62,42 +60,19 @@ static void run_steps(bench_result *res, const bench_setup *s)
         goto fail;
     }
     opt.frozen = frozen;
-    /* Random tokens, as the peer uses: speed does not depend on the text. */
-    size_t n = (size_t)s->batch * s->seq;
-    int32_t *tokens = malloc(n * sizeof *tokens), *targets = malloc(n * sizeof *targets);
-    fkd_rng rng;
-    fkd_rng_seed(&rng, 7);
-    for (size_t i = 0; i < n; i++) {
-        tokens[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
-        targets[i] = (int32_t)fkd_rng_below(&rng, (uint32_t)s->cfg.vocab);
-    }
-    size_t micro = (size_t)plan.micro_batch * s->seq;
-    double t0 = 0, cpu0 = 0;
-    for (int step = 0; step < s->warmup + s->steps; step++) {
-        if (step == s->warmup) {
-            t0 = fkd_time_ms();
-            cpu0 = fkd_cpu_time_ms();
-        }
-        fkd_model_zero_grad(&m);
-        for (int k = 0; k < plan.n_micro; k++) {
-            fkd_model_forward(&m, tokens + k * micro, NULL);
-            fkd_model_backward(&m, tokens + k * micro, targets + k * micro, NULL, NULL, NULL,
-                               1.0f / (float)plan.n_micro);
-        }
-        fkd_optimizer_step(&opt, m.params.memory, m.grads);
-    }
-    double seconds = (fkd_time_ms() - t0) / 1e3;
-    res->tokens_per_s = (double)n * s->steps / seconds;
-    res->cpu_tokens_per_s = (double)n * s->steps * 1e3 / (fkd_cpu_time_ms() - cpu0);
+    bench_step_rate rate;
+    int rc = bench_time_steps(&rate, &m, &opt, m.params.memory, m.grads, &plan, s->batch, s->seq,
+                              s->warmup, s->steps, &err);
+    res->head_chunk = m.head_chunk;
+    fkd_optimizer_free(&opt);
+    fkd_model_free(&m);
+    if (rc != 0) goto fail;
+    res->tokens_per_s = rate.tokens_per_s;
+    res->cpu_tokens_per_s = rate.cpu_tokens_per_s;
     res->gflops = res->tokens_per_s * 3.0 * fkd_config_flops_per_token(&s->cfg, s->seq) / 1e9;
     res->micro_batch = plan.micro_batch;
     res->recompute = plan.recompute;
-    res->head_chunk = m.head_chunk;
     res->ok = 1;
-    free(tokens);
-    free(targets);
-    fkd_optimizer_free(&opt);
-    fkd_model_free(&m);
     return;
 fail:
     snprintf(res->error, sizeof res->error, "%s", err.msg);

@@ -75,15 +75,24 @@ static uint8_t *make_payload(void)
     return p;
 }
 
+/* An open pair whose side a has started sending a payload (the link owns a
+ * copy); returns the payload, to compare with what b receives. */
+static uint8_t *start_transfer(pair *p)
+{
+    pair_open(p);
+    uint8_t *want = make_payload();
+    uint8_t *copy = malloc(PAYLOAD);
+    assert_non_null(copy);
+    memcpy(copy, want, PAYLOAD);
+    assert_int_equal(fkd_client_xlink_start(&p->la, copy, PAYLOAD, FKD_WIRE_TASK, CHUNK, 1, NULL), 0);
+    return want;
+}
+
 static void test_whole_transfer(void **s)
 {
     (void)s;
     pair p;
-    pair_open(&p);
-    uint8_t *want = make_payload();
-    uint8_t *copy = malloc(PAYLOAD);
-    memcpy(copy, want, PAYLOAD);
-    assert_int_equal(fkd_client_xlink_start(&p.la, copy, PAYLOAD, FKD_WIRE_TASK, CHUNK, 1, NULL), 0);
+    uint8_t *want = start_transfer(&p);
     uint8_t *got = NULL;
     size_t n = 0;
     for (int turn = 0; turn < 1000 && !got; turn++) {
@@ -110,11 +119,7 @@ static void test_restart_resumes(void **s)
 {
     (void)s;
     pair p;
-    pair_open(&p);
-    uint8_t *want = make_payload();
-    uint8_t *copy = malloc(PAYLOAD);
-    memcpy(copy, want, PAYLOAD);
-    assert_int_equal(fkd_client_xlink_start(&p.la, copy, PAYLOAD, FKD_WIRE_TASK, CHUNK, 1, NULL), 0);
+    uint8_t *want = start_transfer(&p);
     size_t n = 0;
     uint8_t *got = NULL;
     uint64_t sent_before = 0;

@@ -298,17 +298,53 @@ static void expect_same_logits(const fkd_params *t, const fkd_params *s, const i
     free(b);
 }
 
+/* What the model-side tests start from: a teacher (edited by the test
+ * before importance_setup), calibration tokens (CAL_B, CAL_T), and their
+ * importance. */
+typedef struct {
+    fkd_params t;
+    int32_t tokens[CAL_B * CAL_T];
+    fkd_prune_importance imp;
+} model_fixture;
+
+static void model_setup(model_fixture *f, int vocab, uint64_t seed)
+{
+    make_teacher(&f->t, vocab);
+    random_tokens(f->tokens, CAL_B * CAL_T, vocab, seed);
+}
+
+static void importance_setup(model_fixture *f, int depth_kl)
+{
+    fkd_error err;
+    assert_int_equal(fkd_prune_importance_compute(&f->imp, &f->t, f->tokens, CAL_B, CAL_T,
+                                                  depth_kl, 0, &err), 0);
+}
+
+static void model_teardown(model_fixture *f)
+{
+    fkd_prune_importance_free(&f->imp);
+    fkd_params_free(&f->t);
+}
+
+/* The student plan builds (same vocabulary) gives the teacher's logits. */
+static void expect_student_same_logits(const model_fixture *f, const fkd_prune_plan *plan)
+{
+    fkd_error err;
+    fkd_params s;
+    assert_int_equal(fkd_prune_build(&s, &f->t, plan, NULL, &err), 0);
+    expect_same_logits(&f->t, &s, f->tokens);
+    fkd_params_free(&s);
+}
+
 static void test_depth_finds_identity_block(void **state)
 {
     (void)state;
     fkd_error err;
-    fkd_params t;
-    make_teacher(&t, 300);
-    make_identity_block(&t, 2);
-    int32_t tokens[CAL_B * CAL_T];
-    random_tokens(tokens, CAL_B * CAL_T, 300, 3);
-    fkd_prune_importance imp;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, CAL_T, 1, 0, &err), 0);
+    model_fixture f;
+    model_setup(&f, 300, 3);
+    make_identity_block(&f.t, 2);
+    importance_setup(&f, 1);
+    fkd_prune_importance imp = f.imp; /* a copy: the cheap-metric check below clears block_kl */
     assert_non_null(imp.block_kl);
     assert_true(fabs(imp.block_kl[2]) < 1e-6);
     assert_true(imp.block_cos[2] < 1e-6);
@@ -316,26 +352,22 @@ static void test_depth_finds_identity_block(void **state)
         if (l != 2) assert_true(imp.block_kl[l] > 1e-3 && imp.block_cos[l] > 1e-4);
     assert_true(imp.base_loss > 0 && isfinite(imp.base_loss));
     /* three blocks kept: the identity one goes, and the logits do not change */
-    fkd_model_config target = t.cfg;
+    fkd_model_config target = f.t.cfg;
     target.n_layers = 3;
     fkd_prune_plan plan;
     assert_int_equal(fkd_prune_plan_make(&plan, &imp, &target, NULL, &err), 0);
     assert_int_equal(plan.layers[0], 0);
     assert_int_equal(plan.layers[1], 1);
     assert_int_equal(plan.layers[2], 3);
-    fkd_params s;
-    assert_int_equal(fkd_prune_build(&s, &t, &plan, NULL, &err), 0);
-    expect_same_logits(&t, &s, tokens);
+    expect_student_same_logits(&f, &plan);
     /* the cheap metric alone picks the same */
     imp.block_kl = NULL;
     fkd_prune_plan plan2;
     assert_int_equal(fkd_prune_plan_make(&plan2, &imp, &target, NULL, &err), 0);
     assert_memory_equal(plan2.layers, plan.layers, 3 * sizeof(int32_t));
     fkd_prune_plan_free(&plan2);
-    fkd_params_free(&s);
     fkd_prune_plan_free(&plan);
-    fkd_prune_importance_free(&imp);
-    fkd_params_free(&t);
+    model_teardown(&f);
 }
 
 /* FFN channels that contribute nothing rank last and leave the logits as they were. */
@@ -343,32 +375,26 @@ static void test_ffn_width(void **state)
 {
     (void)state;
     fkd_error err;
-    fkd_params t;
-    make_teacher(&t, 300);
-    const fkd_model_config *c = &t.cfg;
+    model_fixture f;
+    model_setup(&f, 300, 5);
+    const fkd_model_config *c = &f.t.cfg;
+    size_t row = (size_t)c->dim * sizeof(float);
     for (int l = 0; l < c->n_layers; l++)
-        for (int f = 1; f < c->ffn_hidden; f += 2) {  /* odd channels: silu(0) * 0 = 0 */
-            memset(t.p.w1 + ((size_t)l * c->ffn_hidden + f) * c->dim, 0, (size_t)c->dim * sizeof(float));
-            memset(t.p.w3 + ((size_t)l * c->ffn_hidden + f) * c->dim, 0, (size_t)c->dim * sizeof(float));
+        for (int ch = 1; ch < c->ffn_hidden; ch += 2) { /* odd channels: silu(0) * 0 = 0 */
+            memset(f.t.p.w1 + ((size_t)l * c->ffn_hidden + ch) * c->dim, 0, row);
+            memset(f.t.p.w3 + ((size_t)l * c->ffn_hidden + ch) * c->dim, 0, row);
         }
-    int32_t tokens[CAL_B * CAL_T];
-    random_tokens(tokens, CAL_B * CAL_T, 300, 5);
-    fkd_prune_importance imp;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, CAL_T, 0, 0, &err), 0);
-    assert_null(imp.block_kl);
-    fkd_model_config target = t.cfg;
+    importance_setup(&f, 0);
+    assert_null(f.imp.block_kl);
+    fkd_model_config target = f.t.cfg;
     target.ffn_hidden = c->ffn_hidden / 2;
     fkd_prune_plan plan;
-    assert_int_equal(fkd_prune_plan_make(&plan, &imp, &target, NULL, &err), 0);
+    assert_int_equal(fkd_prune_plan_make(&plan, &f.imp, &target, NULL, &err), 0);
     for (int l = 0; l < c->n_layers; l++)
         for (int i = 0; i < target.ffn_hidden; i++) assert_int_equal(plan.ffn[l * target.ffn_hidden + i], 2 * i);
-    fkd_params s;
-    assert_int_equal(fkd_prune_build(&s, &t, &plan, NULL, &err), 0);
-    expect_same_logits(&t, &s, tokens);
-    fkd_params_free(&s);
+    expect_student_same_logits(&f, &plan);
     fkd_prune_plan_free(&plan);
-    fkd_prune_importance_free(&imp);
-    fkd_params_free(&t);
+    model_teardown(&f);
 }
 
 /* One pruned student, checked tensor by tensor against the plan. */
@@ -420,29 +446,26 @@ static void test_student_consistent_and_gguf(void **state)
     fkd_error err;
     vocab_fixture v;
     vocab_setup(&v);
-    fkd_params t;
-    make_teacher(&t, v.full.n_tokens);
-    for (size_t i = 0; i < (size_t)t.cfg.n_layers * t.cfg.dim; i++)  /* distinct gains, to see slicing */
-        t.p.ffn_norm[i] = 1.0f + 0.01f * (float)i;
-    int32_t tokens[CAL_B * CAL_T];
-    random_tokens(tokens, CAL_B * CAL_T, v.full.n_tokens, 9);
-    fkd_prune_importance imp;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, CAL_T, 1, 0, &err), 0);
+    model_fixture f;
+    model_setup(&f, v.full.n_tokens, 9);
+    for (size_t i = 0; i < (size_t)f.t.cfg.n_layers * f.t.cfg.dim; i++)  /* distinct gains, to see slicing */
+        f.t.p.ffn_norm[i] = 1.0f + 0.01f * (float)i;
+    importance_setup(&f, 1);
     /* 2 of 4 blocks, 1 of 2 kv groups with 2 of its 3 query heads, half the FFN */
-    fkd_model_config target = t.cfg;
+    fkd_model_config target = f.t.cfg;
     target.n_layers = 2, target.n_heads = 2, target.n_kv_heads = 1, target.ffn_hidden = 32;
-    target.dim = 2 * (t.cfg.dim / t.cfg.n_heads);
+    target.dim = 2 * (f.t.cfg.dim / f.t.cfg.n_heads);
     fkd_prune_plan plan;
-    assert_int_equal(fkd_prune_plan_make(&plan, &imp, &target, &v.map, &err), 0);
+    assert_int_equal(fkd_prune_plan_make(&plan, &f.imp, &target, &v.map, &err), 0);
     fkd_params s;
-    assert_int_equal(fkd_prune_build(&s, &t, &plan, &v.map, &err), 0);
+    assert_int_equal(fkd_prune_build(&s, &f.t, &plan, &v.map, &err), 0);
     assert_int_equal(s.cfg.vocab, v.map.new_vocab);
     assert_int_equal(s.cfg.dim, 16);
     assert_int_equal(s.cfg.tie_embeddings, 1);
     assert_int_equal(s.tensors[FKD_T_HEAD].count, 0);
     assert_ptr_equal(s.p.head, s.p.tok_emb);
     assert_int_equal(s.n_params, fkd_config_param_count(&s.cfg));
-    check_slices(&s, &t, &plan, &v.map);
+    check_slices(&s, &f.t, &plan, &v.map);
 
     /* it runs */
     int32_t st[64];
@@ -486,8 +509,7 @@ static void test_student_consistent_and_gguf(void **state)
     fkd_params_free(&back);
     fkd_params_free(&s);
     fkd_prune_plan_free(&plan);
-    fkd_prune_importance_free(&imp);
-    fkd_params_free(&t);
+    model_teardown(&f);
     vocab_teardown(&v);
 }
 
@@ -495,30 +517,26 @@ static void test_bad_targets(void **state)
 {
     (void)state;
     fkd_error err;
-    fkd_params t;
-    make_teacher(&t, 300);
-    int32_t tokens[CAL_B * CAL_T];
-    random_tokens(tokens, CAL_B * CAL_T, 300, 1);
-    fkd_prune_importance imp;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, 64, 0, 0, &err), -1);
-    tokens[3] = 300;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, CAL_T, 0, 0, &err), -1);
-    tokens[3] = 0;
-    assert_int_equal(fkd_prune_importance_compute(&imp, &t, tokens, CAL_B, CAL_T, 0, 0, &err), 0);
+    model_fixture f;
+    model_setup(&f, 300, 1);
+    assert_int_equal(fkd_prune_importance_compute(&f.imp, &f.t, f.tokens, CAL_B, 64, 0, 0, &err), -1);
+    f.tokens[3] = 300;
+    assert_int_equal(fkd_prune_importance_compute(&f.imp, &f.t, f.tokens, CAL_B, CAL_T, 0, 0, &err), -1);
+    f.tokens[3] = 0;
+    importance_setup(&f, 0);
     fkd_prune_plan plan;
     fkd_model_config bad[4];
-    for (int i = 0; i < 4; i++) bad[i] = t.cfg;
+    for (int i = 0; i < 4; i++) bad[i] = f.t.cfg;
     bad[0].n_layers = 5;                       /* deeper than the teacher */
     bad[1].n_heads = 4, bad[1].dim = 40;       /* dim is not heads x head size */
     bad[2].n_heads = 4, bad[2].n_kv_heads = 1; /* 4 heads on one kv: more than a group of 3 */
     bad[2].dim = 32;
     bad[3].ffn_hidden = 65;
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(fkd_prune_plan_make(&plan, &imp, &bad[i], NULL, &err), -1);
+        assert_int_equal(fkd_prune_plan_make(&plan, &f.imp, &bad[i], NULL, &err), -1);
         assert_int_equal(err.code, FKD_E_INVALID_ARG);
     }
-    fkd_prune_importance_free(&imp);
-    fkd_params_free(&t);
+    model_teardown(&f);
 }
 
 static void test_fit(void **state)

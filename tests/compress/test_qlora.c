@@ -69,13 +69,10 @@ static void fill_tokens(ctx *c)
 
 static void qlora_model(fkd_model *m, const fkd_qmodel *qm, fkd_weight_source *src, fkd_lora *lora)
 {
-    fkd_params base;
     fkd_error err;
-    assert_int_equal(fkd_qlora_source(src, qm, &err), 0);
-    assert_int_equal(fkd_qlora_base_params(&base, qm, &err), 0);
-    assert_null(base.p.w1);
-    assert_null(base.p.tok_emb); /* only the norm gains are fp32 */
-    assert_int_equal(fkd_model_init_lora(m, &base, src, lora, B, T, 0, &err), 0);
+    assert_int_equal(fkd_qlora_model_init(m, src, qm, lora, B, T, 0, &err), 0);
+    assert_null(m->params.p.w1);
+    assert_null(m->params.p.tok_emb); /* only the norm gains are fp32 */
 }
 
 /* dA and dB against central differences of the loss of the model whose

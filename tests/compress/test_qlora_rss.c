@@ -60,17 +60,14 @@ static void test_student_qlora_step_within_128_mb(void **state)
                                                1, BATCH, SEQ, budget, &err), 0);
     if (reset_peak() != 0 || status_kb("VmHWM:") < 0) skip(); /* no /proc: nothing to measure */
 
-    fkd_params base;
     fkd_weight_source src;
     fkd_lora lora;
     fkd_model m;
     fkd_optimizer opt;
     fkd_optimizer_config oc = fkd_optimizer_defaults();
-    assert_int_equal(fkd_qlora_base_params(&base, &qm, &err), 0);
-    assert_int_equal(fkd_qlora_source(&src, &qm, &err), 0);
     assert_int_equal(fkd_lora_init(&lora, &s, &lc, 2, &err), 0);
-    assert_int_equal(fkd_model_init_lora(&m, &base, &src, &lora, plan.micro_batch, SEQ,
-                                         plan.recompute, &err), 0);
+    assert_int_equal(fkd_qlora_model_init(&m, &src, &qm, &lora, plan.micro_batch, SEQ,
+                                          plan.recompute, &err), 0);
     assert_int_equal(fkd_lora_optimizer_init(&opt, &oc, &lora, &err), 0);
     int32_t *tokens = malloc(sizeof(int32_t) * BATCH * SEQ);
     int32_t *targets = malloc(sizeof(int32_t) * BATCH * SEQ);

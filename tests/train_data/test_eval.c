@@ -97,41 +97,52 @@ static void test_words(void **state)
     assert_null(ws);
 }
 
-static void test_uniform_model(void **state)
+/* What the report tests start from: the cycle corpus, a model (zero or
+ * cycle), the byte tokenizer, and the list of every document. */
+typedef struct {
+    fkd_corpus c;
+    fkd_params p;
+    fkd_tokenizer tok;
+    uint32_t docs[8];
+} eval_fixture;
+
+static void eval_setup(eval_fixture *f, void (*make_model)(fkd_params *))
 {
     fkd_train_set_threads(1);
-    fkd_corpus c;
-    cycle_corpus(&c);
-    fkd_params p;
-    zero_model(&p);
-    fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
-    uint32_t docs[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    cycle_corpus(&f->c);
+    make_model(&f->p);
+    fkd_tokenizer_init_bytes(&f->tok);
+    for (uint32_t i = 0; i < 8; i++) f->docs[i] = i;
+}
+
+static void eval_teardown(eval_fixture *f)
+{
+    fkd_params_free(&f->p);
+    fkd_corpus_free(&f->c);
+}
+
+static void test_uniform_model(void **state)
+{
+    eval_fixture f;
+    eval_setup(&f, zero_model);
     fkd_eval_config ec = fkd_eval_defaults();
     ec.n_prompts = 0;
     fkd_eval_report r;
     fkd_error err;
-    assert_int_equal(fkd_eval_report_run(&r, &p, &tok, &c, docs, 8, NULL, &ec, &err), 0);
+    assert_int_equal(fkd_eval_report_run(&r, &f.p, &f.tok, &f.c, f.docs, 8, NULL, &ec, &err), 0);
     assert_float_equal(r.lm.perplexity, 256.0, 1e-3);
     assert_float_equal(r.lm.bits_per_byte, 8.0, 1e-5); /* every byte and separator predicted */
-    assert_int_equal(r.n_params, p.n_params);
-    assert_int_equal(r.model_bytes_fp32, p.n_params * 4);
-    assert_float_equal(r.flops_per_token, fkd_config_flops_per_token(&p.cfg, 64), 1);
+    assert_int_equal(r.n_params, f.p.n_params);
+    assert_int_equal(r.model_bytes_fp32, f.p.n_params * 4);
+    assert_float_equal(r.flops_per_token, fkd_config_flops_per_token(&f.p.cfg, 64), 1);
     assert_true(r.peak_rss_mb > 0);
-    fkd_params_free(&p);
-    fkd_corpus_free(&c);
+    eval_teardown(&f);
 }
 
 static void test_cycle_model(void **state)
 {
-    fkd_train_set_threads(1);
-    fkd_corpus c;
-    cycle_corpus(&c);
-    fkd_params p;
-    cycle_model(&p);
-    fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
-    uint32_t docs[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    eval_fixture f;
+    eval_setup(&f, cycle_model);
     fkd_eval_config ec = fkd_eval_defaults();
     ec.n_prompts = 4;
     ec.prompt_bytes = 10;   /* "abc abc ab" is cut back to "abc abc " */
@@ -142,7 +153,7 @@ static void test_cycle_model(void **state)
     assert_int_equal(fkd_wordset_new(&ws, &err), 0);
     assert_int_equal(fkd_wordset_add_text(ws, (const uint8_t *)"xyz", 3, &err), 0);
     fkd_eval_report r;
-    assert_int_equal(fkd_eval_report_run(&r, &p, &tok, &c, docs, 8, ws, &ec, &err), 0);
+    assert_int_equal(fkd_eval_report_run(&r, &f.p, &f.tok, &f.c, f.docs, 8, ws, &ec, &err), 0);
     assert_int_equal(r.n_prompts, 4);
     assert_int_equal(r.halluc_words, 4 * 5);
     assert_int_equal(r.halluc_unknown, 4 * 5);
@@ -152,7 +163,7 @@ static void test_cycle_model(void **state)
      * follows 'c'): 8 misses */
     assert_int_equal(r.lm.tokens - (int64_t)llround(r.lm.accuracy * r.lm.tokens), 8);
     assert_int_equal(fkd_wordset_add_text(ws, (const uint8_t *)"ABC", 3, &err), 0);
-    assert_int_equal(fkd_eval_report_run(&r, &p, &tok, &c, docs, 8, ws, &ec, &err), 0);
+    assert_int_equal(fkd_eval_report_run(&r, &f.p, &f.tok, &f.c, f.docs, 8, ws, &ec, &err), 0);
     assert_float_equal(r.halluc_rate, 0.0, 0);
     assert_int_equal(r.halluc_words, 20);
 
@@ -160,14 +171,14 @@ static void test_cycle_model(void **state)
      * document the model says ' ', never SEP, so it runs to the limit */
     fkd_infer st;
     fkd_sampler sm;
-    assert_int_equal(fkd_infer_init(&st, &p, &err), 0);
+    assert_int_equal(fkd_infer_init(&st, &f.p, &err), 0);
     assert_int_equal(fkd_sampler_init(&sm, 256, 0.0f, 0, 1.0f, 1, &err), 0);
     int32_t prompt[2] = {FKD_DATA_SEPARATOR_BYTE, 'a'};
     uint8_t out[64];
     size_t n_out;
     int stopped;
     double ms;
-    assert_int_equal(fkd_generate(out, sizeof out, &n_out, &stopped, &ms, &st, &sm, &tok, prompt,
+    assert_int_equal(fkd_generate(out, sizeof out, &n_out, &stopped, &ms, &st, &sm, &f.tok, prompt,
                                   2, 7, 'a', &err), 0);
     assert_int_equal(n_out, 3); /* "bc " then 'a' is the stop token */
     assert_memory_equal(out, "bc ", 3);
@@ -175,23 +186,16 @@ static void test_cycle_model(void **state)
     fkd_sampler_free(&sm);
     fkd_infer_free(&st);
     fkd_wordset_destroy(&ws);
-    fkd_params_free(&p);
-    fkd_corpus_free(&c);
+    eval_teardown(&f);
 }
 
 static void test_teacher_pass(void **state)
 {
-    fkd_train_set_threads(1);
-    fkd_corpus c;
-    cycle_corpus(&c);
-    fkd_params p;
-    cycle_model(&p);
-    fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
-    uint32_t docs[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    eval_fixture f;
+    eval_setup(&f, cycle_model);
     fkd_token_stream s;
     fkd_error err;
-    assert_int_equal(fkd_token_stream_from_docs(&s, &c, docs, 8, &tok, &err), 0);
+    assert_int_equal(fkd_token_stream_from_docs(&s, &f.c, f.docs, 8, &f.tok, &err), 0);
     fkd_teacher_config tc = fkd_teacher_defaults();
     tc.k = 4;
     tc.temperature = 1.0f;
@@ -199,7 +203,7 @@ static void test_teacher_pass(void **state)
     tc.window = 16;
     fkd_softlabel_shard shards[3];
     fkd_softlabel_stats st;
-    assert_int_equal(fkd_teacher_softlabels(shards, &st, &p, &s, &tc, &err), 0);
+    assert_int_equal(fkd_teacher_softlabels(shards, &st, &f.p, &s, &tc, &err), 0);
     assert_int_equal(st.positions, s.n);
     int64_t at = 0;
     for (int i = 0; i < 3; i++) {
@@ -236,8 +240,60 @@ static void test_teacher_pass(void **state)
     for (int i = 0; i < 3; i++) fkd_softlabels_free(&shards[i]);
     fkd_params_free(&z);
     fkd_token_stream_free(&s);
+    eval_teardown(&f);
+}
+
+/* The loss of a (B,T) batch from the whole (B*T,V) logits, as evaluation
+ * computed it before the head was chunked. */
+static void full_logits_loss(fkd_loss_stats *st, const fkd_params *p, const int32_t *tokens,
+                             const int32_t *targets, int B, int T)
+{
+    fkd_model m;
+    fkd_error err;
+    float *logits;
+    assert_int_equal(fkd_model_init_borrowed(&m, p, B, T, 1, &err), 0);
+    assert_int_equal(fkd_model_forward(&m, tokens, &logits), 0);
+    fkd_loss_forward_backward(NULL, st, logits, targets, NULL, NULL, B * T, p->cfg.vocab);
+    fkd_model_free(&m);
+}
+
+/* Evaluation through the chunked head gives the figures of the whole
+ * logits: fkd_model_loss in chunks that do not divide the batch, and
+ * fkd_eval_tokens on one window. */
+static void test_chunked_loss_equals_full_logits(void **state)
+{
+    fkd_train_set_threads(1);
+    enum { B = 2, T = 48, CHUNK = 20 };
+    fkd_model_config c = tiny_config();
+    fkd_params p;
+    fkd_error err;
+    assert_int_equal(fkd_params_init(&p, &c, &err), 0);
+    fkd_params_randomize(&p, 5);
+    int32_t tokens[B * T + 1], targets[B * T];
+    for (int i = 0; i <= B * T; i++) tokens[i] = (int32_t)((i * 37 + 11) % c.vocab);
+    for (int i = 0; i < B * T; i++) targets[i] = i % 7 == 3 ? -1 : tokens[i + 1];
+    fkd_loss_stats want, got;
+    full_logits_loss(&want, &p, tokens, targets, B, T);
+
+    fkd_model m;
+    assert_int_equal(fkd_model_init_borrowed(&m, &p, B, T, 1, &err), 0);
+    m.head_chunk = CHUNK; /* 96 positions: 4 chunks of 20 and one of 16 */
+    assert_int_equal(fkd_model_forward(&m, tokens, NULL), 0);
+    fkd_model_loss(&got, &m, targets);
+    fkd_model_free(&m);
+    assert_int_equal(got.n_ce, want.n_ce);
+    assert_int_equal(got.n_correct, want.n_correct);
+    assert_float_equal(got.ce, want.ce, 1e-5 * want.ce);
+
+    /* one window of T inputs predicting tokens[1..T] */
+    for (int i = 0; i < T; i++) targets[i] = tokens[i + 1];
+    full_logits_loss(&want, &p, tokens, targets, 1, T);
+    fkd_eval_result r;
+    assert_int_equal(fkd_eval_tokens(&r, &p, tokens, T + 1, 0, T, &err), 0);
+    assert_int_equal(r.tokens, want.n_ce);
+    assert_float_equal(r.mean_loss, want.ce, 1e-5 * want.ce);
+    assert_float_equal(r.accuracy, (double)want.n_correct / want.n_ce, 1e-12);
     fkd_params_free(&p);
-    fkd_corpus_free(&c);
 }
 
 int main(void)
@@ -247,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_uniform_model),
         cmocka_unit_test(test_cycle_model),
         cmocka_unit_test(test_teacher_pass),
+        cmocka_unit_test(test_chunked_loss_equals_full_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,6 +148,9 @@ int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, cons
  * tensor's rows cannot take (row length not a multiple of 32) is an error. */
 int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
                               const uint8_t *mask, fkd_error *err);
+/* An empty model of cfg in these formats (blocks zeroed, no mask), for a
+ * reader that fills q[t].data itself (fkd_gguf_llama_load_qmodel). */
+int fkd_qmodel_init(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types, fkd_error *err);
 void fkd_qmodel_free(fkd_qmodel *qm);
 /* Bytes of the tensor data fkd_qmodel_quantize(cfg's params, type) makes,
  * without making it (0 for an invalid type or config). */
@@ -422,6 +425,11 @@ int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err);
  * byte vocabulary is written as a merge-free GPT-2 vocabulary (vocab 256). */
 int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
                         const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
+/* The blocks of a llama GGUF as they are, one format per kind of tensor (a
+ * file whose layers mix formats, or holds bf16, is refused: load it with
+ * fkd_gguf_llama_load and quantize). No tensor is converted, so the model
+ * takes the file's bytes, not four per weight. */
+int fkd_gguf_llama_load_qmodel(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err);
 /* For the commands that take a model path: 1 when the file starts with
  * GGUF's magic; and the weights (dequantized) with the tokenizer in one call. */
 int fkd_gguf_is_gguf(const char *path);
@@ -543,6 +551,22 @@ int fkd_vocab_remap_softlabels(fkd_softlabel_shard *s, const fkd_vocab_map *m, f
 int fkd_gguf_llama_save_bpe(const char *path, const fkd_params *params, int matrix_type,
                             const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
                             const char *name, fkd_error *err);
+/* The deployment file: qm's tensors written in their own formats (for
+ * fkd_qmodel_quantize(Q4_1): Q4_1 matrices, a Q8_0 embedding/head, f32
+ * norms, which llama.cpp runs as it is), with the tokenizer from tables,
+ * else copied from tokenizer_src, else the byte vocabulary (vocab 256).
+ * A pruning mask is not written (GGUF has no place for it): the file holds
+ * the blocks fkd_qinfer runs. fkd_gguf_llama_save(_bpe) quantize params
+ * with every matrix in matrix_type and write through this function. */
+int fkd_gguf_llama_save_qmodel(const char *path, const fkd_qmodel *qm,
+                               const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                               const char *name, fkd_error *err);
+/* The deployment file of params in one call: fkd_qmodel_quantize(scheme)
+ * (the format policy at the top of this header) written as above. What
+ * `fedkd export` and the simulation's student-<scheme>.gguf write. */
+int fkd_gguf_llama_export(const char *path, const fkd_params *params, int scheme,
+                          const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                          const char *name, fkd_error *err);
 
 /* Which teacher structures the student keeps (indices ascending). */
 typedef struct {

@@ -1,6 +1,9 @@
 /* gguf_llama.c — the llama architecture in GGUF terms: its metadata onto
- * fkd_model_config, its tensors onto fkd_params (dequantized to f32), its
- * tokenizer onto fkd_tokenizer, and back again for a model that fedkd trained.
+ * fkd_model_config, its tensors onto fkd_params (dequantized to f32) or onto
+ * an fkd_qmodel (the blocks as they are), its tokenizer onto fkd_tokenizer,
+ * and back again for a model that fedkd trained. Every file is written from
+ * an fkd_qmodel, so the blocks a GGUF file holds are the blocks fkd_qinfer
+ * runs, byte for byte, whichever program reads the file.
  *
  * Tensor names and shapes (ne[0] is the input dimension, so a GGUF matrix is
  * our (out, in) row-major matrix as it is):
@@ -168,11 +171,17 @@ static int find_slice(const fkd_gguf_tensor **out, const fkd_gguf *g, const char
     return 0;
 }
 
-/* Walks every slice of the model: checks it when params is NULL, else
- * converts it into params. Checking first means nothing is allocated for a
- * file whose tensors do not add up to the model its metadata describes. */
-static int each_slice(fkd_params *params, const fkd_tensor_info *infos, const fkd_gguf *g,
-                      int n_layers, fkd_error *err)
+/* What is done with each tensor slice of the file once its name and shape
+ * are checked: kind, layer, the file's tensor and the slice's values. */
+typedef int (*slice_fn)(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
+                        fkd_error *err);
+
+/* Walks every slice of the model: checks its name and shape, then hands it
+ * to fn (when not NULL). Checking every slice before fn sees any means
+ * nothing is allocated for a file whose tensors do not add up to the model
+ * its metadata describes. */
+static int each_slice(const fkd_tensor_info *infos, const fkd_gguf *g, int n_layers, slice_fn fn,
+                      void *ctx, fkd_error *err)
 {
     char name[96];
     for (int i = 0; i < N_LLAMA_NAMES; i++) {
@@ -182,14 +191,11 @@ static int each_slice(fkd_params *params, const fkd_tensor_info *infos, const fk
         uint64_t ne[2];
         int n_dims;
         slice_shape(ne, &n_dims, ti, tn->per_layer);
-        size_t slice = (size_t)(ne[0] * ne[1]);
         for (int l = 0; l < (tn->per_layer ? n_layers : 1); l++) {
             const fkd_gguf_tensor *t = NULL;
             gguf_tensor_name(name, sizeof name, tn, l);
             if (find_slice(&t, g, name, ne, n_dims, err) != 0) return -1;
-            if (params &&
-                fkd_gguf_tensor_to_f32(params->memory + ti->offset + (size_t)l * slice, t, err) != 0)
-                return -1;
+            if (fn && fn(ctx, tn->kind, l, t, (size_t)(ne[0] * ne[1]), err) != 0) return -1;
         }
     }
     return 0;
@@ -217,24 +223,83 @@ static int is_llama_tensor(const char *name, const fkd_model_config *cfg)
     return 0;
 }
 
+/* The config, and every tensor of the file checked to be the model's. */
+static int llama_layout(fkd_model_config *cfg, fkd_tensor_info *infos, const fkd_gguf *g,
+                        int max_seq, fkd_error *err)
+{
+    if (fkd_gguf_llama_config(cfg, g, max_seq, err) != 0) return -1;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!is_llama_tensor(g->tensors[i].name, cfg))
+            return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
+                                 "model fedkd runs", g->tensors[i].name);
+    fkd_param_layout(infos, cfg);
+    return each_slice(infos, g, cfg->n_layers, NULL, NULL, err);
+}
+
+static int slice_to_f32(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
+                        fkd_error *err)
+{
+    fkd_params *params = ctx;
+    float *out = params->memory + params->tensors[kind].offset + (size_t)layer * values;
+    return fkd_gguf_tensor_to_f32(out, t, err);
+}
+
 int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err)
 {
     memset(params, 0, sizeof *params);
     fkd_model_config cfg;
-    if (fkd_gguf_llama_config(&cfg, g, max_seq, err) != 0) return -1;
-    for (uint64_t i = 0; i < g->n_tensors; i++)
-        if (!is_llama_tensor(g->tensors[i].name, &cfg))
-            return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
-                                 "model fedkd runs", g->tensors[i].name);
     fkd_tensor_info infos[FKD_T_COUNT];
-    fkd_param_layout(infos, &cfg);
-    if (each_slice(NULL, infos, g, cfg.n_layers, err) != 0) return -1;
+    if (llama_layout(&cfg, infos, g, max_seq, err) != 0) return -1;
     if (fkd_params_init(params, &cfg, err) != 0) return -1;
-    if (each_slice(params, params->tensors, g, cfg.n_layers, err) != 0) {
+    if (each_slice(params->tensors, g, cfg.n_layers, slice_to_f32, params, err) != 0) {
         fkd_params_free(params);
         return -1;
     }
     return 0;
+}
+
+/* The blocks as they are: one format per kind of tensor, the file's. */
+static int slice_type(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
+                      fkd_error *err)
+{
+    int *types = ctx;
+    (void)values;
+    if (!fkd_qtype_valid(t->type))
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is %s, which fedkd does not "
+                             "run as blocks; load the model dequantized (fkd_gguf_llama_load)",
+                             t->name, fkd_ggml_type_name(t->type));
+    if (layer > 0 && t->type != types[kind])
+        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is %s, layer 0's is %s; fedkd "
+                             "holds one format per kind of tensor, so load the model "
+                             "dequantized (fkd_gguf_llama_load)", t->name,
+                             fkd_qtype_name(t->type), fkd_qtype_name(types[kind]));
+    types[kind] = t->type;
+    return 0;
+}
+
+static int slice_copy(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
+                      fkd_error *err)
+{
+    fkd_qmodel *qm = ctx;
+    (void)values;
+    (void)err;
+    memcpy(qm->q[kind].data + (size_t)layer * t->bytes, t->data, t->bytes);
+    return 0;
+}
+
+int fkd_gguf_llama_load_qmodel(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    memset(qm, 0, sizeof *qm);
+    fkd_model_config cfg;
+    fkd_tensor_info infos[FKD_T_COUNT];
+    int types[FKD_T_COUNT];
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
+    if (llama_layout(&cfg, infos, g, max_seq, err) != 0 ||
+        each_slice(infos, g, cfg.n_layers, slice_type, types, err) != 0)
+        return -1;
+    if (cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
+    if (fkd_qmodel_init(qm, &cfg, types, err) != 0) return -1;
+    return each_slice(qm->tensors, g, cfg.n_layers, slice_copy, qm, err);
 }
 
 /* ---- tokenizer -------------------------------------------------------------- */
@@ -253,21 +318,36 @@ int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err)
 
 /* ---- writing our models ----------------------------------------------------- */
 
-/* The format a tensor is written in: norm gains stay f32 (as in llama.cpp's
+/* The formats params are written in: norm gains stay f32 (as in llama.cpp's
  * files); matrices take matrix_type when their rows fit its blocks. */
-static int tensor_format(const fkd_tensor_info *ti, int matrix_type, size_t row_len)
+static void matrix_types(int *types, const fkd_params *params, int matrix_type)
 {
-    if (!ti->is_matrix || fkd_qtype_row_bytes(matrix_type, row_len) == 0) return FKD_QTYPE_F32;
-    return matrix_type;
+    for (int t = 0; t < FKD_T_COUNT; t++) {
+        const fkd_tensor_info *ti = &params->tensors[t];
+        size_t row_len = ti->ndim >= 2 ? (size_t)ti->shape[ti->ndim - 1] : ti->count;
+        int fits = ti->is_matrix && fkd_qtype_row_bytes(matrix_type, row_len) != 0;
+        types[t] = fits ? matrix_type : FKD_QTYPE_F32;
+    }
+}
+
+/* general.file_type: llama.cpp's numbering (LLAMA_FTYPE_*) of the format of
+ * the bulk of the weights, the layers' matrices. */
+static uint32_t llama_file_type(int matrix_type)
+{
+    switch (matrix_type) {
+    case FKD_QTYPE_F16: return 1;
+    case FKD_QTYPE_Q4_0: return 2;
+    case FKD_QTYPE_Q4_1: return 3;
+    case FKD_QTYPE_Q8_0: return 7;
+    default: return 0;
+    }
 }
 
 static int write_metadata(fkd_gguf_writer *w, const fkd_model_config *c, int matrix_type,
                           const char *name, fkd_error *err)
 {
     static const char arch[] = "llama";
-    /* general.file_type: llama.cpp's numbering of the dominant format. */
-    uint32_t file_type = matrix_type == FKD_QTYPE_F32 ? 0 : matrix_type == FKD_QTYPE_F16 ? 1
-                       : matrix_type == FKD_QTYPE_Q4_0 ? 2 : matrix_type == FKD_QTYPE_Q4_1 ? 3 : 7;
+    uint32_t file_type = llama_file_type(matrix_type);
     int hd = c->dim / c->n_heads;
     if (fkd_gguf_writer_add_str(w, "general.architecture", arch, 5, err) != 0 ||
         fkd_gguf_writer_add_str(w, "general.name", name, strlen(name), err) != 0 ||
@@ -328,38 +408,25 @@ static int copy_tokenizer(fkd_gguf_writer *w, const fkd_gguf *src, int vocab, fk
     return 0;
 }
 
-/* Quantizes every tensor slice into one buffer and hands the slices to w. */
-static int add_tensors(fkd_gguf_writer *w, uint8_t **buffer, const fkd_params *params,
-                       int matrix_type, fkd_error *err)
+/* qm's blocks, slice by slice, as they are. */
+static int add_tensors(fkd_gguf_writer *w, const fkd_qmodel *qm, fkd_error *err)
 {
-    const fkd_model_config *c = &params->cfg;
-    size_t total = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        size_t at = 0;
-        char name[96];
-        for (int i = 0; i < N_LLAMA_NAMES; i++) {
-            const tensor_name *tn = &llama_names[i];
-            const fkd_tensor_info *ti = &params->tensors[tn->kind];
-            if (ti->count == 0) continue;
-            uint64_t ne[2];
-            int n_dims;
-            slice_shape(ne, &n_dims, ti, tn->per_layer);
-            int type = tensor_format(ti, matrix_type, (size_t)ne[0]);
-            size_t bytes = fkd_qtype_row_bytes(type, (size_t)ne[0]) * (size_t)ne[1];
-            for (int l = 0; l < (tn->per_layer ? c->n_layers : 1); l++, at += bytes) {
-                if (pass == 0) continue;
-                const float *src = params->memory + ti->offset + (size_t)l * ne[0] * ne[1];
-                fkd_quantize_row(*buffer + at, type, src, (size_t)(ne[0] * ne[1]));
-                gguf_tensor_name(name, sizeof name, tn, l);
-                if (fkd_gguf_writer_add_tensor(w, name, type, ne, n_dims, *buffer + at, bytes,
-                                               err) != 0)
-                    return -1;
-            }
+    char name[96];
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        const tensor_name *tn = &llama_names[i];
+        const fkd_tensor_info *ti = &qm->tensors[tn->kind];
+        const fkd_qtensor *q = &qm->q[tn->kind];
+        if (ti->count == 0) continue;
+        uint64_t ne[2];
+        int n_dims;
+        slice_shape(ne, &n_dims, ti, tn->per_layer);
+        size_t bytes = fkd_qtype_row_bytes(q->type, (size_t)ne[0]) * (size_t)ne[1];
+        for (int l = 0; l < (tn->per_layer ? qm->cfg.n_layers : 1); l++) {
+            gguf_tensor_name(name, sizeof name, tn, l);
+            if (fkd_gguf_writer_add_tensor(w, name, q->type, ne, n_dims, q->data + (size_t)l * bytes,
+                                           bytes, err) != 0)
+                return -1;
         }
-        total = at;
-        if (pass == 0 && !(*buffer = malloc(total ? total : 1)))
-            return fkd_error_set(err, FKD_E_NOMEM, "out of memory for %zu bytes of tensors",
-                                 total);
     }
     return 0;
 }
@@ -403,44 +470,58 @@ static int write_bpe_tables(fkd_gguf_writer *w, const fkd_bpe_tables *t, const f
     return 0;
 }
 
-static int llama_save(const char *path, const fkd_params *params, int matrix_type,
-                      const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
-                      const char *name, fkd_error *err)
+int fkd_gguf_llama_save_qmodel(const char *path, const fkd_qmodel *qm,
+                               const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                               const char *name, fkd_error *err)
 {
-    if (matrix_type != FKD_QTYPE_F32 && matrix_type != FKD_QTYPE_F16 &&
-        matrix_type != FKD_QTYPE_Q8_0 && matrix_type != FKD_QTYPE_Q4_0 &&
-        matrix_type != FKD_QTYPE_Q4_1)
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "GGUF matrices are written as f32, f16, "
-                             "q8_0, q4_0 or q4_1, not type %d", matrix_type);
-    if (!tables && !tokenizer_src && params->cfg.vocab != 256)
+    if (!tables && !tokenizer_src && qm->cfg.vocab != 256)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "a %d-token model needs the GGUF file of "
-                             "its tokenizer to copy it from", params->cfg.vocab);
+                             "its tokenizer to copy it from", qm->cfg.vocab);
     fkd_gguf_writer *w;
     if (fkd_gguf_writer_new(&w, err) != 0) return -1;
-    uint8_t *buffer = NULL;
-    int rc = write_metadata(w, &params->cfg, matrix_type, name ? name : "fedkd student", err);
+    int rc = write_metadata(w, &qm->cfg, qm->q[FKD_T_WQ].type, name ? name : "fedkd student",
+                            err);
     if (rc == 0)
-        rc = tables ? write_bpe_tables(w, tables, tokenizer_src, params->cfg.vocab, err)
-           : tokenizer_src ? copy_tokenizer(w, tokenizer_src, params->cfg.vocab, err)
+        rc = tables ? write_bpe_tables(w, tables, tokenizer_src, qm->cfg.vocab, err)
+           : tokenizer_src ? copy_tokenizer(w, tokenizer_src, qm->cfg.vocab, err)
                            : write_byte_tokenizer(w, err);
-    if (rc == 0) rc = add_tensors(w, &buffer, params, matrix_type, err);
+    if (rc == 0) rc = add_tensors(w, qm, err);
     if (rc == 0) rc = fkd_gguf_writer_write(w, path, err);
     fkd_gguf_writer_free(&w);
-    free(buffer);
     return rc;
-}
-
-int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
-                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
-{
-    return llama_save(path, params, matrix_type, NULL, tokenizer_src, name, err);
 }
 
 int fkd_gguf_llama_save_bpe(const char *path, const fkd_params *params, int matrix_type,
                             const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
                             const char *name, fkd_error *err)
 {
-    return llama_save(path, params, matrix_type, tables, tokenizer_src, name, err);
+    if (!fkd_qtype_valid(matrix_type))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "GGUF matrices are written as f32, f16, "
+                             "q8_0, q4_0 or q4_1, not type %d", matrix_type);
+    int types[FKD_T_COUNT];
+    matrix_types(types, params, matrix_type);
+    fkd_qmodel qm;
+    if (fkd_qmodel_quantize_types(&qm, params, types, NULL, err) != 0) return -1;
+    int rc = fkd_gguf_llama_save_qmodel(path, &qm, tables, tokenizer_src, name, err);
+    fkd_qmodel_free(&qm);
+    return rc;
+}
+
+int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
+                        const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
+{
+    return fkd_gguf_llama_save_bpe(path, params, matrix_type, NULL, tokenizer_src, name, err);
+}
+
+int fkd_gguf_llama_export(const char *path, const fkd_params *params, int scheme,
+                          const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
+                          const char *name, fkd_error *err)
+{
+    fkd_qmodel qm;
+    if (fkd_qmodel_quantize(&qm, params, scheme, NULL, err) != 0) return -1;
+    int rc = fkd_gguf_llama_save_qmodel(path, &qm, tables, tokenizer_src, name, err);
+    fkd_qmodel_free(&qm);
+    return rc;
 }
 
 /* ---- one call for the commands ---------------------------------------------- */

@@ -179,7 +179,7 @@ static int cpu_has_f16c(void)
 }
 #endif
 
-int fkd_qkernel_supported(int kernel)
+static int kernel_supported(int kernel)
 {
     switch (kernel) {
     case FKD_QKERNEL_AUTO:
@@ -196,6 +196,19 @@ int fkd_qkernel_supported(int kernel)
 #endif
     }
     return 0;
+}
+
+/* CPUID is asked once per kernel: under a hypervisor every CPUID traps to
+ * it (microseconds), and every matrix product asks which kernel to use
+ * (in a small student's generation that was 3 % of the time). The answer
+ * never changes, so a race writes the same value. */
+#define KERNELS (FKD_QKERNEL_VNNI + 1)
+int fkd_qkernel_supported(int kernel)
+{
+    static int known[KERNELS]; /* 0: not asked yet; else 1 + the answer */
+    if (kernel < 0 || kernel >= KERNELS) return 0;
+    if (!known[kernel]) known[kernel] = 1 + kernel_supported(kernel);
+    return known[kernel] - 1;
 }
 
 int fkd_qkernel_best(void)

@@ -318,7 +318,8 @@ typedef struct {
 
 /* Runs everything and writes the run directory (sim_report.c): summary.json,
  * rounds.jsonl, rounds.csv, student-fp32.ckpt, student-int8.qmdl,
- * student-int4.qmdl (fedkd's final student) and report.html. */
+ * student-int4.qmdl, student-f32.gguf, student-q4_1.gguf (fedkd's final
+ * student; the GGUF files with its tokenizer, for llama.cpp) and report.html. */
 int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err);
 void fkd_sim_result_free(fkd_sim_result *res);
 /* The comparison table for a terminal, rows in fkd_sim_display_order. */

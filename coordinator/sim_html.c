@@ -414,7 +414,8 @@ int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *e
     fprintf(f, "<h2>Rounds</h2>\n");
     table_rounds(f, res);
     fprintf(f, "<p>Files: summary.json, rounds.jsonl, rounds.csv, student-fp32.ckpt, "
-               "student-int8.qmdl, student-int4.qmdl. See docs/simulation.md.</p>\n"
+               "student-int8.qmdl, student-int4.qmdl, student-f32.gguf, student-q4_1.gguf. "
+               "See docs/simulation.md.</p>\n"
                "</body></html>\n");
     fclose(f);
     free(p.v);

@@ -77,6 +77,10 @@ int sim_run_federated(sim_ctx *x, int method, fkd_error *err);
 /* Aggregation throughput: open + decompress + FedAvg of real-sized updates. */
 int sim_measure_aggregation(sim_ctx *x, fkd_error *err);
 
+/* sim_report.c: fedkd's final student as student-f32.gguf and
+ * student-q4_1.gguf in the run directory, with its tokenizer. */
+int sim_write_student_gguf(const sim_ctx *x, fkd_error *err);
+
 /* sim_run.c */
 double sim_rss_bytes(void);            /* resident memory of this process now */
 void sim_progress(sim_ctx *x, int64_t tokens, const char *what);

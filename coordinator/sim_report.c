@@ -6,6 +6,10 @@
  *   rounds.jsonl, .csv  one record per method and round
  *   student-fp32.ckpt, student-int8.qmdl, student-int4.qmdl
  *                       fedkd's final student, as trained and as shipped
+ *   student-f32.gguf, student-q4_1.gguf
+ *                       the same as llama GGUF files with the student's
+ *                       tokenizer, for llama.cpp and `fedkd bench teacher`
+ *                       (sim_write_student_gguf: it needs the run's context)
  *   report.html         one self-contained page: tables and inline SVG
  *                       charts (no script, no external file)
  * and the comparison table printed on the terminal. Every file is written
@@ -310,6 +314,61 @@ static int write_students(const fkd_sim_result *res, fkd_error *err)
         if (rc != 0) return -1;
     }
     return 0;
+}
+
+/* The tokenizer of the final student for its GGUF file: the teacher file's
+ * tables, trimmed again to the student's ids when its vocabulary was
+ * trimmed. The kept ids are closed under merge ancestry already, so
+ * trimming to exactly them gives back the student's own tables (checked). */
+static int student_tables(fkd_bpe_tables *out, const sim_ctx *x, const fkd_gguf *teacher,
+                          fkd_error *err)
+{
+    fkd_bpe_tables full;
+    if (fkd_bpe_tables_from_gguf(&full, teacher, err) != 0) return -1;
+    if (!x->have_vmap) {
+        *out = full;
+        return 0;
+    }
+    fkd_vocab_map again;
+    int rc = fkd_vocab_trim(&again, out, &full, x->vmap.new_to_old, (size_t)x->vmap.new_vocab,
+                            err);
+    fkd_bpe_tables_free(&full);
+    if (rc != 0) return -1;
+    if (again.new_vocab != x->vmap.new_vocab ||
+        memcmp(again.new_to_old, x->vmap.new_to_old,
+               (size_t)again.new_vocab * sizeof *again.new_to_old) != 0)
+        rc = fkd_error_set(err, FKD_E_MISMATCH, "the student's vocabulary is not one trimmed "
+                           "from the teacher's tokenizer; export it with fedkd export "
+                           "--tokenizer");
+    fkd_vocab_map_free(&again);
+    if (rc != 0) fkd_bpe_tables_free(out);
+    return rc;
+}
+
+int sim_write_student_gguf(const sim_ctx *x, fkd_error *err)
+{
+    const fkd_sim_method *m = &x->res->m[FKD_SIM_FEDKD];
+    if (!m->ran) return 0;
+    static const struct {
+        int type;
+        const char *name;
+    } q[] = {{FKD_QTYPE_F32, "student-f32.gguf"}, {FKD_QTYPE_Q4_1, "student-q4_1.gguf"}};
+    int file_teacher = x->cfg.teacher[0] && fkd_gguf_is_gguf(x->cfg.teacher);
+    fkd_gguf g;
+    fkd_bpe_tables tables = {0};
+    if (file_teacher && fkd_gguf_open(&g, x->cfg.teacher, err) != 0) return -1;
+    int rc = file_teacher ? student_tables(&tables, x, &g, err) : 0;
+    for (size_t i = 0; rc == 0 && i < sizeof q / sizeof q[0]; i++) {
+        char path[FKD_SIM_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s", x->cfg.out, q[i].name);
+        rc = fkd_gguf_llama_export(path, &m->final, q[i].type, file_teacher ? &tables : NULL,
+                                   file_teacher ? &g : NULL, "fedkd student", err);
+    }
+    if (file_teacher) {
+        fkd_bpe_tables_free(&tables);
+        fkd_gguf_close(&g);
+    }
+    return rc;
 }
 
 int fkd_sim_write_outputs(const fkd_sim_result *res, fkd_error *err)

@@ -1,8 +1,9 @@
 /* cmd_bench_teacher.c — `fedkd bench teacher --teacher FILE.gguf`: the
  * pretrained teacher's two speeds, each measured in its own child process
  * (so that each peak RSS is its own), on the file's formats (for SmolLM2's
- * file: Q4_1 matrices, Q8_0 embedding and tied head), re-made from the
- * loaded weights. Any llama GGUF will do, a pruned student's included:
+ * file: Q4_1 matrices, Q8_0 embedding and tied head), its blocks read as
+ * they are (fkd_gguf_llama_load_qmodel). Any llama GGUF will do, a pruned
+ * student's included (`fedkd export --type q4_1` writes one):
  *   prompt processing: fkd_qinfer_prompt over one window of --pp tokens,
  *   2 threads, the last position's logits (what llama-bench's pp computes),
  *   and with every position's logits (pp_all: the soft-label throughput);
@@ -46,22 +47,35 @@ static const struct {
     {FKD_T_W2, "blk.0.ffn_down.weight"},
 };
 
-/* The model in the file's own formats (layer 0's for every layer; a tied
- * head takes the embedding's), so that both sides run the same blocks;
- * a format fedkd does not hold in blocks (bf16) runs as f32. */
-static int quantize_teacher(fkd_qmodel *qm, const fkd_params *p, const char *path, fkd_error *err)
+/* Weights whose layers mix formats (or are bf16) in layer 0's formats
+ * (a tied head takes the embedding's); a format fedkd does not hold in
+ * blocks runs as f32. */
+static int requantize(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err)
 {
     int types[FKD_T_COUNT];
     for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
-    fkd_gguf g;
-    if (fkd_gguf_open(&g, path, err) != 0) return -1;
     for (size_t i = 0; i < sizeof matrix_names / sizeof matrix_names[0]; i++) {
-        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(&g, matrix_names[i].name);
+        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, matrix_names[i].name);
         if (t && fkd_qtype_valid(t->type)) types[matrix_names[i].kind] = t->type;
     }
+    fkd_params p;
+    if (fkd_gguf_llama_load(&p, g, max_seq, err) != 0) return -1;
+    if (p.cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
+    int rc = fkd_qmodel_quantize_types(qm, &p, types, NULL, err);
+    fkd_params_free(&p);
+    return rc;
+}
+
+/* The model as both sides run it: the file's own blocks, read as they are
+ * (so our RSS holds the file's bytes, as llama.cpp's does). */
+static int load_blocks(fkd_qmodel *qm, const char *path, int max_seq, fkd_error *err)
+{
+    fkd_gguf g;
+    if (fkd_gguf_open(&g, path, err) != 0) return -1;
+    int rc = fkd_gguf_llama_load_qmodel(qm, &g, max_seq, NULL);
+    if (rc != 0) rc = requantize(qm, &g, max_seq, err);
     fkd_gguf_close(&g);
-    if (p->cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
-    return fkd_qmodel_quantize_types(qm, p, types, NULL, err);
+    return rc;
 }
 
 /* One timed prompt (pp, pp_all) or fp32 generation from an empty context. */
@@ -80,26 +94,33 @@ static double run_once(int what, fkd_qinfer *qs, fkd_infer *st, const int32_t *t
     return n / (fkd_time_ms() - t0) * 1e3;
 }
 
-/* Warm-up (first touches, thread pools), then the mean rate of reps runs. */
-static double time_runs(int what, const fkd_params *p, const char *path, int n, int reps, fkd_error *err)
+/* Warm-up (first touches, thread pools), then the mean rate of reps runs
+ * over the model at path: blocks, or fp32 weights for tg_fp32. */
+static double time_runs(int what, const char *path, int n, int reps, fkd_error *err)
 {
     fkd_infer st = {0};
     fkd_qinfer qs = {0};
     fkd_qmodel qm = {0};
-    if (what != RUN_TG_FP32 && quantize_teacher(&qm, p, path, err) < 0) return -1;
+    fkd_params p = {0};
+    fkd_tokenizer tok;
+    if (what == RUN_TG_FP32 ? fkd_gguf_load_model(&p, &tok, path, n, err) < 0
+                            : load_blocks(&qm, path, n, err) < 0)
+        return -1;
+    if (what == RUN_TG_FP32) fkd_tokenizer_free(&tok);
     if (what == RUN_TG) {
         double rate = bench_qinfer_tg_rate(&qm, n, reps, err);
         fkd_qmodel_free(&qm);
         return rate;
     }
+    int vocab = what == RUN_TG_FP32 ? p.cfg.vocab : qm.cfg.vocab;
     int32_t *tokens = malloc((size_t)n * sizeof *tokens);
-    float *all = what == RUN_PP_ALL ? malloc((size_t)n * p->cfg.vocab * sizeof *all) : NULL;
+    float *all = what == RUN_PP_ALL ? malloc((size_t)n * vocab * sizeof *all) : NULL;
     double sum = 0;
     int rc = !tokens || (what == RUN_PP_ALL && !all) ? -1 : 0;
     if (rc != 0) fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d tokens", n);
     if (rc == 0)
-        rc = what == RUN_TG_FP32 ? fkd_infer_init(&st, p, err) : fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
-    for (int i = 0; rc == 0 && i < n; i++) tokens[i] = bench_token_at(i, p->cfg.vocab);
+        rc = what == RUN_TG_FP32 ? fkd_infer_init(&st, &p, err) : fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
+    for (int i = 0; rc == 0 && i < n; i++) tokens[i] = bench_token_at(i, vocab);
     for (int r = -1; rc == 0 && r < reps; r++) {
         double rate = run_once(what, &qs, &st, tokens, n, all);
         if (rate < 0) rc = fkd_error_set(err, FKD_E_NOMEM, "the model refused the benchmark's tokens");
@@ -108,24 +129,19 @@ static double time_runs(int what, const fkd_params *p, const char *path, int n, 
     fkd_qinfer_free(&qs);
     fkd_qmodel_free(&qm);
     fkd_infer_free(&st);
+    fkd_params_free(&p);
     free(tokens);
     free(all);
     return rc == 0 ? sum / reps : -1;
 }
 
-/* Loads the model and times one figure, with the figure's threads; -1
- * (err set) on failure. */
+/* Times one figure with the figure's threads (time_runs loads the model);
+ * -1 (err set) on failure. */
 static double load_and_time(const teacher_setup *ts, int what, fkd_error *err)
 {
     int pp = what == RUN_PP || what == RUN_PP_ALL, n = pp ? ts->pp : ts->tg;
     fkd_train_set_threads(pp ? 2 : 1);
-    fkd_params p;
-    fkd_tokenizer tok;
-    if (fkd_gguf_load_model(&p, &tok, ts->model, n, err) != 0) return -1;
-    double rate = time_runs(what, &p, ts->model, n, ts->reps, err);
-    fkd_params_free(&p);
-    fkd_tokenizer_free(&tok);
-    return rate;
+    return time_runs(what, ts->model, n, ts->reps, err);
 }
 
 typedef struct {

@@ -146,7 +146,8 @@ int cmd_simulate(int argc, char **argv)
     if (rc == 0) {
         fkd_sim_print_table(stdout, &res);
         printf("outputs: %s/{summary.json,rounds.jsonl,rounds.csv,report.html,"
-               "student-fp32.ckpt,student-int8.qmdl,student-int4.qmdl}\n", cfg.out);
+               "student-fp32.ckpt,student-int8.qmdl,student-int4.qmdl,student-f32.gguf,"
+               "student-q4_1.gguf}\n", cfg.out);
     } else {
         fprintf(stderr, "fedkd simulate: %s\n", err.msg);
     }

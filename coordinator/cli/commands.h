@@ -17,6 +17,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_bench_wire(int argc, char **argv);
 int cmd_bench_train(int argc, char **argv);

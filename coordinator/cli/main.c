@@ -12,6 +12,7 @@ static const fkd_command commands[] = {
     {"serve", cmd_serve, "run the coordinator: federated rounds over the network"},
     {"simulate", cmd_simulate, "coordinator + many virtual clients in one process; compare methods"},
     {"prune", cmd_prune, "cut a compact student out of a GGUF teacher (depth, width, vocabulary)"},
+    {"export", cmd_export, "write a student as a quantized llama GGUF file (what fedkd and llama.cpp run)"},
     {"bench", cmd_bench, "benchmarks against their peers (train, ...)"},
 };
 

@@ -1,6 +1,6 @@
 /* fuzz_gguf.c — libFuzzer target for the GGUF reader and what reads on top of
- * it: parse, convert every tensor to f32, map a llama model and build its
- * tokenizer, then encode and decode a short text with it. Any input must end
+ * it: parse, convert every tensor to f32, map a llama model (dequantized and
+ * as blocks) and build its tokenizer, then encode and decode a short text with it. Any input must end
  * in an error or a valid result, never a crash, an over-read or a leak. */
 #include <stdlib.h>
 
@@ -40,6 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     exercise_tensors(&g);
     fkd_params params;
     if (fkd_gguf_llama_load(&params, &g, 8, &err) == 0) fkd_params_free(&params);
+    fkd_qmodel qm;
+    if (fkd_gguf_llama_load_qmodel(&qm, &g, 8, &err) == 0) fkd_qmodel_free(&qm);
     exercise_tokenizer(&g);
     fkd_gguf_close(&g);
     return 0;

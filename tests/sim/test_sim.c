@@ -455,8 +455,9 @@ static void test_end_to_end(void **state)
     }
     free(jl);
 
-    static const char *files[] = {"student-fp32.ckpt", "student-int8.qmdl", "student-int4.qmdl"};
-    for (int i = 0; i < 3; i++) {
+    static const char *files[] = {"student-fp32.ckpt", "student-int8.qmdl", "student-int4.qmdl",
+                                  "student-f32.gguf", "student-q4_1.gguf"};
+    for (int i = 0; i < 5; i++) {
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", cfg.out, files[i]);
         assert_int_equal(stat(path, &st), 0);
@@ -468,6 +469,19 @@ static void test_end_to_end(void **state)
     assert_memory_equal(back.memory, res.m[FKD_SIM_FEDKD].final.memory,
                         back.n_params * sizeof(float));
     fkd_params_free(&back);
+    /* the GGUF file holds the blocks fkd_qmodel_quantize makes of the student */
+    snprintf(path, sizeof path, "%s/student-q4_1.gguf", cfg.out);
+    fkd_gguf g;
+    fkd_qmodel qm, want;
+    assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
+    assert_int_equal(fkd_gguf_llama_load_qmodel(&qm, &g, 0, &err), 0);
+    assert_int_equal(fkd_qmodel_quantize(&want, &res.m[FKD_SIM_FEDKD].final, FKD_QTYPE_Q4_1, NULL,
+                                         &err), 0);
+    assert_int_equal(qm.data_bytes, want.data_bytes);
+    assert_memory_equal(qm.memory, want.memory, want.data_bytes);
+    fkd_qmodel_free(&want);
+    fkd_qmodel_free(&qm);
+    fkd_gguf_close(&g);
 
     snprintf(path, sizeof path, "%s/report.html", cfg.out);
     char *html = read_text(path);

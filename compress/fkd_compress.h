@@ -149,6 +149,10 @@ int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, cons
 int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
                               const uint8_t *mask, fkd_error *err);
 void fkd_qmodel_free(fkd_qmodel *qm);
+/* An empty model (every block zero) of cfg in the formats types[FKD_T_COUNT],
+ * for a loader that fills the blocks itself (fkd_gguf_llama_qload). */
+int fkd_qmodel_alloc_types(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types,
+                           fkd_error *err);
 /* Bytes of the tensor data fkd_qmodel_quantize(cfg's params, type) makes,
  * without making it (0 for an invalid type or config). */
 size_t fkd_qmodel_scheme_bytes(const fkd_model_config *cfg, int type);
@@ -208,6 +212,21 @@ float *fkd_qinfer_step(fkd_qinfer *st, int32_t token);
  * NULL when tokens do not fit the context or one is outside the vocabulary,
  * or when the batch buffers cannot be allocated. */
 float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits);
+/* The same batch with every position's logits handed to fn(ctx, logits
+ * (rows, V), first position, rows) in chunks of at most `chunk` rows, in
+ * order, from a buffer of the call's (chunk x V floats instead of n x V).
+ * Returns 0, or -1 for tokens that do not fit or no memory. */
+typedef void (*fkd_qinfer_logits_fn)(void *ctx, const float *logits, int first, int rows);
+int fkd_qinfer_prompt_each(fkd_qinfer *st, const int32_t *tokens, int n, int chunk,
+                           fkd_qinfer_logits_fn fn, void *ctx, fkd_error *err);
+
+/* The teacher pass (train's fkd_teacher_softlabels) on a quantized teacher:
+ * windows of cfg->window tokens (0 = its max_seq) through
+ * fkd_qinfer_prompt_each, labelled by train's fkd_softlabel_pass; cfg->batch
+ * is not used (a window is one batch). Fills shards[cfg->n_shards]. */
+int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                         const fkd_qmodel *teacher, const fkd_token_stream *transfer,
+                         const fkd_teacher_config *cfg, fkd_error *err);
 
 /* Perplexity with any one-token step function: windows of `window` tokens
  * (<= max_seq), state reset at each window, every next token scored. */
@@ -427,6 +446,14 @@ int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_t
 int fkd_gguf_is_gguf(const char *path);
 int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
                         fkd_error *err);
+/* The weights as blocks, without an fp32 copy: each tensor kind takes the
+ * format of its first slice in the file (f32 for bf16) and every slice in
+ * that format is copied block for block; a slice in another format (a mixed
+ * file) is converted through f32. The model runs on fkd_qinfer; it cannot be
+ * pruned or trained (fkd_qmodel_dequantize gives fp32 weights when needed). */
+int fkd_gguf_llama_qload(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err);
+int fkd_gguf_load_qmodel(fkd_qmodel *qm, fkd_tokenizer *tok, const char *path, int max_seq,
+                         fkd_error *err);
 
 /* ======================================================================== *
  * QLoRA (compress/qlora.c): a quantized model as the frozen base of a LoRA

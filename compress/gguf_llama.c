@@ -11,7 +11,9 @@
  * The converters permute Q and K rows so that RoPE rotates interleaved pairs,
  * which is the rotation train/ implements, so the rows are copied unchanged.
  * A tensor that is none of these (rope_freqs, biases, ...) would change the
- * math, so such a file is refused by the tensor's name. */
+ * math, so such a file is refused by the tensor's name.
+ * The weights load either dequantized (fkd_params, for training and
+ * pruning) or as the file's own blocks (fkd_qmodel, for inference). */
 #include "fkd_compress.h"
 
 #include <stdio.h>
@@ -168,10 +170,15 @@ static int find_slice(const fkd_gguf_tensor **out, const fkd_gguf *g, const char
     return 0;
 }
 
-/* Walks every slice of the model: checks it when params is NULL, else
- * converts it into params. Checking first means nothing is allocated for a
- * file whose tensors do not add up to the model its metadata describes. */
-static int each_slice(fkd_params *params, const fkd_tensor_info *infos, const fkd_gguf *g,
+/* What a loader does with one slice: layer l of tensor kind, `values`
+ * values, found in the file as t. */
+typedef int (*slice_fn)(void *model, const fkd_gguf_tensor *t, int kind, int l, size_t values,
+                        fkd_error *err);
+
+/* Walks every slice of the model: checks it when put is NULL, else hands it
+ * to put. Checking first means nothing is allocated for a file whose
+ * tensors do not add up to the model its metadata describes. */
+static int each_slice(slice_fn put, void *model, const fkd_tensor_info *infos, const fkd_gguf *g,
                       int n_layers, fkd_error *err)
 {
     char name[96];
@@ -187,12 +194,18 @@ static int each_slice(fkd_params *params, const fkd_tensor_info *infos, const fk
             const fkd_gguf_tensor *t = NULL;
             gguf_tensor_name(name, sizeof name, tn, l);
             if (find_slice(&t, g, name, ne, n_dims, err) != 0) return -1;
-            if (params &&
-                fkd_gguf_tensor_to_f32(params->memory + ti->offset + (size_t)l * slice, t, err) != 0)
-                return -1;
+            if (put && put(model, t, tn->kind, l, slice, err) != 0) return -1;
         }
     }
     return 0;
+}
+
+static int slice_to_f32(void *model, const fkd_gguf_tensor *t, int kind, int l, size_t values,
+                        fkd_error *err)
+{
+    fkd_params *params = model;
+    return fkd_gguf_tensor_to_f32(params->memory + params->tensors[kind].offset + (size_t)l * values,
+                                  t, err);
 }
 
 /* 1 when name is one of the tensors the config uses: "blk.<l>.<kind>.weight"
@@ -217,24 +230,88 @@ static int is_llama_tensor(const char *name, const fkd_model_config *cfg)
     return 0;
 }
 
+/* The config, and a check that the file holds exactly its tensors. */
+static int llama_check(fkd_model_config *cfg, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    if (fkd_gguf_llama_config(cfg, g, max_seq, err) != 0) return -1;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!is_llama_tensor(g->tensors[i].name, cfg))
+            return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
+                                 "model fedkd runs", g->tensors[i].name);
+    fkd_tensor_info infos[FKD_T_COUNT];
+    fkd_param_layout(infos, cfg);
+    return each_slice(NULL, NULL, infos, g, cfg->n_layers, err);
+}
+
 int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_error *err)
 {
     memset(params, 0, sizeof *params);
     fkd_model_config cfg;
-    if (fkd_gguf_llama_config(&cfg, g, max_seq, err) != 0) return -1;
-    for (uint64_t i = 0; i < g->n_tensors; i++)
-        if (!is_llama_tensor(g->tensors[i].name, &cfg))
-            return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is not part of the llama "
-                                 "model fedkd runs", g->tensors[i].name);
-    fkd_tensor_info infos[FKD_T_COUNT];
-    fkd_param_layout(infos, &cfg);
-    if (each_slice(NULL, infos, g, cfg.n_layers, err) != 0) return -1;
+    if (llama_check(&cfg, g, max_seq, err) != 0) return -1;
     if (fkd_params_init(params, &cfg, err) != 0) return -1;
-    if (each_slice(params, params->tensors, g, cfg.n_layers, err) != 0) {
+    if (each_slice(slice_to_f32, params, params->tensors, g, cfg.n_layers, err) != 0) {
         fkd_params_free(params);
         return -1;
     }
     return 0;
+}
+
+/* Copies a slice in the tensor's format block for block; converts any
+ * other format through f32 (scratch grows to the largest such slice). */
+typedef struct {
+    fkd_qmodel *qm;
+    float *scratch;
+    size_t scratch_cap;
+} qload_ctx;
+
+static int slice_to_blocks(void *model, const fkd_gguf_tensor *t, int kind, int l, size_t values,
+                           fkd_error *err)
+{
+    qload_ctx *c = model;
+    const fkd_qtensor *q = &c->qm->q[kind];
+    size_t bytes = fkd_qtype_row_bytes(q->type, q->row_len) * (values / q->row_len);
+    uint8_t *dst = q->data + (size_t)l * bytes;
+    if (t->type == q->type && t->bytes == bytes) {
+        memcpy(dst, t->data, bytes);
+        return 0;
+    }
+    if (values > c->scratch_cap) {
+        float *grown = realloc(c->scratch, values * sizeof *grown);
+        if (!grown) return fkd_error_set(err, FKD_E_NOMEM, "out of memory converting %s", t->name);
+        c->scratch = grown;
+        c->scratch_cap = values;
+    }
+    if (fkd_gguf_tensor_to_f32(c->scratch, t, err) != 0) return -1;
+    fkd_quantize_row(dst, q->type, c->scratch, values);
+    return 0;
+}
+
+/* Each kind's format: its first slice's, f32 when fedkd has no blocks for it. */
+static void file_types(int *types, const fkd_gguf *g)
+{
+    char name[96];
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        gguf_tensor_name(name, sizeof name, &llama_names[i], 0);
+        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, name);
+        if (t && fkd_qtype_valid(t->type)) types[llama_names[i].kind] = t->type;
+    }
+}
+
+int fkd_gguf_llama_qload(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    memset(qm, 0, sizeof *qm);
+    fkd_model_config cfg;
+    int types[FKD_T_COUNT];
+    if (llama_check(&cfg, g, max_seq, err) != 0) return -1;
+    file_types(types, g);
+    if (cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
+    if (fkd_qmodel_alloc_types(qm, &cfg, types, err) != 0) return -1;
+    qload_ctx c = {qm, NULL, 0};
+    int rc = each_slice(slice_to_blocks, &c, qm->tensors, g, cfg.n_layers, err);
+    free(c.scratch);
+    if (rc != 0) fkd_qmodel_free(qm);
+    return rc;
 }
 
 /* ---- tokenizer -------------------------------------------------------------- */
@@ -455,25 +532,57 @@ int fkd_gguf_is_gguf(const char *path)
     return n == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
-int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
-                        fkd_error *err)
+/* Opens path, loads the model with load (into model, whose config is cfg)
+ * and the tokenizer, and checks that they agree; unload frees the model on
+ * a failure. Errors name the file. */
+static int load_file(fkd_tokenizer *tok, const char *path, int max_seq,
+                     int (*load)(void *model, const fkd_gguf *g, int max_seq, fkd_error *err),
+                     void (*unload)(void *model), void *model, const fkd_model_config *cfg,
+                     fkd_error *err)
 {
     fkd_gguf g;
-    memset(params, 0, sizeof *params);
     memset(tok, 0, sizeof *tok);
     if (fkd_gguf_open(&g, path, err) != 0) return -1;
     fkd_error sub;
-    int rc = fkd_gguf_llama_load(params, &g, max_seq, &sub);
+    int rc = load(model, &g, max_seq, &sub);
     if (rc == 0) {
         rc = fkd_gguf_tokenizer(tok, &g, &sub);
-        if (rc == 0 && tok->vocab != params->cfg.vocab) {
+        if (rc == 0 && tok->vocab != cfg->vocab) {
             rc = fkd_error_set(&sub, FKD_E_MISMATCH, "the tokenizer has %d tokens, the model %d",
-                               tok->vocab, params->cfg.vocab);
+                               tok->vocab, cfg->vocab);
             fkd_tokenizer_free(tok);
         }
-        if (rc != 0) fkd_params_free(params);
+        if (rc != 0) unload(model);
     }
     fkd_gguf_close(&g);
     if (rc != 0) return fkd_error_set(err, sub.code, "%s: %s", path, sub.msg);
     return 0;
+}
+
+static int load_params(void *m, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    return fkd_gguf_llama_load(m, g, max_seq, err);
+}
+
+static void unload_params(void *m) { fkd_params_free(m); }
+
+static int load_qmodel(void *m, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    return fkd_gguf_llama_qload(m, g, max_seq, err);
+}
+
+static void unload_qmodel(void *m) { fkd_qmodel_free(m); }
+
+int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
+                        fkd_error *err)
+{
+    memset(params, 0, sizeof *params);
+    return load_file(tok, path, max_seq, load_params, unload_params, params, &params->cfg, err);
+}
+
+int fkd_gguf_load_qmodel(fkd_qmodel *qm, fkd_tokenizer *tok, const char *path, int max_seq,
+                         fkd_error *err)
+{
+    memset(qm, 0, sizeof *qm);
+    return load_file(tok, path, max_seq, load_qmodel, unload_qmodel, qm, &qm->cfg, err);
 }

@@ -95,6 +95,16 @@ static int qmodel_alloc(fkd_qmodel *qm, int with_mask, fkd_error *err)
     return 0;
 }
 
+int fkd_qmodel_alloc_types(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types,
+                           fkd_error *err)
+{
+    if (qmodel_layout(qm, cfg, types, err) < 0 || qmodel_alloc(qm, 0, err) < 0) {
+        fkd_qmodel_free(qm);
+        return -1;
+    }
+    return 0;
+}
+
 int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
                               const uint8_t *mask, fkd_error *err)
 {

@@ -230,16 +230,12 @@ int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
 
 /* Perplexity with any one-token step function: windows of `window` tokens
  * (<= max_seq), state reset at each window, every next token scored. */
-typedef float *(*fkd_step_fn)(void *state, int32_t token);
-typedef void (*fkd_reset_fn)(void *state);
 int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
                             fkd_reset_fn reset, int vocab, const int32_t *tokens,
                             int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
-/* Adapters for the two models. */
+/* Adapters for the quantized model (train has fkd_infer's). */
 float *fkd_qinfer_step_fn(void *st, int32_t token);
 void fkd_qinfer_reset_fn(void *st);
-float *fkd_infer_step_fn(void *st, int32_t token);
-void fkd_infer_reset_fn(void *st);
 
 /* ======================================================================== *
  * Pruning masks: one uint8 per float of the parameter arena, 1 = kept.

@@ -16,9 +16,12 @@
  * pruning) or as the file's own blocks (fkd_qmodel, for inference). */
 #include "fkd_compress.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define LLAMA_MAX_DIM (1 << 20)
 
@@ -260,9 +263,22 @@ int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_
  * other format through f32 (scratch grows to the largest such slice). */
 typedef struct {
     fkd_qmodel *qm;
+    const fkd_gguf *g;
     float *scratch;
     size_t scratch_cap;
 } qload_ctx;
+
+/* A copied slice's pages of a mapped file leave the resident set at once
+ * (they are read again from the file if touched), so that the load peaks
+ * near the model's size rather than twice it. */
+static void release_pages(const fkd_gguf *g, const uint8_t *p, size_t bytes)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (!g->mapped || page <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)p + bytes) / (uintptr_t)page * (uintptr_t)page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
 
 static int slice_to_blocks(void *model, const fkd_gguf_tensor *t, int kind, int l, size_t values,
                            fkd_error *err)
@@ -273,6 +289,7 @@ static int slice_to_blocks(void *model, const fkd_gguf_tensor *t, int kind, int 
     uint8_t *dst = q->data + (size_t)l * bytes;
     if (t->type == q->type && t->bytes == bytes) {
         memcpy(dst, t->data, bytes);
+        release_pages(c->g, t->data, bytes);
         return 0;
     }
     if (values > c->scratch_cap) {
@@ -283,6 +300,7 @@ static int slice_to_blocks(void *model, const fkd_gguf_tensor *t, int kind, int 
     }
     if (fkd_gguf_tensor_to_f32(c->scratch, t, err) != 0) return -1;
     fkd_quantize_row(dst, q->type, c->scratch, values);
+    release_pages(c->g, t->data, (size_t)t->bytes);
     return 0;
 }
 
@@ -307,7 +325,7 @@ int fkd_gguf_llama_qload(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_err
     file_types(types, g);
     if (cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
     if (fkd_qmodel_alloc_types(qm, &cfg, types, err) != 0) return -1;
-    qload_ctx c = {qm, NULL, 0};
+    qload_ctx c = {qm, g, NULL, 0};
     int rc = each_slice(slice_to_blocks, &c, qm->tensors, g, cfg.n_layers, err);
     free(c.scratch);
     if (rc != 0) fkd_qmodel_free(qm);

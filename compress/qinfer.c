@@ -453,12 +453,3 @@ void fkd_qinfer_reset_fn(void *st)
     fkd_qinfer_reset((fkd_qinfer *)st);
 }
 
-float *fkd_infer_step_fn(void *st, int32_t token)
-{
-    return fkd_infer_step((fkd_infer *)st, token);
-}
-
-void fkd_infer_reset_fn(void *st)
-{
-    fkd_infer_reset((fkd_infer *)st);
-}

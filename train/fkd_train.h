@@ -498,6 +498,13 @@ void fkd_infer_free(fkd_infer *st);
 void fkd_infer_reset(fkd_infer *st);
 /* Feeds one token at position st->pos and returns the logits (V). */
 float *fkd_infer_step(fkd_infer *st, int32_t token);
+/* Any one-token model behind two functions (fkd_infer here, compress's
+ * quantized fkd_qinfer): step feeds a token and returns the logits (NULL
+ * when refused), reset empties the context. */
+typedef float *(*fkd_step_fn)(void *state, int32_t token);
+typedef void (*fkd_reset_fn)(void *state);
+float *fkd_infer_step_fn(void *st, int32_t token);
+void fkd_infer_reset_fn(void *st);
 
 typedef struct {
     float prob;
@@ -965,5 +972,16 @@ int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *
                  fkd_infer *st, fkd_sampler *sm, const fkd_tokenizer *tok,
                  const int32_t *prompt, size_t n_prompt, int max_new, int32_t stop_token,
                  fkd_error *err);
+/* The same with any one-token model (a quantized one from compress/). */
+typedef struct {
+    void *state;
+    fkd_step_fn step;
+    fkd_reset_fn reset;
+    int max_seq;
+} fkd_step_model;
+int fkd_generate_steps(uint8_t *out, size_t cap, size_t *n_out, int *stopped,
+                       double *ms_per_token, const fkd_step_model *m, fkd_sampler *sm,
+                       const fkd_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
+                       int max_new, int32_t stop_token, fkd_error *err);
 
 #endif

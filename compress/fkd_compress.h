@@ -211,19 +211,30 @@ float *fkd_qinfer_step(fkd_qinfer *st, int32_t token);
  * NULL when tokens do not fit the context or one is outside the vocabulary,
  * or when the batch buffers cannot be allocated. */
 float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits);
+/* The same batch with every position's logits handed to fn(ctx, logits
+ * (rows, V), first position, rows) in chunks of at most `chunk` rows, in
+ * order, from a buffer of the call's (chunk x V floats instead of n x V).
+ * Returns 0, or -1 for tokens that do not fit or no memory. */
+typedef void (*fkd_qinfer_logits_fn)(void *ctx, const float *logits, int first, int rows);
+int fkd_qinfer_prompt_each(fkd_qinfer *st, const int32_t *tokens, int n, int chunk,
+                           fkd_qinfer_logits_fn fn, void *ctx, fkd_error *err);
+
+/* The teacher pass (train's fkd_teacher_softlabels) on a quantized teacher:
+ * windows of cfg->window tokens (0 = its max_seq) through
+ * fkd_qinfer_prompt_each, labelled by train's fkd_softlabel_pass; cfg->batch
+ * is not used (a window is one batch). Fills shards[cfg->n_shards]. */
+int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                         const fkd_qmodel *teacher, const fkd_token_stream *transfer,
+                         const fkd_teacher_config *cfg, fkd_error *err);
 
 /* Perplexity with any one-token step function: windows of `window` tokens
  * (<= max_seq), state reset at each window, every next token scored. */
-typedef float *(*fkd_step_fn)(void *state, int32_t token);
-typedef void (*fkd_reset_fn)(void *state);
 int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
                             fkd_reset_fn reset, int vocab, const int32_t *tokens,
                             int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
-/* Adapters for the two models. */
+/* Adapters for the quantized model (train has fkd_infer's). */
 float *fkd_qinfer_step_fn(void *st, int32_t token);
 void fkd_qinfer_reset_fn(void *st);
-float *fkd_infer_step_fn(void *st, int32_t token);
-void fkd_infer_reset_fn(void *st);
 
 /* ======================================================================== *
  * Pruning masks: one uint8 per float of the parameter arena, 1 = kept.
@@ -425,16 +436,19 @@ int fkd_gguf_tokenizer(fkd_tokenizer *tok, const fkd_gguf *g, fkd_error *err);
  * byte vocabulary is written as a merge-free GPT-2 vocabulary (vocab 256). */
 int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_type,
                         const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
-/* The blocks of a llama GGUF as they are, one format per kind of tensor (a
- * file whose layers mix formats, or holds bf16, is refused: load it with
- * fkd_gguf_llama_load and quantize). No tensor is converted, so the model
- * takes the file's bytes, not four per weight. */
+/* The weights as blocks, without an fp32 copy: each tensor kind takes the
+ * format of its first slice in the file (f32 for bf16) and every slice in
+ * that format is copied block for block; a slice in another format (a mixed
+ * file) is converted through f32. The model runs on fkd_qinfer; it cannot be
+ * pruned or trained (fkd_qmodel_dequantize gives fp32 weights when needed). */
 int fkd_gguf_llama_load_qmodel(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err);
 /* For the commands that take a model path: 1 when the file starts with
  * GGUF's magic; and the weights (dequantized) with the tokenizer in one call. */
 int fkd_gguf_is_gguf(const char *path);
 int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
                         fkd_error *err);
+int fkd_gguf_load_qmodel(fkd_qmodel *qm, fkd_tokenizer *tok, const char *path, int max_seq,
+                         fkd_error *err);
 
 /* ======================================================================== *
  * QLoRA (compress/qlora.c): a quantized model as the frozen base of a LoRA

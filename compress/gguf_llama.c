@@ -14,12 +14,17 @@
  * The converters permute Q and K rows so that RoPE rotates interleaved pairs,
  * which is the rotation train/ implements, so the rows are copied unchanged.
  * A tensor that is none of these (rope_freqs, biases, ...) would change the
- * math, so such a file is refused by the tensor's name. */
+ * math, so such a file is refused by the tensor's name.
+ * The weights load either dequantized (fkd_params, for training and
+ * pruning) or as the file's own blocks (fkd_qmodel, for inference). */
 #include "fkd_compress.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define LLAMA_MAX_DIM (1 << 20)
 
@@ -258,48 +263,80 @@ int fkd_gguf_llama_load(fkd_params *params, const fkd_gguf *g, int max_seq, fkd_
     return 0;
 }
 
-/* The blocks as they are: one format per kind of tensor, the file's. */
-static int slice_type(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
-                      fkd_error *err)
+/* What the block loader carries from slice to slice (scratch grows to the
+ * largest slice that needs converting). */
+typedef struct {
+    fkd_qmodel *qm;
+    const fkd_gguf *g;
+    float *scratch;
+    size_t scratch_cap;
+} qload_ctx;
+
+/* A copied slice's pages of a mapped file leave the resident set at once
+ * (they are read again from the file if touched), so that the load peaks
+ * near the model's size rather than twice it. */
+static void release_pages(const fkd_gguf *g, const uint8_t *p, size_t bytes)
 {
-    int *types = ctx;
-    (void)values;
-    if (!fkd_qtype_valid(t->type))
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is %s, which fedkd does not "
-                             "run as blocks; load the model dequantized (fkd_gguf_llama_load)",
-                             t->name, fkd_ggml_type_name(t->type));
-    if (layer > 0 && t->type != types[kind])
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "tensor %s is %s, layer 0's is %s; fedkd "
-                             "holds one format per kind of tensor, so load the model "
-                             "dequantized (fkd_gguf_llama_load)", t->name,
-                             fkd_qtype_name(t->type), fkd_qtype_name(types[kind]));
-    types[kind] = t->type;
+    long page = sysconf(_SC_PAGESIZE);
+    if (!g->mapped || page <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)p + bytes) / (uintptr_t)page * (uintptr_t)page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Copies a slice in the tensor's format block for block; converts any
+ * other format through f32. */
+static int slice_to_blocks(void *ctx, int kind, int l, const fkd_gguf_tensor *t, size_t values,
+                           fkd_error *err)
+{
+    qload_ctx *c = ctx;
+    const fkd_qtensor *q = &c->qm->q[kind];
+    size_t bytes = fkd_qtype_row_bytes(q->type, q->row_len) * (values / q->row_len);
+    uint8_t *dst = q->data + (size_t)l * bytes;
+    if (t->type == q->type && t->bytes == bytes) {
+        memcpy(dst, t->data, bytes);
+        release_pages(c->g, t->data, bytes);
+        return 0;
+    }
+    if (values > c->scratch_cap) {
+        float *grown = realloc(c->scratch, values * sizeof *grown);
+        if (!grown) return fkd_error_set(err, FKD_E_NOMEM, "out of memory converting %s", t->name);
+        c->scratch = grown;
+        c->scratch_cap = values;
+    }
+    if (fkd_gguf_tensor_to_f32(c->scratch, t, err) != 0) return -1;
+    fkd_quantize_row(dst, q->type, c->scratch, values);
+    release_pages(c->g, t->data, (size_t)t->bytes);
     return 0;
 }
 
-static int slice_copy(void *ctx, int kind, int layer, const fkd_gguf_tensor *t, size_t values,
-                      fkd_error *err)
+/* Each kind's format: its first slice's, f32 when fedkd has no blocks for it. */
+static void file_types(int *types, const fkd_gguf *g)
 {
-    fkd_qmodel *qm = ctx;
-    (void)values;
-    (void)err;
-    memcpy(qm->q[kind].data + (size_t)layer * t->bytes, t->data, t->bytes);
-    return 0;
+    char name[96];
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
+    for (int i = 0; i < N_LLAMA_NAMES; i++) {
+        gguf_tensor_name(name, sizeof name, &llama_names[i], 0);
+        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, name);
+        if (t && fkd_qtype_valid(t->type)) types[llama_names[i].kind] = t->type;
+    }
 }
 
 int fkd_gguf_llama_load_qmodel(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err)
 {
     memset(qm, 0, sizeof *qm);
     fkd_model_config cfg;
-    fkd_tensor_info infos[FKD_T_COUNT];
     int types[FKD_T_COUNT];
-    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
-    if (llama_layout(&cfg, infos, g, max_seq, err) != 0 ||
-        each_slice(infos, g, cfg.n_layers, slice_type, types, err) != 0)
-        return -1;
+    fkd_tensor_info infos[FKD_T_COUNT];
+    if (llama_layout(&cfg, infos, g, max_seq, err) != 0) return -1;
+    file_types(types, g);
     if (cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
     if (fkd_qmodel_init(qm, &cfg, types, err) != 0) return -1;
-    return each_slice(qm->tensors, g, cfg.n_layers, slice_copy, qm, err);
+    qload_ctx c = {qm, g, NULL, 0};
+    int rc = each_slice(qm->tensors, g, cfg.n_layers, slice_to_blocks, &c, err);
+    free(c.scratch);
+    if (rc != 0) fkd_qmodel_free(qm);
+    return rc;
 }
 
 /* ---- tokenizer -------------------------------------------------------------- */
@@ -536,25 +573,57 @@ int fkd_gguf_is_gguf(const char *path)
     return n == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
-int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
-                        fkd_error *err)
+/* Opens path, loads the model with load (into model, whose config is cfg)
+ * and the tokenizer, and checks that they agree; unload frees the model on
+ * a failure. Errors name the file. */
+static int load_file(fkd_tokenizer *tok, const char *path, int max_seq,
+                     int (*load)(void *model, const fkd_gguf *g, int max_seq, fkd_error *err),
+                     void (*unload)(void *model), void *model, const fkd_model_config *cfg,
+                     fkd_error *err)
 {
     fkd_gguf g;
-    memset(params, 0, sizeof *params);
     memset(tok, 0, sizeof *tok);
     if (fkd_gguf_open(&g, path, err) != 0) return -1;
     fkd_error sub;
-    int rc = fkd_gguf_llama_load(params, &g, max_seq, &sub);
+    int rc = load(model, &g, max_seq, &sub);
     if (rc == 0) {
         rc = fkd_gguf_tokenizer(tok, &g, &sub);
-        if (rc == 0 && tok->vocab != params->cfg.vocab) {
+        if (rc == 0 && tok->vocab != cfg->vocab) {
             rc = fkd_error_set(&sub, FKD_E_MISMATCH, "the tokenizer has %d tokens, the model %d",
-                               tok->vocab, params->cfg.vocab);
+                               tok->vocab, cfg->vocab);
             fkd_tokenizer_free(tok);
         }
-        if (rc != 0) fkd_params_free(params);
+        if (rc != 0) unload(model);
     }
     fkd_gguf_close(&g);
     if (rc != 0) return fkd_error_set(err, sub.code, "%s: %s", path, sub.msg);
     return 0;
+}
+
+static int load_params(void *m, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    return fkd_gguf_llama_load(m, g, max_seq, err);
+}
+
+static void unload_params(void *m) { fkd_params_free(m); }
+
+static int load_qmodel(void *m, const fkd_gguf *g, int max_seq, fkd_error *err)
+{
+    return fkd_gguf_llama_load_qmodel(m, g, max_seq, err);
+}
+
+static void unload_qmodel(void *m) { fkd_qmodel_free(m); }
+
+int fkd_gguf_load_model(fkd_params *params, fkd_tokenizer *tok, const char *path, int max_seq,
+                        fkd_error *err)
+{
+    memset(params, 0, sizeof *params);
+    return load_file(tok, path, max_seq, load_params, unload_params, params, &params->cfg, err);
+}
+
+int fkd_gguf_load_qmodel(fkd_qmodel *qm, fkd_tokenizer *tok, const char *path, int max_seq,
+                         fkd_error *err)
+{
+    memset(qm, 0, sizeof *qm);
+    return load_file(tok, path, max_seq, load_qmodel, unload_qmodel, qm, &qm->cfg, err);
 }

@@ -13,6 +13,10 @@
  * weight matrix multiplies all positions in one threaded product, and the
  * attention is train's causal fkd_attention_forward over the batch.
  *
+ * fkd_qinfer_prompt_each hands every position's logits over in chunks of
+ * rows, so that a soft-label pass over a long window never holds the whole
+ * (n, V) matrix (512 x 49,152 floats is 100 MB).
+ *
  * Also here: a perplexity loop over any one-token step function, so the
  * fp32 and the quantized student are scored by the same code.
  */
@@ -307,32 +311,88 @@ static float *prompt_by_steps(fkd_qinfer *st, const int32_t *tokens, int n, floa
     return logits;
 }
 
-float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits)
+/* Runs the layers over tokens[0..n) from position 0 (checked by the
+ * caller); the last layer's output is left in the batch buffer X. */
+static int prompt_layers(fkd_qinfer *st, const int32_t *tokens, int n)
 {
     const fkd_qmodel *qm = st->qm;
     const fkd_model_config *c = &qm->cfg;
-    if (n < 1 || n > c->max_seq - st->pos) return NULL;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab) return NULL;
-    if (st->pos > 0 || n == 1) return prompt_by_steps(st, tokens, n, all_logits);
-    if (batch_reserve(st, n) < 0) return NULL;
-    size_t N = (size_t)n, C = (size_t)c->dim, F = (size_t)c->ffn_hidden, V = (size_t)c->vocab;
+    if (batch_reserve(st, n) < 0) return -1;
+    size_t N = (size_t)n, C = (size_t)c->dim, F = (size_t)c->ffn_hidden;
     float *X = st->batch, *XB = X + N * C, *Q = XB + N * C, *H1 = Q + N * C, *H3 = H1 + N * F;
     float *att = H3 + N * F, *rstd = att + (size_t)c->n_heads * N * N;
     for (int i = 0; i < n; i++) embed(X + (size_t)i * C, qm, tokens[i]);
     for (int l = 0; l < c->n_layers; l++) batch_layer(st, l, n, X, XB, Q, H1, H3, att, rstd);
+    st->pos = n;
+    return 0;
+}
 
+/* out (rows, V) = the logits of batch positions first..first+rows, from the
+ * last layer's output in X (XB and its blocks are free by then). */
+static void prompt_head(fkd_qinfer *st, float *out, int n, int first, int rows)
+{
+    const fkd_qmodel *qm = st->qm;
+    const fkd_model_config *c = &qm->cfg;
+    size_t N = (size_t)n, C = (size_t)c->dim, V = (size_t)c->vocab;
+    float *X = st->batch, *XB = X + N * C;
+    float *rstd = XB + 2 * N * C + 2 * N * (size_t)c->ffn_hidden + (size_t)c->n_heads * N * N;
     const float *final_norm = st->norms + (size_t)2 * c->n_layers * C;
     const fkd_qtensor *head = c->tie_embeddings ? &qm->q[FKD_T_TOK_EMB] : &qm->q[FKD_T_HEAD];
-    int rows_out = all_logits ? n : 1; /* without all_logits only the last position's */
-    const float *last = X + (N - (size_t)rows_out) * C;
-    fkd_rmsnorm_forward(XB, rstd, last, final_norm, rows_out, (int)C, c->norm_eps);
-    quantize_rows(st->batch_q, XB, rows_out, C);
-    float *out = all_logits ? all_logits : st->logits;
-    fkd_qmatmul(st->kernel, out, head->type, head->data, XB, st->batch_q, (size_t)rows_out, V, C);
-    if (all_logits) memcpy(st->logits, all_logits + (N - 1) * V, V * sizeof *st->logits);
-    st->pos = n;
+    fkd_rmsnorm_forward(XB, rstd, X + (size_t)first * C, final_norm, rows, (int)C, c->norm_eps);
+    quantize_rows(st->batch_q, XB, rows, C);
+    fkd_qmatmul(st->kernel, out, head->type, head->data, XB, st->batch_q, (size_t)rows, V, C);
+}
+
+static int prompt_fits(const fkd_qinfer *st, const int32_t *tokens, int n)
+{
+    const fkd_model_config *c = &st->qm->cfg;
+    if (n < 1 || n > c->max_seq - st->pos) return 0;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab) return 0;
+    return 1;
+}
+
+float *fkd_qinfer_prompt(fkd_qinfer *st, const int32_t *tokens, int n, float *all_logits)
+{
+    if (!prompt_fits(st, tokens, n)) return NULL;
+    if (st->pos > 0 || n == 1) return prompt_by_steps(st, tokens, n, all_logits);
+    if (prompt_layers(st, tokens, n) < 0) return NULL;
+    size_t V = (size_t)st->qm->cfg.vocab;
+    /* without all_logits only the last position's */
+    if (!all_logits) {
+        prompt_head(st, st->logits, n, n - 1, 1);
+        return st->logits;
+    }
+    prompt_head(st, all_logits, n, 0, n);
+    memcpy(st->logits, all_logits + (size_t)(n - 1) * V, V * sizeof *st->logits);
     return st->logits;
+}
+
+int fkd_qinfer_prompt_each(fkd_qinfer *st, const int32_t *tokens, int n, int chunk,
+                           fkd_qinfer_logits_fn fn, void *ctx, fkd_error *err)
+{
+    if (chunk < 1 || !prompt_fits(st, tokens, n))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "a prompt of %d tokens (chunks of %d) does "
+                             "not fit the context from position %d, or has a token outside "
+                             "the vocabulary", n, chunk, st->pos);
+    size_t V = (size_t)st->qm->cfg.vocab;
+    int rows = chunk < n ? chunk : n;
+    float *buf = malloc((size_t)rows * V * sizeof *buf);
+    if (!buf) return fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d rows of logits", rows);
+    int by_steps = st->pos > 0 || n == 1, rc = 0;
+    if (!by_steps && prompt_layers(st, tokens, n) < 0)
+        rc = fkd_error_set(err, FKD_E_NOMEM, "out of memory for a batch of %d positions", n);
+    for (int r0 = 0; rc == 0 && r0 < n; r0 += rows) {
+        int m = n - r0 < rows ? n - r0 : rows;
+        if (by_steps && !prompt_by_steps(st, tokens + r0, m, buf))
+            rc = fkd_error_set(err, FKD_E_INVALID_ARG, "the model refused the prompt");
+        else if (!by_steps)
+            prompt_head(st, buf, n, r0, m);
+        if (rc == 0) fn(ctx, buf, r0, m);
+    }
+    if (rc == 0) memcpy(st->logits, buf + (size_t)((n - 1) % rows) * V, V * sizeof *st->logits);
+    free(buf);
+    return rc;
 }
 
 /* ---- evaluation ------------------------------------------------------------------ */
@@ -393,12 +453,3 @@ void fkd_qinfer_reset_fn(void *st)
     fkd_qinfer_reset((fkd_qinfer *)st);
 }
 
-float *fkd_infer_step_fn(void *st, int32_t token)
-{
-    return fkd_infer_step((fkd_infer *)st, token);
-}
-
-void fkd_infer_reset_fn(void *st)
-{
-    fkd_infer_reset((fkd_infer *)st);
-}

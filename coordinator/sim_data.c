@@ -533,6 +533,22 @@ static int shards_save(const fkd_softlabel_shard *shards, int n, const char *dir
     return 0;
 }
 
+/* A GGUF teacher labels on its own blocks (compress/qsoftlabels.c): faster
+ * than the fp32 forward, within 8-bit activation rounding of it
+ * (docs/benchmarks.md, "Teacher"). */
+static int file_teacher_labels(fkd_softlabel_stats *st, sim_ctx *x, const fkd_token_stream *t,
+                               const fkd_teacher_config *tc, fkd_error *err)
+{
+    fkd_gguf g;
+    fkd_qmodel qm;
+    if (fkd_gguf_open(&g, x->cfg.teacher, err) != 0) return -1;
+    int rc = fkd_gguf_llama_load_qmodel(&qm, &g, x->teacher.cfg.max_seq, err);
+    fkd_gguf_close(&g);
+    if (rc == 0) rc = fkd_qsoftlabels_make(x->shards, st, &qm, t, tc, err);
+    fkd_qmodel_free(&qm);
+    return rc;
+}
+
 static int shards_make(sim_ctx *x, const char *dir, const fkd_token_stream *transfer,
                        fkd_error *err)
 {
@@ -546,7 +562,10 @@ static int shards_make(sim_ctx *x, const char *dir, const fkd_token_stream *tran
     if (!x->shards) return fkd_error_set(err, FKD_E_NOMEM, "no memory for soft labels");
     fkd_softlabel_stats st;
     double cpu0 = fkd_cpu_time_ms();
-    if (fkd_teacher_softlabels(x->shards, &st, &x->teacher, &t, &tc, err) != 0) return -1;
+    int blocks = x->res->sum.teacher_from_file && fkd_gguf_is_gguf(x->cfg.teacher);
+    if ((blocks ? file_teacher_labels(&st, x, &t, &tc, err)
+                : fkd_teacher_softlabels(x->shards, &st, &x->teacher, &t, &tc, err)) != 0)
+        return -1;
     x->res->sum.soft_cpu_seconds = (fkd_cpu_time_ms() - cpu0) / 1e3;
     x->n_shards = tc.n_shards;
     x->res->sum.soft_seconds = st.seconds;
@@ -562,7 +581,8 @@ static int file_teacher_soft(sim_ctx *x, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     char sk[FKD_SIM_PATH_MAX + 256], sdir[FKD_SIM_PATH_MAX + 32];
-    snprintf(sk, sizeof sk, "soft-file v1|crc=%08x|%s|%s|seed=%llu|ctx=%d|k=%d|T=%g|shards=%d|"
+    /* v2: made on the file's blocks (v1 on fp32 weights) */
+    snprintf(sk, sizeof sk, "soft-file v2|crc=%08x|%s|%s|seed=%llu|ctx=%d|k=%d|T=%g|shards=%d|"
              "tokens=%lld", x->res->sum.teacher_crc, cfg->public_dir,
              same_dir(cfg->data, cfg->public_dir) ? "public-split" : "all",
              (unsigned long long)cfg->seed, x->teacher.cfg.max_seq, cfg->soft_k,

@@ -186,10 +186,20 @@ int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *
                  const int32_t *prompt, size_t n_prompt, int max_new, int32_t stop_token,
                  fkd_error *err)
 {
+    fkd_step_model m = {st, fkd_infer_step_fn, fkd_infer_reset_fn, st->params->cfg.max_seq};
+    return fkd_generate_steps(out, cap, n_out, stopped, ms_per_token, &m, sm, tok, prompt,
+                              n_prompt, max_new, stop_token, err);
+}
+
+int fkd_generate_steps(uint8_t *out, size_t cap, size_t *n_out, int *stopped,
+                       double *ms_per_token, const fkd_step_model *m, fkd_sampler *sm,
+                       const fkd_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
+                       int max_new, int32_t stop_token, fkd_error *err)
+{
     *n_out = 0;
     *stopped = 0;
     *ms_per_token = 0;
-    int max_seq = st->params->cfg.max_seq;
+    int max_seq = m->max_seq;
     if (n_prompt < 1 || max_new < 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "generation needs a prompt of 1+ tokens");
     if (max_new > max_seq - 1) max_new = max_seq - 1;
@@ -199,9 +209,14 @@ int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *
     }
     int32_t *gen = malloc(((size_t)max_new + 1) * sizeof *gen);
     if (!gen) return fkd_error_set(err, FKD_E_NOMEM, "out of memory for generation");
-    fkd_infer_reset(st);
+    m->reset(m->state);
     float *logits = NULL;
-    for (size_t i = 0; i < n_prompt; i++) logits = fkd_infer_step(st, prompt[i]);
+    for (size_t i = 0; i < n_prompt && (i == 0 || logits); i++) logits = m->step(m->state, prompt[i]);
+    if (!logits) {
+        free(gen);
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "the model refused a prompt token "
+                             "(outside its vocabulary?)");
+    }
     double t0 = fkd_time_ms();
     int n = 0;
     while (n < max_new) {
@@ -211,7 +226,7 @@ int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *
             break;
         }
         gen[n++] = next;
-        if (n < max_new) logits = fkd_infer_step(st, next);
+        if (n < max_new) logits = m->step(m->state, next);
     }
     int sampled = n + *stopped;
     *ms_per_token = sampled ? (fkd_time_ms() - t0) / sampled : 0;

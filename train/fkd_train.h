@@ -502,6 +502,13 @@ void fkd_infer_free(fkd_infer *st);
 void fkd_infer_reset(fkd_infer *st);
 /* Feeds one token at position st->pos and returns the logits (V). */
 float *fkd_infer_step(fkd_infer *st, int32_t token);
+/* Any one-token model behind two functions (fkd_infer here, compress's
+ * quantized fkd_qinfer): step feeds a token and returns the logits (NULL
+ * when refused), reset empties the context. */
+typedef float *(*fkd_step_fn)(void *state, int32_t token);
+typedef void (*fkd_reset_fn)(void *state);
+float *fkd_infer_step_fn(void *st, int32_t token);
+void fkd_infer_reset_fn(void *st);
 
 typedef struct {
     float prob;
@@ -831,6 +838,22 @@ fkd_teacher_config fkd_teacher_defaults(void);
 int fkd_teacher_softlabels(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
                            const fkd_params *teacher, const fkd_token_stream *transfer,
                            const fkd_teacher_config *cfg, fkd_error *err);
+/* The same pass in pieces, for a teacher that is not an fkd_params (the
+ * quantized one, compress/qsoftlabels.c): _new checks the setting against
+ * the teacher's vocab and max_seq and holds the labels of the whole stream;
+ * _label turns the logits (rows, vocab) of positions first.. into labels
+ * (rows past the stream's end are ignored; threaded with OpenMP); _finish
+ * cuts shards[cfg->n_shards], fills st and frees the pass. transfer must
+ * outlive the pass. */
+typedef struct fkd_softlabel_pass fkd_softlabel_pass;
+int fkd_softlabel_pass_new(fkd_softlabel_pass **ps, const fkd_token_stream *transfer, int vocab,
+                           int max_seq, const fkd_teacher_config *cfg, fkd_error *err);
+int fkd_softlabel_pass_window(const fkd_softlabel_pass *ps); /* tokens per window */
+void fkd_softlabel_pass_label(fkd_softlabel_pass *ps, int64_t first, const float *logits,
+                              int rows);
+int fkd_softlabel_pass_finish(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                              fkd_softlabel_pass **ps, fkd_error *err);
+void fkd_softlabel_pass_free(fkd_softlabel_pass **ps);
 
 /* ---- the training loop ----------------------------------------------------
  * Steps of accum micro-batches of (m->B, m->T) random windows; a share of the
@@ -953,5 +976,16 @@ int fkd_generate(uint8_t *out, size_t cap, size_t *n_out, int *stopped, double *
                  fkd_infer *st, fkd_sampler *sm, const fkd_tokenizer *tok,
                  const int32_t *prompt, size_t n_prompt, int max_new, int32_t stop_token,
                  fkd_error *err);
+/* The same with any one-token model (a quantized one from compress/). */
+typedef struct {
+    void *state;
+    fkd_step_fn step;
+    fkd_reset_fn reset;
+    int max_seq;
+} fkd_step_model;
+int fkd_generate_steps(uint8_t *out, size_t cap, size_t *n_out, int *stopped,
+                       double *ms_per_token, const fkd_step_model *m, fkd_sampler *sm,
+                       const fkd_tokenizer *tok, const int32_t *prompt, size_t n_prompt,
+                       int max_new, int32_t stop_token, fkd_error *err);
 
 #endif

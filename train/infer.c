@@ -126,3 +126,13 @@ float *fkd_infer_step(fkd_infer *st, int32_t token)
     st->pos++;
     return st->logits;
 }
+
+float *fkd_infer_step_fn(void *st, int32_t token)
+{
+    return fkd_infer_step((fkd_infer *)st, token);
+}
+
+void fkd_infer_reset_fn(void *st)
+{
+    fkd_infer_reset((fkd_infer *)st);
+}

@@ -35,45 +35,13 @@ typedef struct {
 
 static const char *const run_names[] = {"pp", "pp_all", "tg", "tg_fp32"};
 
-/* GGUF's names of the matrices, for reading the file's formats. */
-static const struct {
-    int kind;
-    const char *name;
-} matrix_names[] = {
-    {FKD_T_TOK_EMB, "token_embd.weight"}, {FKD_T_HEAD, "output.weight"},
-    {FKD_T_WQ, "blk.0.attn_q.weight"},     {FKD_T_WK, "blk.0.attn_k.weight"},
-    {FKD_T_WV, "blk.0.attn_v.weight"},     {FKD_T_WO, "blk.0.attn_output.weight"},
-    {FKD_T_W1, "blk.0.ffn_gate.weight"},   {FKD_T_W3, "blk.0.ffn_up.weight"},
-    {FKD_T_W2, "blk.0.ffn_down.weight"},
-};
-
-/* Weights whose layers mix formats (or are bf16) in layer 0's formats
- * (a tied head takes the embedding's); a format fedkd does not hold in
- * blocks runs as f32. */
-static int requantize(fkd_qmodel *qm, const fkd_gguf *g, int max_seq, fkd_error *err)
-{
-    int types[FKD_T_COUNT];
-    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = FKD_QTYPE_F32;
-    for (size_t i = 0; i < sizeof matrix_names / sizeof matrix_names[0]; i++) {
-        const fkd_gguf_tensor *t = fkd_gguf_find_tensor(g, matrix_names[i].name);
-        if (t && fkd_qtype_valid(t->type)) types[matrix_names[i].kind] = t->type;
-    }
-    fkd_params p;
-    if (fkd_gguf_llama_load(&p, g, max_seq, err) != 0) return -1;
-    if (p.cfg.tie_embeddings) types[FKD_T_HEAD] = types[FKD_T_TOK_EMB];
-    int rc = fkd_qmodel_quantize_types(qm, &p, types, NULL, err);
-    fkd_params_free(&p);
-    return rc;
-}
-
 /* The model as both sides run it: the file's own blocks, read as they are
  * (so our RSS holds the file's bytes, as llama.cpp's does). */
 static int load_blocks(fkd_qmodel *qm, const char *path, int max_seq, fkd_error *err)
 {
     fkd_gguf g;
     if (fkd_gguf_open(&g, path, err) != 0) return -1;
-    int rc = fkd_gguf_llama_load_qmodel(qm, &g, max_seq, NULL);
-    if (rc != 0) rc = requantize(qm, &g, max_seq, err);
+    int rc = fkd_gguf_llama_load_qmodel(qm, &g, max_seq, err);
     fkd_gguf_close(&g);
     return rc;
 }

@@ -2,12 +2,14 @@
  * public corpus (never the clients' private categories) with progress,
  * periodic validation and a resumable training state; `fedkd teacher
  * softlabels` runs a teacher over the transfer set and writes the soft-label
- * shards the coordinator hands to clients. */
+ * shards the coordinator hands to clients. A GGUF teacher is loaded as its
+ * file's blocks (no fp32 copy) and labels through compress/qsoftlabels.c;
+ * the transfer set is then encoded with the file's own tokenizer. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
-#include "fkd_train.h"
+#include "fkd_compress.h"
 
 /* Defaults sized so the default teacher trains in under 5 minutes on 2
  * cores (docs/data.md, "Teacher"): 256 steps of 4 x 128 tokens at about
@@ -23,6 +25,7 @@
 #define STUDENT_LR 2e-3f
 #define TEACHER_TIME_LIMIT_S 285.0f
 #define TEACHER_EVAL_TOKENS 4096
+#define GGUF_LABEL_CONTEXT 512 /* tokens per window of a GGUF teacher */
 
 static int model_config_by_name(fkd_model_config *cfg, const char *name)
 {
@@ -166,9 +169,9 @@ static int teacher_softlabels(int argc, char **argv)
     const char *public_list = NULL, *quant = "q8";
     fkd_teacher_config tc = fkd_teacher_defaults();
     int64_t seed = 1, max_tokens = 32768;
-    int threads = 2;
+    int threads = 2, context = GGUF_LABEL_CONTEXT;
     const fkd_opt opts[] = {
-        {"teacher", FKD_OPT_STR, &teacher, "teacher checkpoint"},
+        {"teacher", FKD_OPT_STR, &teacher, "teacher checkpoint or GGUF file"},
         {"data", FKD_OPT_STR, &data, "corpus directory (the transfer set is its public train split)"},
         {"public", FKD_OPT_STR, &public_list, "comma list of public categories"},
         {"out", FKD_OPT_STR, &out, "directory for shard-NNN.fkds"},
@@ -179,9 +182,10 @@ static int teacher_softlabels(int argc, char **argv)
         {"max-tokens", FKD_OPT_I64, &max_tokens, "transfer-set tokens labelled (0 = all)"},
         {"seed", FKD_OPT_I64, &seed, "seed of the public split (as in teacher train)"},
         {"threads", FKD_OPT_INT, &threads, "compute threads"},
+        {"context", FKD_OPT_INT, &context, "GGUF teacher: tokens per window (caps the file's context)"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
-                           "usage: fedkd teacher softlabels --teacher CKPT [options]\n"
+                           "usage: fedkd teacher softlabels --teacher CKPT|FILE.gguf [options]\n"
                            "Writes the teacher's top-k soft labels on the transfer set.",
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
@@ -193,15 +197,21 @@ static int teacher_softlabels(int argc, char **argv)
     fkd_train_set_threads(threads);
     fkd_error err = {0};
     fkd_params params = {0};
+    fkd_qmodel qm = {0};
+    fkd_tokenizer tok;
     fkd_corpus c;
     fkd_federation fed;
-    if (fkd_checkpoint_load(&params, teacher, &err) != 0) return fail("softlabels", &err);
+    int gguf = fkd_gguf_is_gguf(teacher);
+    fkd_tokenizer_init_bytes(&tok);
+    if ((gguf ? fkd_gguf_load_qmodel(&qm, &tok, teacher, context, &err)
+              : fkd_checkpoint_load(&params, teacher, &err)) != 0)
+        return fail("softlabels", &err);
     if (fkd_data_load_public(&c, &fed, data, public_list, (uint64_t)seed, &err) != 0) {
         fkd_params_free(&params);
+        fkd_qmodel_free(&qm);
+        fkd_tokenizer_free(&tok);
         return fail("softlabels", &err);
     }
-    fkd_tokenizer tok;
-    fkd_tokenizer_init_bytes(&tok);
     fkd_token_stream transfer = {0};
     fkd_softlabel_shard *shards = calloc((size_t)(tc.n_shards > 0 ? tc.n_shards : 1),
                                          sizeof *shards);
@@ -215,7 +225,8 @@ static int teacher_softlabels(int argc, char **argv)
              fkd_token_stream_from_docs(&transfer, &c, docs, n_docs, &tok, &err) == 0;
     free(docs);
     if (ok && max_tokens > 0 && transfer.n > max_tokens) transfer.n = max_tokens;
-    ok = ok && fkd_teacher_softlabels(shards, &st, &params, &transfer, &tc, &err) == 0 &&
+    ok = ok && (gguf ? fkd_qsoftlabels_make(shards, &st, &qm, &transfer, &tc, &err)
+                     : fkd_teacher_softlabels(shards, &st, &params, &transfer, &tc, &err)) == 0 &&
          write_shards(out, shards, tc.n_shards, &err) == 0;
     if (ok) {
         printf("softlabels: %lld positions in %d shards under %s/ (k=%d, T=%g, %s) in %.1f s\n",
@@ -236,6 +247,8 @@ static int teacher_softlabels(int argc, char **argv)
     fkd_federation_free(&fed);
     fkd_corpus_free(&c);
     fkd_params_free(&params);
+    fkd_qmodel_free(&qm);
+    fkd_tokenizer_free(&tok);
     return ok ? 0 : fail("softlabels", &err);
 }
 

@@ -2,9 +2,9 @@
  * block reader (fkd_gguf_llama_load_qmodel): a Q4_1 or Q8_0 file holds the
  * quantized student's blocks byte for byte, so the model read back gives
  * the same logits, bit for bit, as quantize-then-infer; its llama metadata
- * is complete; a file whose layers mix formats is refused by the block
- * reader (and still read dequantized); a trimmed tokenizer travels with
- * the file. */
+ * is complete; a slice of a file whose layers mix formats is converted to
+ * its kind's format by the block reader (as the dequantizing reader reads
+ * it); a trimmed tokenizer travels with the file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -184,7 +184,7 @@ static void write_with_f32_tensor(const char *dst, const char *src, const char *
     fkd_gguf_close(&g);
 }
 
-static void test_mixed_formats_refused(void **state)
+static void test_mixed_formats_converted(void **state)
 {
     (void)state;
     fkd_model_config cfg = tiny_config(1);
@@ -201,10 +201,18 @@ static void test_mixed_formats_refused(void **state)
     write_with_f32_tensor(dst, src, "blk.1.attn_v.weight");
     fkd_gguf g;
     assert_int_equal(fkd_gguf_open(&g, dst, &err), 0);
-    assert_int_equal(fkd_gguf_llama_load_qmodel(&qm, &g, 0, &err), -1);
-    assert_non_null(strstr(err.msg, "blk.1.attn_v.weight"));
-    assert_null(qm.memory);
-    assert_int_equal(fkd_gguf_llama_load(&p2, &g, 0, &err), 0);  /* dequantized: fine */
+    assert_int_equal(fkd_gguf_llama_load_qmodel(&qm, &g, 0, &err), 0);
+    assert_int_equal(qm.q[FKD_T_WV].type, FKD_QTYPE_Q4_1); /* layer 0's format */
+    /* The converted slice (layer 1) holds the f32 slice quantized: the
+     * dequantizing reader's weights, quantized the same way. */
+    assert_int_equal(fkd_gguf_llama_load(&p2, &g, 0, &err), 0);
+    fkd_qmodel q2;
+    assert_int_equal(fkd_qmodel_quantize(&q2, &p2, FKD_QTYPE_Q4_1, NULL, &err), 0);
+    assert_int_equal(q2.q[FKD_T_WV].type, FKD_QTYPE_Q4_1);
+    size_t slice = qm.q[FKD_T_WV].bytes / (size_t)cfg.n_layers;
+    assert_memory_equal(qm.q[FKD_T_WV].data + slice, q2.q[FKD_T_WV].data + slice, slice);
+    fkd_qmodel_free(&q2);
+    fkd_qmodel_free(&qm);
     fkd_params_free(&p2);
     fkd_gguf_close(&g);
     fkd_params_free(&params);
@@ -296,7 +304,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_export_round_trip),
-        cmocka_unit_test(test_mixed_formats_refused),
+        cmocka_unit_test(test_mixed_formats_converted),
         cmocka_unit_test(test_trimmed_tokenizer),
         cmocka_unit_test(test_real_file_blocks),
     };

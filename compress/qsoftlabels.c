@@ -1,0 +1,63 @@
+/* qsoftlabels.c — the teacher pass on a quantized teacher: each window of
+ * the transfer stream goes through fkd_qinfer_prompt_each (the file's own
+ * blocks, batched prompt processing), and every position's logits become a
+ * soft label through train's fkd_softlabel_pass, the code the fp32 teacher
+ * uses (softmax at T, top-k, quantized probabilities, KL figures), so the
+ * two passes differ only in where the logits come from.
+ *
+ * Logits are labelled in chunks of QSOFT_CHUNK positions: the pass never
+ * holds a window's whole (W, V) matrix. */
+#include "fkd_compress.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* 64 x 49,152 floats = 12.6 MB of logits at a time for SmolLM2; the head's
+ * matrix product is as fast per row at 64 rows as at 512. */
+#define QSOFT_CHUNK 64
+
+typedef struct {
+    fkd_softlabel_pass *ps;
+    int64_t window_start;
+} chunk_ctx;
+
+static void label_chunk(void *ctx, const float *logits, int first, int rows)
+{
+    chunk_ctx *c = ctx;
+    fkd_softlabel_pass_label(c->ps, c->window_start + first, logits, rows);
+}
+
+static int run_windows(fkd_softlabel_pass *ps, fkd_qinfer *st, const fkd_token_stream *s,
+                       fkd_error *err)
+{
+    int W = fkd_softlabel_pass_window(ps);
+    chunk_ctx c = {ps, 0};
+    for (int64_t w0 = 0; w0 < s->n; w0 += W) {
+        int n = s->n - w0 < W ? (int)(s->n - w0) : W;
+        c.window_start = w0;
+        fkd_qinfer_reset(st);
+        if (fkd_qinfer_prompt_each(st, s->tokens + w0, n, QSOFT_CHUNK, label_chunk, &c, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                         const fkd_qmodel *teacher, const fkd_token_stream *transfer,
+                         const fkd_teacher_config *cfg, fkd_error *err)
+{
+    memset(st, 0, sizeof *st);
+    fkd_softlabel_pass *ps;
+    if (fkd_softlabel_pass_new(&ps, transfer, teacher->cfg.vocab, teacher->cfg.max_seq, cfg,
+                               err) != 0)
+        return -1;
+    fkd_qinfer qs;
+    int rc = fkd_qinfer_init(&qs, teacher, FKD_QKERNEL_AUTO, err);
+    if (rc == 0) rc = run_windows(ps, &qs, transfer, err);
+    fkd_qinfer_free(&qs);
+    if (rc != 0) {
+        fkd_softlabel_pass_free(&ps);
+        return -1;
+    }
+    return fkd_softlabel_pass_finish(shards, st, &ps, err);
+}

@@ -52,7 +52,7 @@ int fkd_client_task_params(task_params *p, const fkd_wire_task *t, int max_seq, 
         !(p->alpha >= 0 && p->alpha <= 1) || !(p->temperature > 0) ||
         !(p->transfer_share >= 0 && p->transfer_share <= 1) || !(p->comp.fraction > 0) ||
         p->comp.fraction > 1 || p->comp.value_format < FKD_UVAL_F32 ||
-        p->comp.value_format > FKD_UVAL_TERNARY)
+        p->comp.value_format >= FKD_UVAL_COUNT)
         return fkd_error_set(err, FKD_E_FORMAT, "the task's hyper-parameters are out of range "
                              "(steps %lld batch %d seq %d of max %d, lr %g, fraction %g)",
                              (long long)p->steps, p->batch, p->seq, max_seq, (double)p->lr,

@@ -14,9 +14,10 @@
  *     pass (fkd_qinfer) that runs on the blocks without dequantizing tensors.
  *  4. Pruning masks: unstructured magnitude and 2:4 structured.
  *  5. Update compression (client -> coordinator): top-k by magnitude with
- *     error feedback, int8 / int4 / ternary values (optionally stochastic
- *     rounding), delta+varint or bitmap indices (the smaller one), in a
- *     self-describing format with a bounds-checked decoder.
+ *     error feedback, int8 / int4 / ternary / sign values (optionally
+ *     stochastic rounding), Golomb-Rice gaps or a bitmap for the indices
+ *     (the smaller one), in a self-describing format with a bounds-checked
+ *     decoder (docs/protocol.md, "The compressed update").
  *
  * Format policy of the quantized student (fkd_qmodel_quantize):
  *  - norm gains stay F32: they are a few thousand floats and multiply every
@@ -255,18 +256,26 @@ double fkd_prune_sparsity(const uint8_t *mask, const fkd_params *params);
 /* ======================================================================== *
  * Update compression
  * ======================================================================== */
-enum fkd_uvalue { FKD_UVAL_F32 = 0, FKD_UVAL_INT8 = 1, FKD_UVAL_INT4 = 2, FKD_UVAL_TERNARY = 3 };
-enum fkd_uindex { FKD_UIDX_ALL = 0, FKD_UIDX_VARINT = 1, FKD_UIDX_BITMAP = 2 };
+/* sign: 1 bit per sent value, +scale of the chunk's non-negative values or
+ * -scale of its negative ones (two scales per chunk); a sent value is never
+ * zero, so the third code of ternary is a wasted bit. */
+enum fkd_uvalue {
+    FKD_UVAL_F32 = 0, FKD_UVAL_INT8 = 1, FKD_UVAL_INT4 = 2, FKD_UVAL_TERNARY = 3,
+    FKD_UVAL_SIGN = 4, FKD_UVAL_COUNT
+};
+/* rice: gaps between sent indices, Golomb-Rice coded with a parameter per
+ * chunk of FKD_UPDATE_CHUNK indices (version 1 had varint gaps here). */
+enum fkd_uindex { FKD_UIDX_ALL = 0, FKD_UIDX_RICE = 1, FKD_UIDX_BITMAP = 2 };
 
-#define FKD_UPDATE_VERSION 1
+#define FKD_UPDATE_VERSION 2            /* 2: rice indices, sign values; 1 is refused */
 #define FKD_UPDATE_HEADER_BYTES 32
-#define FKD_UPDATE_CHUNK 256            /* selected values per scale */
+#define FKD_UPDATE_CHUNK 256            /* selected values per scale and per Rice parameter */
 #define FKD_UPDATE_MAX_N ((uint64_t)1 << 32)
 
 typedef struct {
     float fraction;     /* share of entries sent, in (0, 1]: k = round(fraction n) >= 1; 1 = dense */
     int value_format;   /* enum fkd_uvalue */
-    int stochastic;     /* 1: stochastic rounding (unbiased) with rng */
+    int stochastic;     /* 1: stochastic rounding (unbiased) with rng; sign ignores it */
     fkd_rng *rng;       /* required when stochastic */
     /* Optional (n): rank entries by |value| * |weight[i]| instead of |value|.
      * With the client's gradient as weight this sends the entries whose
@@ -303,6 +312,11 @@ int fkd_update_decompress(float *dense, size_t n, const uint8_t *data, size_t by
 /* Header fields, for logs and the coordinator's checks (no full decode). */
 int fkd_update_peek(size_t *n, size_t *k, int *value_format, int *index_coding,
                     const uint8_t *data, size_t bytes, fkd_error *err);
+
+/* "f32", "int8", "int4", "ternary", "sign"; "?" for another value. */
+const char *fkd_update_value_name(int value_format);
+/* The enum fkd_uvalue of a name above, or -1. */
+int fkd_update_value_parse(const char *name);
 
 /* update = after - before (n). */
 void fkd_update_diff(float *update, const float *after, const float *before, size_t n);

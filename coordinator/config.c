@@ -70,7 +70,7 @@ static const key_def keys[] = {
     {"temperature", K_FLOAT, F(temperature), 0.01, 100},
     {"transfer_share", K_FLOAT, F(transfer_share), 0, 1},
     {"up_fraction", K_FLOAT, F(up_fraction), 1e-6, 1},
-    {"up_format", K_UVAL, F(up_format), 0, 3},
+    {"up_format", K_UVAL, F(up_format), 0, FKD_UVAL_COUNT - 1},
     {"up_stochastic", K_INT, F(up_stochastic), 0, 1},
     {"task_quant", K_QTYPE, F(task_quant), 0, 0},
     {"deploy_quant", K_QTYPE, F(deploy_quant), 0, 0},
@@ -83,7 +83,7 @@ static const key_def keys[] = {
 #undef F
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
-static const char *const uval_names[] = {"f32", "int8", "int4", "ternary"};
+static const char *const uval_names[] = {"f32", "int8", "int4", "ternary", "sign"};
 static const char *const side_names[] = {"all", "public", "private"};
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const mode_names[] = {"full", "lora", "qlora8", "qlora4"};
@@ -195,7 +195,7 @@ static int set_named(void *field, const key_def *k, const char *value, fkd_error
     const char *choices = "";
     switch (k->kind) {
     case K_LEVEL: i = name_index(level_names, 4, value); choices = "debug info warn error"; break;
-    case K_UVAL: i = name_index(uval_names, 4, value); choices = "f32 int8 int4 ternary"; break;
+    case K_UVAL: i = name_index(uval_names, 5, value); choices = "f32 int8 int4 ternary sign"; break;
     case K_SIDE: i = name_index(side_names, 3, value); choices = "all public private"; break;
     case K_MODE: i = name_index(mode_names, 4, value); choices = "full lora qlora8 qlora4"; break;
     case K_QTYPE:

@@ -63,12 +63,6 @@ static void jstr(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static const char *uval_name(int v)
-{
-    static const char *n[] = {"f32", "int8", "int4", "ternary"};
-    return v >= 0 && v <= 3 ? n[v] : "?";
-}
-
 /* ---- summary.json --------------------------------------------------------------------------------- */
 static void json_method(FILE *f, const fkd_sim_method *m)
 {
@@ -129,7 +123,7 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
             (double)c->dirichlet_alpha,
             c->rounds, c->per_round, (double)c->over_select, c->deadline_s, c->local_steps,
             c->batch, c->seq, (double)c->lr, (double)c->alpha, (double)c->transfer_share,
-            (double)c->up_fraction, uval_name(c->up_format), c->teacher_steps, c->soft_k,
+            (double)c->up_fraction, fkd_update_value_name(c->up_format), c->teacher_steps, c->soft_k,
             (double)c->soft_temperature, c->soft_shards, (long long)c->transfer_tokens,
             (long long)c->eval_tokens_final, (long long)c->eval_tokens_round,
             (long long)c->quant_eval_tokens, fkd_sim_client_mode_name(c->client_mode),

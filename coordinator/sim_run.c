@@ -133,7 +133,7 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "over-select >= 0, deadline > 0, lr > 0, "
                              "alpha and transfer-share in [0, 1]");
     if (!(c->up_fraction > 0 && c->up_fraction <= 1) || c->up_format < FKD_UVAL_F32 ||
-        c->up_format > FKD_UVAL_TERNARY)
+        c->up_format >= FKD_UVAL_COUNT)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "up-fraction in (0, 1], a known update format");
     if (c->teacher_steps < 1 || c->teacher_batch < 1 || c->soft_k < 1 ||
         c->soft_k > FKD_SOFT_MAX_K || c->soft_shards < 1 || !(c->soft_temperature > 0) ||

@@ -40,17 +40,14 @@ static const setting settings[] = {
     {"top0.3_int4", 0.003f, FKD_UVAL_INT4, 0},
     {"top0.1_int8", 0.001f, FKD_UVAL_INT8, 0},
     {"top0.1_ternary", 0.001f, FKD_UVAL_TERNARY, 0},
+    {"top1.5_ternary", 0.015f, FKD_UVAL_TERNARY, 0},
+    {"top1.5_sign", 0.015f, FKD_UVAL_SIGN, 0},
+    {"top3_sign", 0.03f, FKD_UVAL_SIGN, 0},
 };
-
-static const char *value_name(int f)
-{
-    static const char *names[] = {"f32", "int8", "int4", "ternary"};
-    return f >= 0 && f < 4 ? names[f] : "?";
-}
 
 static const char *index_name(int c)
 {
-    static const char *names[] = {"all", "varint", "bitmap"};
+    static const char *names[] = {"all", "rice", "bitmap"};
     return c >= 0 && c < 3 ? names[c] : "?";
 }
 
@@ -223,10 +220,10 @@ static int run(const options *o)
         double ppl;
         if (ppl_with(&ppl, &scratch, &base, decoded, &text.heldout, n_eval, seq, &err) < 0) goto fail;
         printf("setting=%s fraction=%g values=%s%s index=%s k=%zu bytes_dense=%zu bytes=%zu ratio=%.1f "
-               "rel_error=%.4f ppl=%.3f ppl_exact=%.3f ppl_received=%.3f compress_ms=%.1f decompress_ms=%.1f\n",
-               st->name, (double)st->fraction, value_name(st->value_format), st->stochastic ? "_sr" : "",
+               "bits_per_entry=%.2f rel_error=%.4f ppl=%.3f ppl_exact=%.3f ppl_received=%.3f compress_ms=%.1f decompress_ms=%.1f\n",
+               st->name, (double)st->fraction, fkd_update_value_name(st->value_format), st->stochastic ? "_sr" : "",
                index_name(stats.index_coding), stats.k, stats.bytes_dense, stats.bytes, stats.ratio,
-               stats.rel_error, ppl, ppl_exact, ppl_base, c1 - c0, c2 - c1);
+               8.0 * (double)stats.bytes / (double)stats.k, stats.rel_error, ppl, ppl_exact, ppl_base, c1 - c0, c2 - c1);
         fflush(stdout);
     }
     if (o->ef_rounds > 0) {

@@ -11,14 +11,6 @@
 #include "commands.h"
 #include "fkd_sim.h"
 
-static int parse_format(const char *s)
-{
-    static const char *names[] = {"f32", "int8", "int4", "ternary"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(s, names[i]) == 0) return i;
-    return -1;
-}
-
 /* The value of --teacher, looked up before parsing: a file teacher brings
  * its own defaults, which --help should show. */
 static const char *teacher_arg(int argc, char **argv)
@@ -37,7 +29,7 @@ int cmd_simulate(int argc, char **argv)
     if (teacher_arg(argc, argv)) fkd_sim_config_file_defaults(&cfg);
     dflt = cfg;
     const char *data = dflt.data, *pub = NULL, *out = dflt.out, *cache = dflt.cache;
-    const char *words = dflt.words, *format = "int8", *partition = "dirichlet";
+    const char *words = dflt.words, *format = fkd_update_value_name(cfg.up_format), *partition = "dirichlet";
     const char *teacher = "", *student = "", *mode = fkd_sim_client_mode_name(cfg.client_mode);
     int64_t seed = (int64_t)cfg.seed, transfer = cfg.transfer_tokens;
     int64_t quant_tokens = cfg.quant_eval_tokens;
@@ -75,7 +67,7 @@ int cmd_simulate(int argc, char **argv)
         {"alpha", FKD_OPT_FLOAT, &cfg.alpha, "weight of distillation where a soft label exists"},
         {"transfer-share", FKD_OPT_FLOAT, &cfg.transfer_share, "share of micro-batches from the transfer set (KD methods)"},
         {"up-fraction", FKD_OPT_FLOAT, &cfg.up_fraction, "top-k share of the uplink update"},
-        {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary"},
+        {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary | sign"},
         {"no-dense-reference", FKD_OPT_FLAG, &no_dense, "skip the fedkd run with a dense fp32 uplink"},
         {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
         {"soft-k", FKD_OPT_INT, &cfg.soft_k, "soft-label ids per position"},
@@ -96,9 +88,9 @@ int cmd_simulate(int argc, char **argv)
                            "and central training (docs/simulation.md).",
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
-    cfg.up_format = parse_format(format);
+    cfg.up_format = fkd_update_value_parse(format);
     if (cfg.up_format < 0) {
-        fprintf(stderr, "fedkd simulate: --up-format is f32, int8, int4 or ternary, not %s\n",
+        fprintf(stderr, "fedkd simulate: --up-format is f32, int8, int4, ternary or sign, not %s\n",
                 format);
         return 2;
     }

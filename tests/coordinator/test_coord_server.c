@@ -311,6 +311,60 @@ static void test_config_keys(void **unused)
     assert_non_null(strstr(buf, "server_alpha = 0.25\n"));
 }
 
+/* The round history keeps the server's seconds and loss across a restart,
+ * and a checkpoint written before they existed (version 1) still loads. */
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void test_state_keeps_server_stats(void **unused)
+{
+    (void)unused;
+    fkd_coord_state a = {0}, b;
+    master_new(&a.master);
+    fkd_rng_seed(&a.rng, 1);
+    a.round = 2;
+    a.n_history = 2;
+    a.history = calloc(2, sizeof *a.history);
+    assert_non_null(a.history);
+    a.history[0] = (fkd_coord_round_stats){.round = 1, .server_seconds = 1.5, .server_loss = 2.25};
+    a.history[1] = (fkd_coord_round_stats){.round = 2, .clip_bound = 3, .server_loss = 1.75};
+    char dir[512], path[600];
+    state_dir(dir, sizeof dir, "state");
+    snprintf(path, sizeof path, "%s/%s", dir, FKD_COORD_STATE_FILE);
+    fkd_error err = {0};
+    assert_int_equal(fkd_coord_state_save(path, &a, &err), 0);
+    assert_int_equal(fkd_coord_state_load(&b, path, &err), 0);
+    assert_true(b.history[0].server_seconds == 1.5 && b.history[0].server_loss == 2.25);
+    assert_true(b.history[1].server_loss == 1.75 && b.history[1].clip_bound == 3);
+    fkd_coord_state_free(&b);
+    /* version 1: each history entry 16 bytes shorter (no server fields) */
+    uint8_t *data;
+    size_t bytes;
+    assert_int_equal(fkd_file_read_all(&data, &bytes, path, (size_t)1 << 30, &err), 0);
+    const size_t v2 = 120, v1 = 104, end = bytes - 4, first = end - 2 * v2;
+    uint8_t *old = malloc(bytes);
+    assert_non_null(old);
+    memcpy(old, data, first);
+    memcpy(old + first, data + first, v1);
+    memcpy(old + first + v1, data + first + v2, v1);
+    size_t old_bytes = first + 2 * v1 + 4;
+    put_u32(old + 8, 1);
+    put_u32(old + old_bytes - 4, fkd_crc32(0, old, old_bytes - 4));
+    assert_int_equal(fkd_coord_state_decode(&b, old, old_bytes, &err), 0);
+    assert_true(b.history[1].clip_bound == 3 && b.history[1].server_loss == 0);
+    assert_int_equal(b.history[1].round, 2);
+    fkd_coord_state_free(&b);
+    /* the same bytes read as version 2 do not fit: refused */
+    put_u32(old + 8, 2);
+    put_u32(old + old_bytes - 4, fkd_crc32(0, old, old_bytes - 4));
+    assert_int_equal(fkd_coord_state_decode(&b, old, old_bytes, &err), -1);
+    free(old);
+    free(data);
+    fkd_coord_state_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_off_is_a_no_op),
         cmocka_unit_test(test_bad_shards_refused),
         cmocka_unit_test(test_config_keys),
+        cmocka_unit_test(test_state_keeps_server_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

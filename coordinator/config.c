@@ -79,6 +79,10 @@ static const key_def keys[] = {
     {"eval_data", K_STR, F(eval_data), 0, 0},
     {"eval_side", K_SIDE, F(eval_side), 0, 2},
     {"eval_tokens", K_I64, F(eval_tokens), 0, 1e12},
+    {"server_steps", K_INT, F(server_steps), 0, 1000000},
+    {"server_alpha", K_FLOAT, F(server_alpha), 0, 1},
+    {"server_train_lr", K_FLOAT, F(server_train_lr), 0, 0.99},
+    {"server_seed", K_U64, F(server_seed), 0, 0},
 };
 #undef F
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -144,6 +148,10 @@ void fkd_coord_config_defaults(fkd_coord_config *c)
     snprintf(c->eval_data, sizeof c->eval_data, "%s", FKD_DATA_DEFAULT_DIR);
     c->eval_side = FKD_SIDE_PUBLIC;
     c->eval_tokens = 16384;
+    c->server_steps = 0;
+    c->server_alpha = 1.0f;
+    c->server_train_lr = 0;
+    c->server_seed = 0;
 }
 
 static int name_index(const char *const *names, int n, const char *v)
@@ -278,6 +286,10 @@ int fkd_coord_config_validate(const fkd_coord_config *c, fkd_error *err)
                              "heartbeats (%d ms)", 2 * c->heartbeat_ms);
     if (!c->state_dir[0])
         return fkd_error_set(err, FKD_E_INVALID_ARG, "state_dir is required");
+    if (c->server_steps > 0 && !c->softlabels[0])
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "server_steps %d trains the master on the "
+                             "public text of the soft-label shards: set softlabels, or "
+                             "server_steps = 0", c->server_steps);
     return 0;
 }
 

@@ -19,6 +19,7 @@
  * round and model version, so neither a replay nor another client's update
  * can be slipped in. */
 #include "agg_internal.h"
+#include "server_train.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -88,6 +89,7 @@ struct fkd_coord {
     size_t *shard_len;
     int n_shards;
     fkd_token_stream eval;
+    fkd_coord_server server;       /* server-side training between rounds (server_train.c) */
     uint64_t sessions;
 };
 
@@ -346,11 +348,13 @@ static int write_rounds_file(fkd_coord *c, fkd_error *err)
                 "{\"round\":%llu,\"selected\":%d,\"target\":%d,\"updates\":%d,\"late\":%d,"
                 "\"vanished\":%d,\"rejected\":%d,\"perplexity\":%.6f,\"eval_loss\":%.6f,"
                 "\"bits_per_byte\":%.6f,\"accuracy\":%.6f,\"client_loss\":%.6f,"
-                "\"bytes_down\":%llu,\"bytes_up\":%llu,\"seconds\":%.3f,\"clip_bound\":%.6g}\n",
+                "\"bytes_down\":%llu,\"bytes_up\":%llu,\"seconds\":%.3f,\"clip_bound\":%.6g,"
+                "\"server_seconds\":%.3f,\"server_loss\":%.6f}\n",
                 (unsigned long long)h->round, h->selected, h->target, h->updates, h->late,
                 h->vanished, h->rejected, h->perplexity, h->eval_loss, h->bits_per_byte,
                 h->accuracy, h->client_loss, (unsigned long long)h->bytes_down,
-                (unsigned long long)h->bytes_up, h->seconds, h->clip_bound);
+                (unsigned long long)h->bytes_up, h->seconds, h->clip_bound, h->server_seconds,
+                h->server_loss);
     }
     if (ferror(af.f)) af.failed = 1;
     return fkd_atomic_commit(&af, err);
@@ -445,6 +449,9 @@ int fkd_coord_new(fkd_coord **out, const fkd_coord_config *cfg, const fkd_wire_i
     if (rc == 0) rc = load_shards(c, err);
     if (rc == 0) rc = fkd_coord_eval_load(&c->eval, &c->cfg, err);
     if (rc == 0) rc = restore(c, err);
+    if (rc == 0)
+        rc = fkd_coord_server_init(&c->server, &c->cfg, &c->master, c->shards, c->shard_len,
+                                   c->n_shards, err);
     if (rc == 0) rc = requantize(c, err);
     if (rc != 0) {
         fkd_coord_free(&c);
@@ -491,6 +498,7 @@ void fkd_coord_free(fkd_coord **cp)
     clear_round(c);
     for (int i = 0; i < c->n_slots; i++) fkd_client_xlink_free(&c->slots[i].link);
     free(c->slots);
+    fkd_coord_server_free(&c->server); /* borrows the master: first */
     fkd_params_free(&c->master);
     fkd_coord_agg_free(&c->agg);
     fkd_wire_replay_free(&c->replay);
@@ -552,7 +560,7 @@ static int encode_task(fkd_coord *c, fkd_error *err)
     static const uint8_t none[1];
     t->student_config.data = none;
     t->soft_labels.data = none;
-    if (c->n_shards) {
+    if (c->n_shards && c->cfg.transfer_share > 0) { /* else the clients would not use them */
         int k = (int)((round - 1) % (uint64_t)c->n_shards);
         t->soft_labels.data = c->shards[k];
         t->soft_labels.len = c->shard_len[k];
@@ -742,6 +750,13 @@ static int merge_adapters(fkd_coord *c, fkd_error *err)
     return rc;
 }
 
+static int master_finite(const fkd_coord *c)
+{
+    for (size_t i = 0; i < c->master.n_params; i++)
+        if (!isfinite(c->master.memory[i])) return 0;
+    return 1;
+}
+
 static int aggregate(fkd_coord *c, fkd_error *err)
 {
     qsort(c->ups, (size_t)c->n_ups, sizeof *c->ups, cmp_collected);
@@ -758,10 +773,9 @@ static int aggregate(fkd_coord *c, fkd_error *err)
                             : fkd_coord_agg_apply(&c->agg, c->master.memory, list, c->n_ups, err);
     free(list);
     c->cur.clip_bound = c->agg.last_clip;
-    for (size_t i = 0; rc == 0 && i < c->master.n_params; i++)
-        if (!isfinite(c->master.memory[i]))
-            rc = fkd_error_set(err, FKD_E_FORMAT, "the aggregated master is not finite (lower "
-                               "server_lr or use a robust aggregator)");
+    if (rc == 0 && !master_finite(c))
+        rc = fkd_error_set(err, FKD_E_FORMAT, "the aggregated master is not finite (lower "
+                           "server_lr or use a robust aggregator)");
     for (int i = 0; rc == 0 && i < c->n_ups; i++) {
         slot *s = find_slot(c, c->ups[i].owner);
         if (s) {
@@ -769,6 +783,20 @@ static int aggregate(fkd_coord *c, fkd_error *err)
             s->rec.last_round = c->round + 1;
         }
     }
+    return rc;
+}
+
+/* The server's own steps on the public transfer set, before the master is
+ * re-quantized for the next TASK. */
+static int server_step(fkd_coord *c, fkd_error *err)
+{
+    if (c->cfg.server_steps <= 0) return 0;
+    double t0 = fkd_time_ms();
+    int rc = fkd_coord_server_train(&c->cur.server_loss, &c->server, &c->cfg, err);
+    c->cur.server_seconds = (fkd_time_ms() - t0) / 1e3;
+    if (rc == 0 && !master_finite(c))
+        rc = fkd_error_set(err, FKD_E_FORMAT, "the server's training made the master not "
+                           "finite (lower server_train_lr)");
     return rc;
 }
 
@@ -787,16 +815,19 @@ static int finish_round(fkd_coord *c, fkd_error *err)
     c->history[c->n_history++] = c->cur;
     if (rc == 0) rc = save_deployment(c, err);
     if (rc == 0) rc = checkpoint(c, err);
+    if (rc == 0) rc = fkd_coord_server_commit(&c->server, err);
     if (rc == 0) rc = write_rounds_file(c, err);
     if (rc != 0) return -1;
     fkd_wire_replay_forget_before(c->replay, c->round);
     const fkd_coord_round_stats *r = &c->cur;
     fkd_log(c->log, FKD_LOG_INFO, "round_end",
             "round=%llu updates=%d selected=%d late=%d vanished=%d rejected=%d ppl=%.4f "
-            "bpb=%.4f acc=%.4f client_loss=%.4f bytes_down=%llu bytes_up=%llu seconds=%.3f",
+            "bpb=%.4f acc=%.4f client_loss=%.4f bytes_down=%llu bytes_up=%llu seconds=%.3f "
+            "server_seconds=%.3f server_loss=%.4f",
             (unsigned long long)r->round, r->updates, r->selected, r->late, r->vanished,
             r->rejected, r->perplexity, r->bits_per_byte, r->accuracy, r->client_loss,
-            (unsigned long long)r->bytes_down, (unsigned long long)r->bytes_up, r->seconds);
+            (unsigned long long)r->bytes_down, (unsigned long long)r->bytes_up, r->seconds,
+            r->server_seconds, r->server_loss);
     return 0;
 }
 
@@ -807,6 +838,7 @@ static int close_round(fkd_coord *c, const char *why, fkd_error *err)
         fkd_log(c->log, FKD_LOG_INFO, "round_close", "round=%llu reason=%s updates=%d",
                 (unsigned long long)(c->round + 1), why, c->n_ups);
         rc = aggregate(c, err);
+        if (rc == 0) rc = server_step(c, err);
         if (rc == 0) rc = finish_round(c, err);
     } else {
         fkd_log(c->log, FKD_LOG_WARN, "round_failed", "round=%llu reason=%s updates=%d "

@@ -37,6 +37,7 @@
 #define FKD_COORD_MASTER_FILE "master.ckpt"     /* fp32 master after the last round */
 #define FKD_COORD_DEPLOY_FILE "student.qmdl"    /* re-quantized for deployment */
 #define FKD_COORD_ROUNDS_FILE "rounds.jsonl"    /* one JSON object per completed round */
+#define FKD_COORD_SERVER_TRAIN_FILE "server-train.state" /* the server's optimizer (server_train.c) */
 
 /* ======================================================================== *
  * Configuration: "key = value" file (fkd_kvconf) plus overrides.
@@ -93,6 +94,13 @@ typedef struct {
     char softlabels[FKD_COORD_PATH_MAX]; /* a shard file or a folder of *.soft; round r uses
                                             shard (r-1) mod n; empty: no distillation */
     char eval_data[FKD_COORD_PATH_MAX];  /* corpus folder (fkd_corpus_load), or a text file */
+    /* server-side training (server_train.c): after each round's aggregation
+     * the master takes server_steps optimizer steps (AdamW, resumed from
+     * FKD_COORD_SERVER_TRAIN_FILE) on the soft-label shards' public text */
+    int server_steps;                    /* per round; 0 = off */
+    float server_alpha;                  /* 1 = pure distillation, 0 = cross-entropy on the text */
+    float server_train_lr;               /* 0 = lr */
+    uint64_t server_seed;                /* of the server's batches; 0 = derived from seed */
     int eval_side;                       /* eval_side: public|private|all (corpus folders) */
     int64_t eval_tokens;                 /* held-out tokens evaluated per round */
 } fkd_coord_config;
@@ -172,6 +180,8 @@ typedef struct {
     uint64_t bytes_down, bytes_up; /* TASK transfers out, UPDATEs in (all frames) */
     double seconds;              /* from TASKs out to checkpoint written */
     double clip_bound;           /* clip aggregator: the bound used */
+    double server_seconds;       /* server-side training after the aggregation */
+    double server_loss;          /* its mean training loss (0 when off) */
 } fkd_coord_round_stats;
 
 /* One registered client (persisted in the checkpoint). */

@@ -204,6 +204,11 @@ typedef struct {
      * client joins (every student but the teacher starts after it);
      * -1: as many as the federation's clients take in all its rounds */
     int server_steps;
+    /* the server's steps in every round of the federated methods (after the
+     * aggregation, on the public transfer set) and central's per round;
+     * -1: as many as public-only distillation takes per round
+     * (per_round x local_steps); 0: off */
+    int server_round_steps;
     /* local training (also the step budget of the central baselines) */
     int local_steps, batch, seq;
     float lr, alpha, transfer_share;

@@ -15,9 +15,15 @@
  *      client;
  *   5. central, all pooled: from the server's distilled student, every
  *      client's private text and the transfer set with its soft labels (the
- *      upper bound that privacy forbids).
+ *      upper bound that privacy forbids), then, as the federated methods'
+ *      servers do after each aggregation, the server's distillation steps
+ *      of the round.
  * Each takes its steps in round-sized chunks so every method has a
- * per-round curve. */
+ * per-round curve. The server phase's optimizer states are kept
+ * (server-kd.state, server-ce.state): the federated methods' coordinators
+ * and central go on from them, so every server's distillation is the one
+ * public-only distillation runs. */
+#include "server_train.h"
 #include "sim_internal.h"
 
 #include <stdio.h>
@@ -25,6 +31,7 @@
 
 #define SERVER_KD_FILE "server-kd.ckpt"
 #define SERVER_CE_FILE "server-ce.ckpt"
+#define SEED_MIX 0x9e3779b97f4a7c15ULL
 
 int sim_run_teacher(sim_ctx *x, fkd_error *err)
 {
@@ -58,6 +65,26 @@ static void state_path(char *out, size_t cap, const sim_ctx *x, const char *key)
     snprintf(out, cap, "%s/%s.state", x->work_dir, key);
 }
 
+int64_t sim_server_round_steps(const fkd_sim_config *cfg)
+{
+    return cfg->server_round_steps >= 0 ? cfg->server_round_steps : sim_matched_steps(cfg);
+}
+
+void sim_server_state_path(char *out, size_t cap, const sim_ctx *x, int method)
+{
+    state_path(out, cap, x, method == FKD_SIM_FEDAVG ? "server-ce" : "server-kd");
+}
+
+static uint64_t method_seed(const sim_ctx *x, int method)
+{
+    return x->cfg.seed ^ (uint64_t)(method + 1) * SEED_MIX;
+}
+
+uint64_t sim_server_seed(const sim_ctx *x, int method)
+{
+    return method_seed(x, method == FKD_SIM_FEDAVG ? FKD_SIM_FEDAVG : FKD_SIM_PUBLIC_KD);
+}
+
 /* kd: distillation on the transfer set (alpha of the run) or, without a
  * teacher, cross-entropy on the same text. */
 static fkd_trainer_config trainer_for(const sim_ctx *x, int method, const char *state)
@@ -76,7 +103,7 @@ static fkd_trainer_config trainer_for(const sim_ctx *x, int method, const char *
     tc.eval_every = 0;
     tc.ckpt_every = 0;
     tc.state_path = state;
-    tc.seed = cfg->seed ^ (uint64_t)(method + 1) * 0x9e3779b97f4a7c15ULL;
+    tc.seed = method_seed(x, method);
     tc.label = "central";
     return tc;
 }
@@ -93,14 +120,17 @@ static int model_from(fkd_model *model, const fkd_params *src, const fkd_sim_con
 }
 
 /* server_steps on the public text from the initial student, into *out and
- * its checkpoint. The distilling run keeps its state file: public-only
- * distillation continues it. */
+ * its checkpoint. The states are kept: public-only distillation continues
+ * the distilling run's (public-kd.state), the other servers a copy of it
+ * (server-kd.state), FedAvg's coordinator the cross-entropy one's. */
 static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     char state[FKD_SIM_PATH_MAX + 64], path[FKD_SIM_PATH_MAX + 64], what[96];
     state_path(state, sizeof state, x, method == FKD_SIM_FEDAVG ? "server-ce" : "public-kd");
     remove(state);
+    sim_server_state_path(path, sizeof path, x, method);
+    remove(path);
     fkd_model model;
     if (model_from(&model, &x->init, cfg, err) != 0) return -1;
     fkd_trainer_config tc = trainer_for(x, method == FKD_SIM_FEDAVG ? method : FKD_SIM_PUBLIC_KD,
@@ -114,7 +144,8 @@ static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
                                             err)
                           : 0;
     if (rc == 0 && tc.steps > 0) sim_progress(x, tres.tokens, what);
-    if (method == FKD_SIM_FEDAVG) remove(state);
+    if (rc == 0 && tc.steps > 0 && method != FKD_SIM_FEDAVG)
+        rc = fkd_coord_server_copy_state(path, state, err);
     if (rc == 0) rc = sim_params_copy(out, &model.params, err);
     fkd_model_free(&model);
     sim_server_path(path, sizeof path, x, method);
@@ -145,19 +176,56 @@ void sim_server_free(sim_ctx *x)
     fkd_params_free(&x->server_ce);
 }
 
+/* Central's server: a copy of the server phase's distillation state, so its
+ * steps are those the federated methods' servers take. */
+static int central_server_state(char *out, size_t cap, const sim_ctx *x, fkd_error *err)
+{
+    char from[FKD_SIM_PATH_MAX + 64];
+    state_path(out, cap, x, "central-kd");
+    remove(out);
+    sim_server_state_path(from, sizeof from, x, FKD_SIM_CENTRAL);
+    FILE *f = fopen(from, "rb");
+    if (!f) return 0; /* no server phase: a fresh optimizer */
+    fclose(f);
+    return fkd_coord_server_copy_state(out, from, err);
+}
+
+/* One round of a central method: public-only distillation's steps (its one
+ * run goes on), or central's pooled steps then the server's distillation. */
+static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int method, int r,
+                         const char *state, const char *kd_state, fkd_error *err)
+{
+    const fkd_sim_config *cfg = &x->cfg;
+    int public_kd = method == FKD_SIM_PUBLIC_KD;
+    fkd_trainer_config tc = trainer_for(x, method, state);
+    fkd_trainer_result tres;
+    tc.carry_optimizer = !public_kd; /* the server's steps move central's weights in between */
+    tc.steps = public_kd ? sim_server_steps(cfg) + sim_matched_steps(cfg) * r
+                         : sim_matched_steps(cfg);
+    if (fkd_trainer_run(&tres, model, public_kd ? &x->transfer : &x->pooled, &x->transfer, NULL,
+                        &tc, err) != 0)
+        return -1;
+    *tokens = tres.tokens;
+    if (public_kd || sim_server_round_steps(cfg) == 0) return 0;
+    fkd_trainer_config kd = trainer_for(x, FKD_SIM_PUBLIC_KD, kd_state);
+    kd.carry_optimizer = 1;
+    kd.steps = sim_server_round_steps(cfg);
+    if (fkd_trainer_run(&tres, model, NULL, &x->transfer, NULL, &kd, err) != 0) return -1;
+    *tokens += tres.tokens;
+    return 0;
+}
+
 int sim_run_central(sim_ctx *x, int method, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     fkd_sim_method *m = &x->res->m[method];
     int public_kd = method == FKD_SIM_PUBLIC_KD;
-    char state[FKD_SIM_PATH_MAX + 64];
+    char state[FKD_SIM_PATH_MAX + 64], kd_state[FKD_SIM_PATH_MAX + 64];
     state_path(state, sizeof state, x, m->key);
     if (!public_kd) remove(state); /* public-only distillation resumes the server's run */
+    if (!public_kd && central_server_state(kd_state, sizeof kd_state, x, err) != 0) return -1;
     fkd_model model;
     if (model_from(&model, &x->server_kd, cfg, err) != 0) return -1;
-    const fkd_token_stream *train = public_kd ? &x->transfer : &x->pooled;
-    fkd_trainer_config tc = trainer_for(x, method, state);
-    int64_t per_round = sim_matched_steps(cfg), before = public_kd ? sim_server_steps(cfg) : 0;
     double t0 = fkd_time_ms();
     int rc = 0;
     for (int r = 1; r <= cfg->rounds && rc == 0; r++) {
@@ -165,18 +233,18 @@ int sim_run_central(sim_ctx *x, int method, fkd_error *err)
         snprintf(what, sizeof what, "%s · round %d/%d", m->key, r, cfg->rounds);
         sim_progress(x, 0, what);
         double tr = fkd_time_ms();
-        tc.steps = before + per_round * r;
-        fkd_trainer_result tres;
-        rc = fkd_trainer_run(&tres, &model, train, &x->transfer, NULL, &tc, err);
+        int64_t tokens = 0;
+        rc = central_round(&tokens, &model, x, method, r, state, kd_state, err);
         if (rc != 0) break;
-        m->train_tokens += tres.tokens;
-        sim_progress(x, tres.tokens, what);
+        m->train_tokens += tokens;
+        sim_progress(x, tokens, what);
         fkd_sim_round rr = {.round = r};
         rc = sim_eval_ppl(&rr.ppl, &rr.acc, &model.params, &x->test, cfg->eval_tokens_round, err);
         rr.wall_seconds = (fkd_time_ms() - tr) / 1e3;
         if (rc == 0) rc = sim_method_add_round(m, &rr, err);
     }
     remove(state);
+    if (!public_kd) remove(kd_state);
     m->wall_seconds = (fkd_time_ms() - t0) / 1e3;
     if (rc == 0) rc = sim_params_copy(&m->final, &model.params, err);
     fkd_model_free(&model);

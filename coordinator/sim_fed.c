@@ -16,6 +16,7 @@
  * Idle agents hold their keys, a socket and a few counters; their
  * error-feedback residuals live on disk in per-client folders. */
 #define _XOPEN_SOURCE 700 /* nftw */
+#include "server_train.h"
 #include "sim_internal.h"
 
 #include <errno.h>
@@ -259,8 +260,16 @@ static void configure(fed_run *f)
     c->alpha = s->alpha;
     c->temperature = s->soft_temperature;
     int kd = f->method != FKD_SIM_FEDAVG;
-    c->transfer_share = kd ? s->transfer_share : 0;
-    if (kd) snprintf(c->softlabels, sizeof c->softlabels, "%s", f->x->soft_dir);
+    c->transfer_share = kd ? s->transfer_share : 0; /* FedAvg's TASKs carry no soft labels */
+    /* Every method's server takes public-only distillation's steps per round
+     * on the public transfer set, going on from the server phase's run
+     * (fed_server_state): distillation, or cross-entropy without a teacher. */
+    c->server_steps = (int)sim_server_round_steps(s);
+    c->server_alpha = kd ? s->alpha : 0;
+    c->server_train_lr = 0;
+    c->server_seed = sim_server_seed(f->x, f->method);
+    if (kd || c->server_steps > 0)
+        snprintf(c->softlabels, sizeof c->softlabels, "%s", f->x->soft_dir);
     else c->softlabels[0] = 0;
     int dense = f->method == FKD_SIM_FEDKD_DENSE;
     c->up_fraction = dense ? 1.0f : s->up_fraction;
@@ -415,10 +424,25 @@ static int finish_round(fed_run *f, round_state *rs, fkd_error *err)
     double per_task = (double)last->bytes_down / (rs->r.selected ? rs->r.selected : 1);
     rs->r.bytes_down_dense = (uint64_t)(rs->r.selected * (per_task - q8 + (double)dense_model));
     rs->r.wall_seconds = (fkd_time_ms() - rs->t0) / 1e3;
+    sim_progress(f->x, (int64_t)f->cc.server_steps * f->cc.batch * f->cc.seq, f->m->key);
     if (sim_eval_ppl(&rs->r.ppl, &rs->r.acc, master, &f->x->test, f->x->cfg.eval_tokens_round,
                      err) != 0)
         return -1;
     return sim_method_add_round(f->m, &rs->r, err);
+}
+
+/* The coordinator's server optimizer starts as the server phase's ends. */
+static int fed_server_state(fed_run *f, fkd_error *err)
+{
+    if (f->cc.server_steps <= 0) return 0;
+    char from[FKD_SIM_PATH_MAX + 64], to[FKD_COORD_PATH_MAX + 64];
+    sim_server_state_path(from, sizeof from, f->x, f->method);
+    FILE *fp = fopen(from, "rb");
+    if (!fp) return 0; /* no server phase: a fresh optimizer */
+    fclose(fp);
+    snprintf(to, sizeof to, "%s/%s", f->cc.state_dir, FKD_COORD_SERVER_TRAIN_FILE);
+    if (fkd_mkdir_p(f->cc.state_dir, err) != 0) return -1;
+    return fkd_coord_server_copy_state(to, from, err);
 }
 
 static void progress_line(fed_run *f, const round_state *rs, int64_t tokens)
@@ -554,6 +578,7 @@ int sim_run_federated(sim_ctx *x, int method, fkd_error *err)
     if (rc == 0) rc = identity_derive(&f.coord_id, x->cfg.seed, 0, err);
     if (rc == 0) rc = setup_clients(&f, err);
     if (rc == 0) rc = write_allowlist(f.cc.allowlist, f.vc, f.n, err);
+    if (rc == 0) rc = fed_server_state(&f, err);
     if (rc == 0) rc = open_coordinator(&f, err);
     if (rc == 0) rc = pool_start(&f.pool, f.vc, f.n, x->cfg.threads, err);
     double rss0 = sim_rss_bytes();
@@ -571,8 +596,8 @@ int sim_run_federated(sim_ctx *x, int method, fkd_error *err)
         f.m->bytes_down += f.m->rounds[r].bytes_down;
         f.m->bytes_up_dense += f.m->rounds[r].bytes_up_dense;
         f.m->bytes_down_dense += f.m->rounds[r].bytes_down_dense;
-        f.m->train_tokens += (int64_t)f.m->rounds[r].delivered * x->cfg.local_steps *
-                             x->cfg.batch * x->cfg.seq;
+        f.m->train_tokens += ((int64_t)f.m->rounds[r].delivered * x->cfg.local_steps +
+                              f.cc.server_steps) * x->cfg.batch * x->cfg.seq;
     }
     fkd_train_set_threads(x->cfg.threads);
     if (rc == 0) rc = sim_eval_final(f.m, x, &f.m->final, err);

@@ -70,6 +70,11 @@ int sim_run_server(sim_ctx *x, fkd_error *err);
 void sim_server_free(sim_ctx *x);
 /* The checkpoint a method's federation starts from. */
 void sim_server_path(char *out, size_t cap, const sim_ctx *x, int method);
+/* The server phase's optimizer state a method's server goes on from (the
+ * distilling one, or FedAvg's cross-entropy one), and the seed of its
+ * batches: a state resumes only with its own seed. */
+void sim_server_state_path(char *out, size_t cap, const sim_ctx *x, int method);
+uint64_t sim_server_seed(const sim_ctx *x, int method);
 int sim_run_central(sim_ctx *x, int method, fkd_error *err);
 
 /* sim_fed.c */
@@ -90,5 +95,8 @@ int64_t sim_matched_steps(const fkd_sim_config *cfg);
 /* The server's phase: cfg->server_steps, or (when < 0) as many steps as the
  * federation's clients take in all its rounds. */
 int64_t sim_server_steps(const fkd_sim_config *cfg);
+/* The server's steps per round after the server's phase:
+ * cfg->server_round_steps, or (when < 0) sim_matched_steps. */
+int64_t sim_server_round_steps(const fkd_sim_config *cfg);
 
 #endif

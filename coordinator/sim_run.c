@@ -42,6 +42,7 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->over_select = 0.5f;
     c->deadline_s = 60;
     c->server_steps = -1;          /* as many as the federation's clients take */
+    c->server_round_steps = -1;    /* as many as public-only distillation takes per round */
     c->local_steps = 6;
     c->batch = 8;
     c->seq = 64;
@@ -109,6 +110,9 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
     if (c->server_steps < -1)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "server-steps >= 0, or -1 for as many as "
                              "the federation's clients take");
+    if (c->server_round_steps < -1)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "server-round-steps >= 0 (0 = off), or -1 "
+                             "for as many as public-only distillation takes per round");
     if (c->context < 2 || c->context > FKD_SIM_MAX_CONTEXT || c->student_layers < 1 ||
         c->student_params < 0 || c->quant_eval_tokens < 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "context in [2, %d], student-layers >= 1, "
@@ -451,7 +455,9 @@ static int run_methods(sim_ctx *x, fkd_error *err)
 {
     const fkd_sim_config *c = &x->cfg;
     int n_students = 4 + (c->dense_reference ? 1 : 0);
+    /* the server trains every round in all but public-only distillation */
     x->units_total = ((int64_t)n_students * c->rounds * sim_matched_steps(c) +
+                      (int64_t)(n_students - 1) * c->rounds * sim_server_round_steps(c) +
                       2 * sim_server_steps(c)) * c->batch * c->seq;
     if (c->progress) fkd_progress_begin(&x->bar, "simulate", x->units_total);
     fkd_train_set_threads(c->threads);

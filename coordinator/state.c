@@ -10,7 +10,9 @@
  *   per client { id[32], rounds, last_round, bytes_up, bytes_down }   (64 bytes)
  *   per round  { round u64, selected target updates late vanished rejected i32,
  *                perplexity eval_loss bpb accuracy client_loss f64,
- *                bytes_down bytes_up u64, seconds clip_bound f64 }   (104 bytes)
+ *                bytes_down bytes_up u64, seconds clip_bound f64,
+ *                server_seconds server_loss f64 }   (120 bytes; version 1: 104, without
+ *                the server's training, which it did not have)
  *   CRC-32 of everything before it.
  * The decoder checks every count against the bytes present before reading. */
 #include "fkd_coordinator.h"
@@ -19,10 +21,12 @@
 #include <string.h>
 
 #define STATE_MAGIC "FKDCOST"
-#define STATE_VERSION 1
+#define STATE_VERSION 2
+#define STATE_VERSION_V1 1   /* still read: history entries without the server's training */
 #define STATE_HEADER_BYTES 88
 #define CLIENT_BYTES 64
-#define HISTORY_BYTES 104
+#define HISTORY_BYTES 120
+#define HISTORY_BYTES_V1 104
 #define STATE_MAX_BYTES ((size_t)16 << 30)
 
 typedef struct {
@@ -122,9 +126,11 @@ static void write_history(wbuf *b, const fkd_coord_round_stats *h)
     w_u64(b, h->bytes_up);
     w_f64(b, h->seconds);
     w_f64(b, h->clip_bound);
+    w_f64(b, h->server_seconds);
+    w_f64(b, h->server_loss);
 }
 
-static void read_history(rbuf *r, fkd_coord_round_stats *h)
+static void read_history(rbuf *r, fkd_coord_round_stats *h, uint32_t version)
 {
     memset(h, 0, sizeof *h);
     h->round = r_u64(r);
@@ -137,6 +143,9 @@ static void read_history(rbuf *r, fkd_coord_round_stats *h)
     h->bytes_up = r_u64(r);
     h->seconds = r_f64(r);
     h->clip_bound = r_f64(r);
+    if (version == STATE_VERSION_V1) return;
+    h->server_seconds = r_f64(r);
+    h->server_loss = r_f64(r);
 }
 
 int fkd_coord_state_save(const char *path, const fkd_coord_state *s, fkd_error *err)
@@ -190,7 +199,7 @@ void fkd_coord_state_free(fkd_coord_state *s)
     memset(s, 0, sizeof *s);
 }
 
-static int decode_tables(fkd_coord_state *s, rbuf *r, fkd_error *err)
+static int decode_tables(fkd_coord_state *s, rbuf *r, uint32_t version, fkd_error *err)
 {
     if (s->n_moments) {
         if (s->n_moments != s->master.n_params)
@@ -204,7 +213,8 @@ static int decode_tables(fkd_coord_state *s, rbuf *r, fkd_error *err)
         r_f32s(r, s->m, s->n_moments);
         r_f32s(r, s->v, s->n_moments);
     }
-    if (!r_has(r, (size_t)s->n_clients * CLIENT_BYTES + (size_t)s->n_history * HISTORY_BYTES))
+    size_t history_bytes = version == STATE_VERSION_V1 ? HISTORY_BYTES_V1 : HISTORY_BYTES;
+    if (!r_has(r, (size_t)s->n_clients * CLIENT_BYTES + (size_t)s->n_history * history_bytes))
         return fkd_error_set(err, FKD_E_TRUNCATED, "coordinator state ends in its tables");
     s->clients = calloc(s->n_clients ? s->n_clients : 1, sizeof *s->clients);
     s->history = calloc(s->n_history ? s->n_history : 1, sizeof *s->history);
@@ -218,7 +228,7 @@ static int decode_tables(fkd_coord_state *s, rbuf *r, fkd_error *err)
         c->bytes_up = r_u64(r);
         c->bytes_down = r_u64(r);
     }
-    for (uint32_t i = 0; i < s->n_history; i++) read_history(r, &s->history[i]);
+    for (uint32_t i = 0; i < s->n_history; i++) read_history(r, &s->history[i], version);
     if (r->pos != r->len)
         return fkd_error_set(err, FKD_E_FORMAT, "coordinator state has %zu unexpected bytes",
                              r->len - r->pos);
@@ -240,9 +250,9 @@ int fkd_coord_state_decode(fkd_coord_state *s, const uint8_t *data, size_t bytes
                              "damaged file: restore a backup or start a new state_dir)");
     rbuf r = {data, bytes - 4, 8};
     uint32_t version = r_u32(&r);
-    if (version != STATE_VERSION)
+    if (version != STATE_VERSION && version != STATE_VERSION_V1)
         return fkd_error_set(err, FKD_E_VERSION, "coordinator state version %u, this build reads "
-                             "%u", version, STATE_VERSION);
+                             "%u and %u", version, STATE_VERSION_V1, STATE_VERSION);
     r_u32(&r);
     s->round = r_u64(&r);
     for (int i = 0; i < 4; i++) s->rng.s[i] = r_u64(&r);
@@ -256,7 +266,7 @@ int fkd_coord_state_decode(fkd_coord_state *s, const uint8_t *data, size_t bytes
     s->n_moments = (size_t)n_moments;
     if (fkd_checkpoint_decode(&s->master, r.p + r.pos, (size_t)ckpt_bytes, err) != 0) return -1;
     r.pos += (size_t)ckpt_bytes;
-    if (decode_tables(s, &r, err) != 0) {
+    if (decode_tables(s, &r, version, err) != 0) {
         fkd_coord_state_free(s);
         return -1;
     }

@@ -871,6 +871,11 @@ typedef struct {
     int64_t eval_max_tokens;   /* validation tokens per evaluation; 0 = all */
     int ckpt_every;            /* steps; 0 = only at the end (when state_path) */
     const char *state_path;    /* NULL: no state file, no resume */
+    /* 1: state_path carries only the optimizer from call to call: a resumed
+     * run keeps the model's weights (the caller may have moved them since,
+     * as a coordinator's aggregation does) and runs `steps` more steps after
+     * the state's; the batches go on from the state's step. */
+    int carry_optimizer;
     uint64_t seed;             /* of the batches */
     double time_limit_s;       /* stop (after saving) once exceeded; 0 = none */
     int progress;              /* draw a progress line on a terminal */

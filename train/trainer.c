@@ -143,8 +143,9 @@ static int same_shape(const fkd_model_config *a, const fkd_model_config *b)
 }
 
 /* Validates the state in data and copies it into m and opt. */
+/* keep_weights: check the state's shape but leave the model's weights. */
 static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model *m,
-                       fkd_optimizer *opt, uint64_t seed, fkd_error *err)
+                       fkd_optimizer *opt, uint64_t seed, int keep_weights, fkd_error *err)
 {
     if (bytes < STATE_HEADER_BYTES + 4 || memcmp(d, STATE_MAGIC, 8) != 0)
         return fkd_error_set(err, FKD_E_FORMAT, "not a training state file");
@@ -170,13 +171,13 @@ static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model 
         if (fkd_lora_decode(&l, &m->params.cfg, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0)
             return -1;
         ok = l.n == m->lora->n && l.cfg.rank == m->lora->cfg.rank;
-        if (ok) memcpy(m->lora->params, l.params, l.n * sizeof(float));
+        if (ok && !keep_weights) memcpy(m->lora->params, l.params, l.n * sizeof(float));
         fkd_lora_free(&l);
     } else {
         fkd_params p;
         if (fkd_checkpoint_decode(&p, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0) return -1;
         ok = same_shape(&p.cfg, &m->params.cfg) && p.n_params == m->params.n_params;
-        if (ok) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
+        if (ok && !keep_weights) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
         fkd_params_free(&p);
     }
     if (!ok)
@@ -190,7 +191,7 @@ static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model 
 
 /* Resumes from path when it exists; *step stays 0 otherwise. */
 static int state_resume(int64_t *step, int *resumed, const char *path, fkd_model *m,
-                        fkd_optimizer *opt, uint64_t seed, fkd_error *err)
+                        fkd_optimizer *opt, uint64_t seed, int keep_weights, fkd_error *err)
 {
     *step = 0;
     *resumed = 0;
@@ -200,7 +201,7 @@ static int state_resume(int64_t *step, int *resumed, const char *path, fkd_model
     uint8_t *data;
     size_t bytes;
     if (fkd_file_read_all(&data, &bytes, path, STATE_MAX_BYTES, err) != 0) return -1;
-    int rc = state_apply(step, data, bytes, m, opt, seed, err);
+    int rc = state_apply(step, data, bytes, m, opt, seed, keep_weights, err);
     free(data);
     if (rc != 0 && err) {
         char msg[sizeof err->msg];
@@ -352,7 +353,8 @@ int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_strea
 {
     memset(res, 0, sizeof *res);
     if (check_args(m, train, transfer, val, cfg, err) != 0) return -1;
-    run r = {.m = m, .cfg = cfg, .train = train, .transfer = transfer, .val = val};
+    fkd_trainer_config run_cfg = *cfg; /* carry_optimizer: steps become the resumed step + steps */
+    run r = {.m = m, .cfg = &run_cfg, .train = train, .transfer = transfer, .val = val};
     if (train && train->n < 2) r.train = NULL;
     fkd_optimizer_config oc = cfg->opt;
     if (oc.total_steps == 0) oc.total_steps = (int)cfg->steps;
@@ -366,7 +368,9 @@ int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_strea
     int rc = fkd_batch_init(&r.batch, m->B, m->T, k, err);
     int64_t step = 0;
     if (rc == 0 && cfg->state_path)
-        rc = state_resume(&step, &res->resumed, cfg->state_path, m, &r.opt, cfg->seed, err);
+        rc = state_resume(&step, &res->resumed, cfg->state_path, m, &r.opt, cfg->seed,
+                          cfg->carry_optimizer, err);
+    if (cfg->carry_optimizer) run_cfg.steps = step + cfg->steps;
     res->step = step;
     if (rc == 0) rc = loop(res, &r, step, err);
     if (rc == 0 && res->steps_run == 0) rc = validate(res, &r, err); /* already done */

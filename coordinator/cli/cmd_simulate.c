@@ -57,6 +57,7 @@ int cmd_simulate(int argc, char **argv)
         {"dirichlet-alpha", FKD_OPT_FLOAT, &cfg.dirichlet_alpha, "skew of the Dirichlet split (small = skewed)"},
         {"rounds", FKD_OPT_INT, &cfg.rounds, "federated rounds"},
         {"server-steps", FKD_OPT_INT, &cfg.server_steps, "server's steps on the public data before the federation (-1: as many as the clients take in all rounds)"},
+        {"server-round-steps", FKD_OPT_INT, &cfg.server_round_steps, "server's steps on the public transfer set after each round's aggregation, as many for central (-1: as many as public-only distillation takes per round; 0: off)"},
         {"per-round", FKD_OPT_INT, &cfg.per_round, "updates a round waits for"},
         {"over-select", FKD_OPT_FLOAT, &cfg.over_select, "extra share of clients selected per round"},
         {"deadline", FKD_OPT_FLOAT, &deadline, "simulated round deadline, seconds"},

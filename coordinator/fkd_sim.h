@@ -139,8 +139,10 @@ typedef struct {
  *   LORA    a frozen fp32 base and rank-r adapters on every matrix of every
  *           block (q, k, v, o, gate, up, down), only those trained;
  *   QLORA8, QLORA4  the same over a base held as q8_0 / q4_0 blocks.
- * The simulation's clients train FULL; the LoRA modes are estimated for
- * accessibility until client/ trains adapters (summary.json "client_modes"). */
+ * The run's clients train in cfg.client_mode (client/local_lora.c for the
+ * LoRA modes: only the adapters go up, the coordinator merges them); every
+ * mode's memory and accessibility is also estimated (summary.json
+ * "client_modes"). The values are the wire's (FKD_WIRE_MODE_*). */
 enum fkd_sim_client_mode {
     FKD_SIM_CLIENT_FULL = 0, FKD_SIM_CLIENT_LORA, FKD_SIM_CLIENT_QLORA8, FKD_SIM_CLIENT_QLORA4,
     FKD_SIM_CLIENT_MODE_COUNT
@@ -148,8 +150,6 @@ enum fkd_sim_client_mode {
 const char *fkd_sim_client_mode_name(int mode);   /* "full", "lora", "qlora8", "qlora4" */
 int fkd_sim_client_mode_parse(const char *name);  /* -1 when unknown */
 
-/* Trainable floats of rank-r adapters on every block matrix of cfg. */
-size_t fkd_sim_lora_params(const fkd_model_config *cfg, int rank);
 /* The memory plan of one client's training step in a mode: micro-batches
  * and recomputation within budget_bytes (0 = no limit), as
  * fkd_memory_plan_make does for FULL. Fails with FKD_E_LIMIT when nothing fits. */
@@ -217,6 +217,7 @@ typedef struct {
     int up_format;                   /* enum fkd_uvalue */
     int client_mode;                 /* enum fkd_sim_client_mode */
     int lora_rank;
+    float lora_alpha;                /* adapter scale numerator (alpha / rank) */
     int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink */
     /* teacher and soft labels */
     int teacher_steps, teacher_batch;

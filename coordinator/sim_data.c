@@ -35,6 +35,8 @@
 /* Calibration of the pruning: windows of the public text the teacher reads. */
 #define PRUNE_CALIB_TOKENS 512
 #define PRUNE_CALIB_SEQ 128
+/* Block score: cosine (one teacher pass) or KL (L/2 more); docs/pruning.md. */
+#define PRUNE_DEPTH_KL 0
 
 int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err)
 {
@@ -343,82 +345,42 @@ static int vocab_map(sim_ctx *x, const char *student_path, fkd_error *err)
     return rc;
 }
 
-/* PRUNE_CALIB_TOKENS positions in windows of T, spread evenly over s. */
-static int32_t *calibration_windows(const fkd_token_stream *s, int T, int *n_seq, fkd_error *err)
-{
-    int B = PRUNE_CALIB_TOKENS / T;
-    if (s->n < T) {
-        fkd_error_set(err, FKD_E_INVALID_ARG, "the public text has %lld tokens, fewer than one "
-                      "calibration window of %d", (long long)s->n, T);
-        return NULL;
-    }
-    int32_t *tokens = malloc((size_t)B * T * sizeof *tokens);
-    if (!tokens) {
-        fkd_error_set(err, FKD_E_NOMEM, "no memory for calibration tokens");
-        return NULL;
-    }
-    for (int b = 0; b < B; b++)
-        memcpy(tokens + (size_t)b * T, s->tokens + (s->n - T) * b / B, (size_t)T * sizeof *tokens);
-    *n_seq = B;
-    return tokens;
-}
-
-/* The student shape: the teacher's width with student_layers blocks, or
- * the shape that fits student_params (at least student_layers blocks). */
-static int pruned_shape(fkd_model_config *s, const sim_ctx *x, int vocab, fkd_error *err)
+/* The recipe of compress/prune_teacher.c with the run's settings: the
+ * vocabulary trimmed to the public text the teacher will label (so every
+ * transfer token keeps an id) and calibration windows of it; the shape from
+ * --student-params (at least --student-layers blocks) or, without a
+ * budget, --student-layers blocks at the teacher's width. */
+static int prune_config(fkd_prune_config *pc, const sim_ctx *x, fkd_error *err)
 {
     const fkd_model_config *t = &x->teacher.cfg;
     if (x->cfg.student_layers < 1 || x->cfg.student_layers > t->n_layers)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "--student-layers %d: the teacher has %d "
                              "blocks", x->cfg.student_layers, t->n_layers);
-    if (x->cfg.student_params > 0)
-        return fkd_prune_fit(s, t, vocab, (size_t)x->cfg.student_params, x->cfg.student_layers,
-                             err);
-    *s = *t;
-    s->n_layers = x->cfg.student_layers;
-    s->vocab = vocab;
+    *pc = fkd_prune_defaults();
+    pc->calib_tokens = PRUNE_CALIB_TOKENS;
+    pc->calib_seq = t->max_seq < PRUNE_CALIB_SEQ ? t->max_seq : PRUNE_CALIB_SEQ;
+    pc->depth_kl = PRUNE_DEPTH_KL;
+    pc->progress = x->cfg.progress;
+    pc->target_params = (size_t)x->cfg.student_params;
+    if (x->cfg.student_params > 0) pc->min_layers = x->cfg.student_layers;
+    else pc->layers = x->cfg.student_layers;
     return 0;
 }
 
-/* Structured pruning of the teacher (compress/prune_*.c) on the public
- * text it will label: the vocabulary trimmed to the tokens that text uses
- * (so every transfer token keeps an id), blocks ranked by how little they
- * change their input (cosine), heads, FFN and embedding channels by
- * activation. Ranking blocks by the KL of the teacher's output without
- * each, one at a time, costs L/2 more passes and measured worse when 24 of
- * SmolLM2's 30 blocks go (docs/simulation.md): removals that are harmless
- * alone are not harmless together. */
 static int prune_into(const char *path, sim_ctx *x, const fkd_token_stream *pub, fkd_error *err)
 {
+    fkd_prune_config pc;
+    if (prune_config(&pc, x, err) != 0) return -1;
     fkd_gguf g;
     if (fkd_gguf_open(&g, x->cfg.teacher, err) != 0) return -1;
-    fkd_bpe_tables full = {0}, trimmed = {0};
-    fkd_vocab_map map = {0};
-    fkd_prune_importance imp = {0};
-    fkd_prune_plan plan = {0};
-    fkd_params student = {0};
-    fkd_model_config shape;
-    int n_seq = 0;
-    int32_t *calib = NULL;
-    int T = x->teacher.cfg.max_seq < PRUNE_CALIB_SEQ ? x->teacher.cfg.max_seq : PRUNE_CALIB_SEQ;
+    fkd_bpe_tables full = {0};
+    fkd_prune_result r = {0};
     int rc = fkd_bpe_tables_from_gguf(&full, &g, err);
-    if (rc == 0) rc = fkd_vocab_trim(&map, &trimmed, &full, pub->tokens, (size_t)pub->n, err);
-    if (rc == 0) rc = pruned_shape(&shape, x, map.new_vocab, err);
-    if (rc == 0 && !(calib = calibration_windows(pub, T, &n_seq, err))) rc = -1;
+    if (rc == 0) rc = fkd_prune_teacher(&r, &x->teacher, &full, pub, pub, &pc, err);
     if (rc == 0)
-        rc = fkd_prune_importance_compute(&imp, &x->teacher, calib, n_seq, T, 0, x->cfg.progress,
-                                          err);
-    if (rc == 0) rc = fkd_prune_plan_make(&plan, &imp, &shape, &map, err);
-    if (rc == 0) rc = fkd_prune_build(&student, &x->teacher, &plan, &map, err);
-    if (rc == 0)
-        rc = fkd_gguf_llama_save_bpe(path, &student, FKD_QTYPE_F32, &trimmed, &g,
+        rc = fkd_gguf_llama_save_bpe(path, &r.student, FKD_QTYPE_F32, &r.vocab, &g,
                                      "fedkd pruned student", err);
-    free(calib);
-    fkd_params_free(&student);
-    fkd_prune_plan_free(&plan);
-    fkd_prune_importance_free(&imp);
-    fkd_vocab_map_free(&map);
-    fkd_bpe_tables_free(&trimmed);
+    fkd_prune_result_free(&r);
     fkd_bpe_tables_free(&full);
     fkd_gguf_close(&g);
     return rc;
@@ -430,8 +392,9 @@ static int pruned_student_path(char *path, size_t cap, sim_ctx *x, fkd_error *er
 {
     const fkd_sim_config *cfg = &x->cfg;
     char key[FKD_SIM_PATH_MAX + 256];
-    snprintf(key, sizeof key, "student v3 cosine|crc=%08x|%s|%s|seed=%llu|layers=%d|params=%lld|"
-             "calib=%dx%d", x->res->sum.teacher_crc, cfg->public_dir,
+    snprintf(key, sizeof key, "student v3 %s|crc=%08x|%s|%s|seed=%llu|layers=%d|params=%lld|"
+             "calib=%dx%d", PRUNE_DEPTH_KL ? "kl" : "cosine", x->res->sum.teacher_crc,
+             cfg->public_dir,
              same_dir(cfg->data, cfg->public_dir) ? "public-split" : "all",
              (unsigned long long)cfg->seed, cfg->student_layers, (long long)cfg->student_params,
              PRUNE_CALIB_TOKENS, PRUNE_CALIB_SEQ);

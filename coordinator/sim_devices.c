@@ -10,6 +10,7 @@
  * figure is drawn log-uniformly inside its range, because device speeds and
  * link bandwidths spread over orders of magnitude, not evenly. */
 #include "fkd_sim.h"
+#include "agg_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -89,21 +90,21 @@ int fkd_sim_client_mode_parse(const char *name)
     return -1;
 }
 
-size_t fkd_sim_lora_params(const fkd_model_config *c, int rank)
-{
-    size_t hd = (size_t)(c->dim / c->n_heads), C = (size_t)c->dim, F = (size_t)c->ffn_hidden;
-    size_t q = C + c->n_heads * hd, kv = C + c->n_kv_heads * hd;
-    size_t per_layer = q + 2 * kv + q /* wo */ + 3 * (C + F);
-    return (size_t)rank * per_layer * (size_t)c->n_layers;
-}
+/* The simulation hands its mode to the coordinator as is. */
+_Static_assert((int)FKD_SIM_CLIENT_FULL == (int)FKD_WIRE_MODE_FULL &&
+                   (int)FKD_SIM_CLIENT_LORA == (int)FKD_WIRE_MODE_LORA &&
+                   (int)FKD_SIM_CLIENT_QLORA8 == (int)FKD_WIRE_MODE_QLORA8 &&
+                   (int)FKD_SIM_CLIENT_QLORA4 == (int)FKD_WIRE_MODE_QLORA4,
+               "fkd_sim_client_mode must equal fkd_wire_client_mode");
 
 /* What the frozen base takes: fp32 weights, or (QLoRA) the quantized
- * model and fp32 norm gains, read one matrix at a time through a source. */
+ * model the coordinator sends in that mode and fp32 norm gains, read one
+ * matrix at a time through a source. */
 static size_t base_bytes(const fkd_model_config *c, int mode)
 {
-    if (mode == FKD_SIM_CLIENT_QLORA8) return fkd_qlora_base_bytes(c, FKD_QTYPE_Q8_0);
-    if (mode == FKD_SIM_CLIENT_QLORA4) return fkd_qlora_base_bytes(c, FKD_QTYPE_Q4_0);
-    return fkd_config_param_count(c) * sizeof(float);
+    if (mode == FKD_SIM_CLIENT_FULL || mode == FKD_SIM_CLIENT_LORA)
+        return fkd_config_param_count(c) * sizeof(float);
+    return fkd_qlora_base_bytes(c, fkd_coord_mode_quant(mode, FKD_QTYPE_Q8_0));
 }
 
 int fkd_sim_train_plan(fkd_memory_plan *plan, const fkd_model_config *cfg, int mode, int rank,

@@ -275,6 +275,9 @@ static void configure(fed_run *f)
     c->up_fraction = dense ? 1.0f : s->up_fraction;
     c->up_format = dense ? FKD_UVAL_F32 : s->up_format;
     c->up_stochastic = 0;
+    c->client_mode = s->client_mode; /* fkd_sim_client_mode == fkd_wire_client_mode */
+    c->lora_rank = s->lora_rank;
+    c->lora_alpha = s->lora_alpha;
     c->chunk_bytes = SIM_CHUNK_BYTES;
     c->eval_data[0] = 0;     /* every method is evaluated the same way, by sim_eval.c */
     c->log_level = s->verbose ? FKD_LOG_INFO : FKD_LOG_ERROR;

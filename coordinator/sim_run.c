@@ -4,6 +4,7 @@
  * same initial student with the same compute, evaluate each the same way,
  * and write the run directory. */
 #include "sim_internal.h"
+#include "agg_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 #define FILE_CONTEXT_DEFAULT 256
 #define STUDENT_LAYERS_DEFAULT 4
 #define FILE_STUDENT_LAYERS 6    /* SmolLM2-135M's 30 -> 6 blocks: under 1/3 of its parameters */
-#define LORA_RANK_DEFAULT 8
 /* The quantized pass scores one token at a time: this many tokens keep it
  * to seconds per model. */
 #define QUANT_EVAL_TOKENS_DEFAULT 4096
@@ -67,7 +67,8 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->student_layers = STUDENT_LAYERS_DEFAULT;
     c->context = FILE_CONTEXT_DEFAULT;
     c->client_mode = FKD_SIM_CLIENT_FULL;
-    c->lora_rank = LORA_RANK_DEFAULT;
+    c->lora_rank = FKD_LORA_DEFAULT_RANK;
+    c->lora_alpha = FKD_LORA_DEFAULT_ALPHA;
     c->client_eval_tokens = 1024;
     c->client_eval_max = 64;
     c->progress = 1;
@@ -120,14 +121,10 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
     if (c->student[0] && !c->teacher[0])
         return fkd_error_set(err, FKD_E_INVALID_ARG, "--student needs --teacher: the student "
                              "heals from a pretrained teacher");
-    if (c->client_mode < 0 || c->client_mode >= FKD_SIM_CLIENT_MODE_COUNT || c->lora_rank < 1)
+    if (c->client_mode < 0 || c->client_mode >= FKD_SIM_CLIENT_MODE_COUNT || c->lora_rank < 1 ||
+        c->lora_rank > FKD_LORA_MAX_RANK || !(c->lora_alpha > 0 && c->lora_alpha < 1e6f))
         return fkd_error_set(err, FKD_E_INVALID_ARG, "client mode full, lora, qlora8 or qlora4; "
-                             "lora-rank >= 1");
-    if (c->client_mode != FKD_SIM_CLIENT_FULL)
-        return fkd_error_set(err, FKD_E_UNSUPPORTED, "client mode %s: the clients do not train "
-                             "LoRA adapters yet; every mode's memory and accessibility is "
-                             "estimated in summary.json (client_modes) of a full run",
-                             fkd_sim_client_mode_name(c->client_mode));
+                             "lora-rank in [1, %d]; lora-alpha > 0", FKD_LORA_MAX_RANK);
     if (c->clients < 0 || c->clients > FKD_COORD_MAX_CLIENTS || c->threads < 1 ||
         c->threads > 256)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "clients in [0, %d] and threads in [1, 256]",
@@ -181,20 +178,30 @@ int sim_method_add_round(fkd_sim_method *m, const fkd_sim_round *r, fkd_error *e
 }
 
 /* ---- the work of a client round, for the clock --------------------------------------------------- */
-static int estimate_work(sim_ctx *x, fkd_error *err)
+static int quantized_bytes(double *bytes, const fkd_params *p, int type, fkd_error *err)
+{
+    fkd_qmodel qm;
+    if (fkd_qmodel_quantize(&qm, p, type, NULL, err) != 0) return -1;
+    *bytes = (double)fkd_qmodel_encoded_bytes(&qm);
+    fkd_qmodel_free(&qm);
+    return 0;
+}
+
+/* One update of the run's mode: the encoded adapters (LoRA modes), or a
+ * delta the size of the student compressed in the run's format. */
+static int update_bytes(size_t *bytes, const sim_ctx *x, fkd_error *err)
 {
     const fkd_sim_config *c = &x->cfg;
-    fkd_qmodel qm;
-    if (fkd_qmodel_quantize(&qm, &x->init, FKD_QTYPE_Q8_0, NULL, err) != 0) return -1;
-    double q8 = (double)fkd_qmodel_encoded_bytes(&qm);
-    fkd_qmodel_free(&qm);
-    x->res->sum.student_q8_bytes = (uint64_t)q8;
-    double shard = 0;
-    for (int i = 0; i < x->n_shards; i++)
-        shard += (double)fkd_softlabels_encoded_bytes(x->shards[i].n, x->shards[i].k,
-                                                      x->shards[i].vocab, x->shards[i].quant);
-    shard /= x->n_shards > 0 ? x->n_shards : 1;
-    /* One update of the run's format from a delta the size of the student. */
+    if (c->client_mode != FKD_SIM_CLIENT_FULL) {
+        fkd_lora_config lc = fkd_lora_defaults();
+        lc.rank = c->lora_rank;
+        lc.alpha = c->lora_alpha;
+        fkd_lora lora;
+        if (fkd_lora_init(&lora, &x->student_cfg, &lc, c->seed, err) != 0) return -1;
+        *bytes = fkd_lora_encoded_bytes(&lora);
+        fkd_lora_free(&lora);
+        return 0;
+    }
     size_t n = x->init.n_params;
     float *delta = malloc(n * sizeof *delta);
     if (!delta) return fkd_error_set(err, FKD_E_NOMEM, "no memory for an update estimate");
@@ -203,16 +210,33 @@ static int estimate_work(sim_ctx *x, fkd_error *err)
     for (size_t i = 0; i < n; i++) delta[i] = 1e-3f * fkd_rng_normal(&rng);
     fkd_update_config uc = {.fraction = c->up_fraction, .value_format = c->up_format};
     uint8_t *data;
-    size_t bytes;
-    int rc = fkd_update_compress(&data, &bytes, NULL, delta, NULL, n, &uc, err);
+    int rc = fkd_update_compress(&data, bytes, NULL, delta, NULL, n, &uc, err);
     free(delta);
-    if (rc != 0) return -1;
-    free(data);
+    if (rc == 0) free(data);
+    return rc;
+}
+
+static int estimate_work(sim_ctx *x, fkd_error *err)
+{
+    const fkd_sim_config *c = &x->cfg;
+    double q8, task;
+    if (quantized_bytes(&q8, &x->init, FKD_QTYPE_Q8_0, err) != 0 ||
+        quantized_bytes(&task, &x->init, fkd_coord_mode_quant(c->client_mode, FKD_QTYPE_Q8_0),
+                        err) != 0)
+        return -1;
+    x->res->sum.student_q8_bytes = (uint64_t)q8;
+    double shard = 0;
+    for (int i = 0; i < x->n_shards; i++)
+        shard += (double)fkd_softlabels_encoded_bytes(x->shards[i].n, x->shards[i].k,
+                                                      x->shards[i].vocab, x->shards[i].quant);
+    shard /= x->n_shards > 0 ? x->n_shards : 1;
+    size_t n = x->init.n_params, bytes;
+    if (update_bytes(&bytes, x, err) != 0) return -1;
     double up = (double)fkd_wire_sealed_bytes(bytes) + MSG_FRAMING_BYTES;
     double up_dense = (double)fkd_wire_sealed_bytes(4 * n + FKD_UPDATE_HEADER_BYTES) +
                       MSG_FRAMING_BYTES;
     x->res->sum.update_bytes = (uint64_t)up;
-    fkd_sim_work base = {.down_bytes = q8 + MSG_FRAMING_BYTES, .up_bytes = up,
+    fkd_sim_work base = {.down_bytes = task + MSG_FRAMING_BYTES, .up_bytes = up,
                          .train_tokens = (double)c->local_steps * c->batch * c->seq,
                          .flops_per_token = fkd_config_flops_per_token(&x->student_cfg, c->seq)};
     x->work[0] = base;
@@ -230,7 +254,10 @@ static void judge_modes(sim_ctx *x)
 {
     const fkd_sim_config *c = &x->cfg;
     fkd_sim_summary *s = &x->res->sum;
-    s->lora_params = fkd_sim_lora_params(&x->student_cfg, c->lora_rank);
+    fkd_lora_config lc = fkd_lora_defaults();
+    lc.rank = c->lora_rank;
+    lc.alpha = c->lora_alpha;
+    s->lora_params = fkd_lora_param_count(&x->student_cfg, &lc);
     for (int mode = 0; mode < FKD_SIM_CLIENT_MODE_COUNT; mode++) {
         s->mode_min_train_bytes[mode] =
             (double)fkd_sim_train_min_bytes(&x->student_cfg, mode, c->lora_rank, c->seq);

@@ -15,6 +15,21 @@ int fkd_error_set(fkd_error *err, int code, const char *fmt, ...)
     return -1;
 }
 
+int fkd_error_prefix(fkd_error *err, const char *fmt, ...)
+{
+    if (!err) return -1;
+    char inner[sizeof err->msg];
+    snprintf(inner, sizeof inner, "%s", err->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    size_t at = n < 0 ? 0 : (size_t)n < sizeof err->msg ? (size_t)n : sizeof err->msg - 1;
+    /* what does not fit is cut: the message stays a sentence's start */
+    if (snprintf(err->msg + at, sizeof err->msg - at, ": %s", inner) < 0) err->msg[at] = '\0';
+    return -1;
+}
+
 void fkd_error_clear(fkd_error *err)
 {
     if (!err) return;

@@ -45,6 +45,9 @@ typedef struct {
  *     return fkd_error_set(err, FKD_E_IO, "cannot open %s: %s", path, strerror(errno)); */
 int fkd_error_set(fkd_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Puts a prefix (printf format: a path, "file:line") and ": " before err's
+ * message, keeping its code; returns -1. For a caller that adds where. */
+int fkd_error_prefix(fkd_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fkd_error_clear(fkd_error *err);
 const char *fkd_strerror(int code);
 

@@ -67,13 +67,8 @@ int fkd_kvconf_parse(const char *text, size_t len, const char *name, fkd_kvconf_
         int rc = split_line(key, value, p, lend, &why);
         if (rc < 0) return fkd_error_set(err, FKD_E_FORMAT, "%s:%d: %s", name, line, why);
         if (rc > 0 && fn(ctx, key, value, err) != 0) {
-            if (err) {
-                char msg[sizeof err->msg];
-                snprintf(msg, sizeof msg, "%s", err->msg);
-                return fkd_error_set(err, err->code ? err->code : FKD_E_FORMAT, "%s:%d: %s",
-                                     name, line, msg);
-            }
-            return -1;
+            if (err && !err->code) err->code = FKD_E_FORMAT;
+            return fkd_error_prefix(err, "%s:%d", name, line);
         }
         p = nl ? nl + 1 : end;
     }

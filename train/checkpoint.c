@@ -137,13 +137,5 @@ int fkd_checkpoint_load(fkd_params *params, const char *path, fkd_error *err)
     if (fkd_file_read_all(&data, &bytes, path, (size_t)1 << 40, err) != 0) return -1;
     int rc = fkd_checkpoint_decode(params, data, bytes, err);
     free(data);
-    if (rc != 0) {
-        char inner[sizeof err->msg];
-        if (err) {
-            snprintf(inner, sizeof inner, "%s", err->msg);
-            fkd_error_set(err, err->code, "%s: %s", path, inner);
-        }
-        return -1;
-    }
-    return 0;
+    return rc != 0 ? fkd_error_prefix(err, "%s", path) : 0;
 }

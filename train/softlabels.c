@@ -355,10 +355,5 @@ int fkd_softlabels_load(fkd_softlabel_shard *s, const char *path, fkd_error *err
     if (fkd_file_read_all(&data, &bytes, path, SOFT_MAX_FILE_BYTES, err) != 0) return -1;
     int rc = fkd_softlabels_decode(s, data, bytes, err);
     free(data);
-    if (rc != 0 && err) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        fkd_error_set(err, err->code, "%s: %s", path, msg);
-    }
-    return rc;
+    return rc != 0 ? fkd_error_prefix(err, "%s", path) : 0;
 }

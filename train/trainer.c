@@ -203,11 +203,7 @@ static int state_resume(int64_t *step, int *resumed, const char *path, fkd_model
     if (fkd_file_read_all(&data, &bytes, path, STATE_MAX_BYTES, err) != 0) return -1;
     int rc = state_apply(step, data, bytes, m, opt, seed, keep_weights, err);
     free(data);
-    if (rc != 0 && err) {
-        char msg[sizeof err->msg];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        fkd_error_set(err, err->code, "%s: %s", path, msg);
-    }
+    if (rc != 0) fkd_error_prefix(err, "%s", path);
     *resumed = rc == 0;
     return rc;
 }

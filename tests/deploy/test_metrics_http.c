@@ -9,19 +9,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "fkd_coordinator.h"
+#include "http_get.h"
 
 #define RESPONSE_MAX (256 * 1024)
 #define THREAD_ADDS 100000
@@ -31,37 +28,9 @@ typedef struct {
     char body[RESPONSE_MAX];
 } http_response;
 
-/* One HTTP/1.0 request over a fresh loopback connection; the server closes
- * the connection after its answer, so the response is everything read. */
 static int http_request(http_response *r, int port, const char *method, const char *path)
 {
-    static char raw[RESPONSE_MAX];
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    size_t len = 0;
-    ssize_t got;
-    while (len < sizeof raw - 1 && (got = read(fd, raw + len, sizeof raw - 1 - len)) > 0)
-        len += (size_t)got;
-    close(fd);
-    raw[len] = '\0';
-    if (sscanf(raw, "HTTP/1.%*d %d", &r->status) != 1) return -1;
-    const char *body = strstr(raw, "\r\n\r\n");
-    snprintf(r->body, sizeof r->body, "%s", body ? body + 4 : "");
-    return 0;
+    return test_http_request(&r->status, r->body, sizeof r->body, port, method, path);
 }
 
 /* The sample value of the series named exactly `series` in exposition text. */

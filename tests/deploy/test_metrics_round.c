@@ -10,18 +10,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "fkd_coordinator.h"
+#include "http_get.h"
 
 #define ENDPOINT "inproc://metrics-round"
 #define N_CLIENTS 2
@@ -29,29 +26,12 @@
 #define TIME_LIMIT_MS 120000.0
 #define RESPONSE_MAX (64 * 1024)
 
-/* The body of GET path (HTTP/1.0: the server closes after answering). */
+/* The body of GET path, which must answer 200. */
 static void http_get(char *body, size_t cap, int port, const char *path)
 {
-    static char raw[RESPONSE_MAX];
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[128];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
-    size_t len = 0;
-    ssize_t got;
-    while (len < sizeof raw - 1 && (got = read(fd, raw + len, sizeof raw - 1 - len)) > 0)
-        len += (size_t)got;
-    close(fd);
-    raw[len] = '\0';
-    assert_non_null(strstr(raw, " 200 "));
-    const char *b = strstr(raw, "\r\n\r\n");
-    snprintf(body, cap, "%s", b ? b + 4 : "");
+    int status = 0;
+    assert_int_equal(test_http_request(&status, body, cap, port, "GET", path), 0);
+    assert_int_equal(status, 200);
 }
 
 static double sample(const char *text, const char *series)

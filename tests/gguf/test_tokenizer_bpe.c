@@ -159,20 +159,29 @@ static void random_text(uint8_t *buf, size_t n, fkd_rng *rng, int uniform)
                          : alphabet[fkd_rng_below(rng, sizeof alphabet)];
 }
 
+/* trials round trips of random texts of 1..max_len bytes, every other one
+ * uniform bytes, every third with special tokens allowed. */
+static void random_round_trips(const fkd_tokenizer *t, uint64_t seed, int trials, size_t max_len)
+{
+    fkd_rng rng;
+    fkd_rng_seed(&rng, seed);
+    uint8_t *buf = malloc(max_len);
+    assert_non_null(buf);
+    for (int trial = 0; trial < trials; trial++) {
+        size_t n = 1 + fkd_rng_below(&rng, (uint32_t)max_len);
+        random_text(buf, n, &rng, trial % 2);
+        round_trip(t, buf, n, trial % 3 == 0);
+    }
+    free(buf);
+}
+
 static void test_round_trip_any_bytes(void **state)
 {
     if (!have_model) skip();
     uint8_t dropped[256];
     find_dropped(dropped, &tok);
     assert_true(dropped[0x04] && dropped[0xFF] && !dropped[0x00] && !dropped['a']);
-    fkd_rng rng;
-    fkd_rng_seed(&rng, 10);
-    uint8_t buf[4096];
-    for (int trial = 0; trial < 200; trial++) {
-        size_t n = 1 + fkd_rng_below(&rng, sizeof buf);
-        random_text(buf, n, &rng, trial % 2);
-        round_trip(&tok, buf, n, trial % 3 == 0);
-    }
+    random_round_trips(&tok, 10, 200, 4096);
     size_t bytes;
     char *text = reference_file("tokenizer_text.txt", &bytes);
     round_trip(&tok, (const uint8_t *)text, bytes, 0);
@@ -235,14 +244,7 @@ static void test_init_by_hand(void **state)
     assert_int_equal(ids[0], 257);
     assert_int_equal(ids[1], 'a');
     /* With all 256 byte tokens, any bytes come back exactly. */
-    fkd_rng rng;
-    fkd_rng_seed(&rng, 11);
-    uint8_t buf[2048];
-    for (int trial = 0; trial < 100; trial++) {
-        size_t len = 1 + fkd_rng_below(&rng, sizeof buf);
-        random_text(buf, len, &rng, trial % 2);
-        round_trip(&t, buf, len, trial % 3 == 0);
-    }
+    random_round_trips(&t, 11, 100, 2048);
     fkd_tokenizer_free(&t);
 }
 

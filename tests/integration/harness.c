@@ -165,6 +165,20 @@ static void free_args(char **argv)
     for (int i = 1; argv[i]; i++) free(argv[i]);
 }
 
+/* Spawns argv[0..n) followed by extra (NULL-terminated, may be NULL), its
+ * output in the environment's file log; frees the arguments it was given. */
+static pid_t spawn_args(const h_env *e, char **argv, int n, const char *const *extra,
+                        const char *log)
+{
+    for (int i = 0; extra && extra[i] && n < MAX_ARGS - 1; i++) argv[n++] = strdup(extra[i]);
+    argv[n] = NULL;
+    char path[H_PATH];
+    h_path(path, e, log);
+    pid_t pid = spawn(path, argv);
+    free_args(argv);
+    return pid;
+}
+
 pid_t h_serve(const h_env *e, const char *state, const char *log, const char *const *extra)
 {
     char *argv[MAX_ARGS];
@@ -176,13 +190,7 @@ pid_t h_serve(const h_env *e, const char *state, const char *log, const char *co
     argv[n++] = dupf("state_dir=%s/%s", e->dir, state);
     argv[n++] = dupf("endpoint=%s%s", e->endpoint, "");
     argv[n++] = strdup("metrics_listen="); /* tests may run side by side: no fixed port */
-    for (int i = 0; extra && extra[i] && n < MAX_ARGS - 1; i++) argv[n++] = strdup(extra[i]);
-    argv[n] = NULL;
-    char path[H_PATH];
-    h_path(path, e, log);
-    pid_t pid = spawn(path, argv);
-    free_args(argv);
-    return pid;
+    return spawn_args(e, argv, n, extra, log);
 }
 
 pid_t h_client(const h_env *e, const char *name, int client, const char *log,
@@ -198,13 +206,24 @@ pid_t h_client(const h_env *e, const char *name, int client, const char *log,
     argv[n++] = dupf("endpoint=%s%s", e->endpoint, "");
     argv[n++] = dupf("client=%s%s", num, "");
     argv[n++] = strdup("backoff_max_ms=1000");
-    for (int i = 0; extra && extra[i] && n < MAX_ARGS - 1; i++) argv[n++] = strdup(extra[i]);
-    argv[n] = NULL;
-    char path[H_PATH];
-    h_path(path, e, log);
-    pid_t pid = spawn(path, argv);
-    free_args(argv);
-    return pid;
+    return spawn_args(e, argv, n, extra, log);
+}
+
+void h_clients(pid_t *pids, const h_env *e, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char log[H_PATH];
+        snprintf(log, sizeof log, "%s.log", names[i]);
+        pids[i] = h_client(e, names[i], i, log, NULL);
+    }
+}
+
+void h_keys(const h_env *e, const char *const *names, int n, const char *const *allowed,
+            int n_allowed)
+{
+    h_keygen(e, "coord");
+    for (int i = 0; i < n; i++) h_keygen(e, names[i]);
+    h_allowlist(e, "allow.txt", allowed, n_allowed);
 }
 
 static double now_s(void)

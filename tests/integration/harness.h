@@ -30,6 +30,10 @@ void h_path(char *out, const h_env *e, const char *name);
 void h_keygen(const h_env *e, const char *name);
 /* Writes <dir>/<file> with the .pub lines of names[0..n). */
 void h_allowlist(const h_env *e, const char *file, const char *const *names, int n);
+/* The keys of a run: the coordinator's, one per names[i], and the allowlist
+ * allow.txt of allowed[0..n_allowed). */
+void h_keys(const h_env *e, const char *const *names, int n, const char *const *allowed,
+            int n_allowed);
 /* A bigram "teacher" over the public corpus: soft labels (k = 8) for the
  * first n_positions positions, written to <dir>/<file>. */
 void h_softlabels(const h_env *e, const char *file, int64_t n_positions);
@@ -41,6 +45,8 @@ pid_t h_serve(const h_env *e, const char *state, const char *log, const char *co
  * natural client number `client` of the default corpus. */
 pid_t h_client(const h_env *e, const char *name, int client, const char *log,
                const char *const *extra);
+/* Starts clients 0..n-1 as h_client, named names[i], logging to <name>.log. */
+void h_clients(pid_t *pids, const h_env *e, const char *const *names, int n);
 
 /* 0 once file contains needle, -1 after timeout_s. */
 int h_wait_for(const char *path, const char *needle, double timeout_s);

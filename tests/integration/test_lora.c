@@ -22,19 +22,13 @@ static void test_qlora4_rounds_over_tcp(void **state)
     h_env e;
     h_init(&e, "it-lora", 0);
     const char *names[N_CLIENTS] = {"c0", "c1"};
-    h_keygen(&e, "coord");
-    for (int i = 0; i < N_CLIENTS; i++) h_keygen(&e, names[i]);
-    h_allowlist(&e, "allow.txt", names, N_CLIENTS);
+    h_keys(&e, names, N_CLIENTS, names, N_CLIENTS);
     const char *extra[] = {"rounds=2", "min_clients=2", "eval_side=private", "heartbeat_ms=300",
                            "seed=7", "local_steps=8", "client_mode=qlora4", "lora_rank=4",
                            "lr=0.01", NULL};
     pid_t s = h_serve(&e, "state", "coord.log", extra);
     pid_t c[N_CLIENTS];
-    for (int i = 0; i < N_CLIENTS; i++) {
-        char log[32];
-        snprintf(log, sizeof log, "%s.log", names[i]);
-        c[i] = h_client(&e, names[i], i, log, NULL);
-    }
+    h_clients(c, &e, names, N_CLIENTS);
     assert_int_equal(h_wait_exit(s, SERVE_TIMEOUT_S), 0);
     for (int i = 0; i < N_CLIENTS; i++) assert_int_equal(h_wait_exit(c[i], CLIENT_EXIT_S), 0);
     h_round r[H_MAX_ROUNDS];

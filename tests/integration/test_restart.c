@@ -40,9 +40,7 @@ static void test_restart_gives_same_weights(void **state)
     (void)state;
     h_env e;
     h_init(&e, "it-restart", 0);
-    h_keygen(&e, "coord");
-    for (int i = 0; i < N_CLIENTS; i++) h_keygen(&e, names[i]);
-    h_allowlist(&e, "allow.txt", names, N_CLIENTS);
+    h_keys(&e, names, N_CLIENTS, names, N_CLIENTS);
     h_softlabels(&e, "soft.bin", 30000);
     char soft[H_PATH + 32];
     snprintf(soft, sizeof soft, "softlabels=%s/soft.bin", e.dir);

@@ -50,9 +50,7 @@ static void test_clipping_resists_scaled_updates(void **state)
     (void)state;
     h_env e;
     h_init(&e, "it-robust", 0);
-    h_keygen(&e, "coord");
-    for (int i = 0; i < N_CLIENTS; i++) h_keygen(&e, names[i]);
-    h_allowlist(&e, "allow.txt", names, N_CLIENTS);
+    h_keys(&e, names, N_CLIENTS, names, N_CLIENTS);
     double clean = run(&e, "clean-fedavg", "fedavg", 0);
     double attacked = run(&e, "attacked-fedavg", "fedavg", 1);
     double robust = run(&e, "attacked-clip", "clip", 1);

@@ -16,21 +16,13 @@
 #define SERVE_TIMEOUT_S 150
 #define CLIENT_EXIT_S 20
 
-static void setup_keys(h_env *e, const char *const *names, int n, const char *const *allowed,
-                       int n_allowed)
-{
-    h_keygen(e, "coord");
-    for (int i = 0; i < n; i++) h_keygen(e, names[i]);
-    h_allowlist(e, "allow.txt", allowed, n_allowed);
-}
-
 static void test_three_rounds_perplexity_falls(void **state)
 {
     (void)state;
     h_env e;
     h_init(&e, "it-rounds", 0);
     const char *names[] = {"c0", "c1", "c2"};
-    setup_keys(&e, names, 3, names, 3);
+    h_keys(&e, names, 3, names, 3);
     h_softlabels(&e, "soft.bin", 60000);
     char soft[H_PATH + 32];
     snprintf(soft, sizeof soft, "softlabels=%s/soft.bin", e.dir);
@@ -38,11 +30,7 @@ static void test_three_rounds_perplexity_falls(void **state)
                            "seed=7", soft, NULL};
     pid_t s = h_serve(&e, "state", "coord.log", extra);
     pid_t c[3];
-    for (int i = 0; i < 3; i++) {
-        char log[32];
-        snprintf(log, sizeof log, "%s.log", names[i]);
-        c[i] = h_client(&e, names[i], i, log, NULL);
-    }
+    h_clients(c, &e, names, 3);
     assert_int_equal(h_wait_exit(s, SERVE_TIMEOUT_S), 0);
     for (int i = 0; i < 3; i++) assert_int_equal(h_wait_exit(c[i], CLIENT_EXIT_S), 0);
     h_round r[H_MAX_ROUNDS];
@@ -66,16 +54,12 @@ static void test_client_killed_mid_round(void **state)
     h_env e;
     h_init(&e, "it-killed", 1);
     const char *names[] = {"c0", "c1", "c2"};
-    setup_keys(&e, names, 3, names, 3);
+    h_keys(&e, names, 3, names, 3);
     const char *extra[] = {"rounds=2", "min_clients=2", "eval_side=private", "heartbeat_ms=300",
                            "round_timeout_ms=90000", NULL};
     pid_t s = h_serve(&e, "state", "coord.log", extra);
     pid_t c[3];
-    for (int i = 0; i < 3; i++) {
-        char log[32];
-        snprintf(log, sizeof log, "%s.log", names[i]);
-        c[i] = h_client(&e, names[i], i, log, NULL);
-    }
+    h_clients(c, &e, names, 3);
     char log2[H_PATH];
     h_path(log2, &e, "c2.log");
     /* The third client is killed while it trains round 2. */
@@ -99,7 +83,7 @@ static void test_unlisted_client_gets_no_task(void **state)
     h_env e;
     h_init(&e, "it-allowlist", 2);
     const char *names[] = {"c0", "c1", "rogue"};
-    setup_keys(&e, names, 3, names, 2); /* rogue is not on the list */
+    h_keys(&e, names, 3, names, 2); /* rogue is not on the list */
     const char *extra[] = {"rounds=2", "min_clients=2", "eval_side=private", "heartbeat_ms=300",
                            "local_steps=5", NULL};
     pid_t s = h_serve(&e, "state", "coord.log", extra);

@@ -228,6 +228,18 @@ int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
                          const fkd_qmodel *teacher, const fkd_token_stream *transfer,
                          const fkd_teacher_config *cfg, fkd_error *err);
 
+/* How far two label sets of the same stream are apart (the quantized
+ * teacher's from the fp32 one's): the share of positions whose top-1 id
+ * agrees, the share of a's top-k ids that b keeps too (the rest swapped
+ * places with ids of nearly equal probability at the k-th rank), and over
+ * the ids both keep, |p_a - p_b|: the largest and the mean. */
+typedef struct {
+    int64_t positions;
+    double top1_agreement, topk_overlap, max_prob_diff, mean_prob_diff;
+} fkd_qsoft_agreement;
+int fkd_qsoftlabels_compare(fkd_qsoft_agreement *out, const fkd_softlabel_shard *a,
+                            const fkd_softlabel_shard *b, int n_shards, fkd_error *err);
+
 /* Perplexity with any one-token step function: windows of `window` tokens
  * (<= max_seq), state reset at each window, every next token scored. */
 int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,

@@ -9,6 +9,7 @@
  * holds a window's whole (W, V) matrix. */
 #include "fkd_compress.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,4 +61,43 @@ int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
         return -1;
     }
     return fkd_softlabel_pass_finish(shards, st, &ps, err);
+}
+
+/* Where b keeps id among its k, -1 when it does not. */
+static int slot_of(const int32_t *ids, int k, int32_t id)
+{
+    for (int m = 0; m < k; m++)
+        if (ids[m] == id) return m;
+    return -1;
+}
+
+int fkd_qsoftlabels_compare(fkd_qsoft_agreement *out, const fkd_softlabel_shard *a,
+                            const fkd_softlabel_shard *b, int n_shards, fkd_error *err)
+{
+    memset(out, 0, sizeof *out);
+    int64_t agree = 0, n = 0, shared = 0, slots = 0;
+    double sum = 0;
+    for (int i = 0; i < n_shards; i++) {
+        int k = a[i].k;
+        if (a[i].n != b[i].n || b[i].k != k || a[i].first_position != b[i].first_position)
+            return fkd_error_set(err, FKD_E_MISMATCH, "shard %d: the two label sets do not "
+                                 "cover the same positions with the same k", i);
+        for (int64_t p = 0; p < a[i].n; p++, n++) {
+            const int32_t *ia = a[i].ids + p * k, *ib = b[i].ids + p * k;
+            agree += ia[0] == ib[0];
+            for (int j = 0; j < k; j++, slots++) {
+                int m = slot_of(ib, k, ia[j]);
+                if (m < 0) continue;
+                double d = fabs((double)a[i].probs[p * k + j] - (double)b[i].probs[p * k + m]);
+                out->max_prob_diff = d > out->max_prob_diff ? d : out->max_prob_diff;
+                sum += d;
+                shared++;
+            }
+        }
+    }
+    out->positions = n;
+    out->top1_agreement = n ? (double)agree / (double)n : 0;
+    out->topk_overlap = slots ? (double)shared / (double)slots : 0;
+    out->mean_prob_diff = shared ? sum / (double)shared : 0;
+    return 0;
 }

@@ -26,6 +26,9 @@
 #define TEACHER_TIME_LIMIT_S 285.0f
 #define TEACHER_EVAL_TOKENS 4096
 #define GGUF_LABEL_CONTEXT 512 /* tokens per window of a GGUF teacher */
+/* The documents are chosen by bytes; a BPE token is 4-5 bytes of English,
+ * so 6 a token leaves the cap, not the choice, to end the transfer set. */
+#define BPE_BYTES_PER_TOKEN 6
 
 static int model_config_by_name(fkd_model_config *cfg, const char *name)
 {
@@ -221,7 +224,8 @@ static int teacher_softlabels(int argc, char **argv)
     const fkd_client_data *pub = &fed.clients[0];
     int ok = shards &&
              fkd_docs_spread(&docs, &n_docs, &c, pub->docs[FKD_SPLIT_TRAIN],
-                             pub->n_docs[FKD_SPLIT_TRAIN], (uint64_t)max_tokens, &err) == 0 &&
+                             pub->n_docs[FKD_SPLIT_TRAIN],
+                             (uint64_t)max_tokens * (gguf ? BPE_BYTES_PER_TOKEN : 1), &err) == 0 &&
              fkd_token_stream_from_docs(&transfer, &c, docs, n_docs, &tok, &err) == 0;
     free(docs);
     if (ok && max_tokens > 0 && transfer.n > max_tokens) transfer.n = max_tokens;

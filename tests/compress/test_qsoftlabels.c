@@ -182,13 +182,14 @@ static void free_shards(fkd_softlabel_shard *sh)
  * each activation is rounded to before a matrix product (a relative error
  * of about 1/254 per value) and by summation order. A logit off by e moves
  * a probability p by about p (1 - p) e <= e / 4; here the largest move
- * measured is 0.003 and the mean 0.00012 (Q16 codes, 1.5e-5 apart, do not
- * blur it). The bounds are 3x and 8x that: a kernel whose error doubles
+ * measured is 0.003 and the mean 0.00009 (Q16 codes, 1.5e-5 apart, do not
+ * blur it). The bounds are 3x and 10x that: a kernel whose error doubles
  * still passes, a wrong row, position or window (moves of 0.1 and more)
  * does not. */
 #define MAX_PROB_DIFF 0.01
 #define MEAN_PROB_DIFF 0.001
 #define MIN_TOP1_AGREEMENT 0.99
+#define MIN_TOPK_OVERLAP 0.97 /* the 8th rank swaps where two ids are within 1e-3 */
 
 static void test_labels_agree_with_fp32(void **state)
 {
@@ -205,32 +206,18 @@ static void test_labels_agree_with_fp32(void **state)
     assert_int_equal(sb.positions, N_TRANSFER);
     /* the labels mean something: far from a flat distribution */
     assert_true(sa.top1_mass > 0.2);
-    int64_t agree = 0, n = 0;
-    double max_diff = 0, sum_diff = 0;
-    for (int i = 0; i < SHARDS; i++) {
-        assert_int_equal(a[i].n, b[i].n);
-        assert_int_equal(a[i].first_position, b[i].first_position);
+    for (int i = 0; i < SHARDS; i++)
         assert_memory_equal(a[i].tokens, b[i].tokens, (size_t)a[i].n * sizeof(int32_t));
-        for (int64_t p = 0; p < a[i].n; p++, n++) {
-            const int32_t *ia = a[i].ids + p * tc.k, *ib = b[i].ids + p * tc.k;
-            agree += ia[0] == ib[0];
-            for (int j = 0; j < tc.k; j++) {
-                /* compare the probability each side gives the fp32 side's j-th id */
-                float pb = 0;
-                for (int m = 0; m < tc.k; m++)
-                    if (ib[m] == ia[j]) pb = b[i].probs[p * tc.k + m];
-                double d = fabs((double)a[i].probs[p * tc.k + j] - pb);
-                if (j == 0 || pb > 0) max_diff = d > max_diff ? d : max_diff;
-                sum_diff += d;
-            }
-        }
-    }
-    double agreement = (double)agree / (double)n, mean_diff = sum_diff / (double)(n * tc.k);
-    print_message("top-1 agreement %.4f, max |dp| %.5f, mean |dp| %.6f, top-1 mass %.3f vs %.3f\n",
-                  agreement, max_diff, mean_diff, sa.top1_mass, sb.top1_mass);
-    assert_true(agreement >= MIN_TOP1_AGREEMENT);
-    assert_true(max_diff <= MAX_PROB_DIFF);
-    assert_true(mean_diff <= MEAN_PROB_DIFF);
+    fkd_qsoft_agreement ag;
+    assert_int_equal(fkd_qsoftlabels_compare(&ag, a, b, SHARDS, &err), 0);
+    print_message("top-1 agreement %.4f, top-k overlap %.4f, max |dp| %.5f, mean |dp| %.6f, "
+                  "top-1 mass %.3f vs %.3f\n", ag.top1_agreement, ag.topk_overlap,
+                  ag.max_prob_diff, ag.mean_prob_diff, sa.top1_mass, sb.top1_mass);
+    assert_int_equal(ag.positions, N_TRANSFER);
+    assert_true(ag.top1_agreement >= MIN_TOP1_AGREEMENT);
+    assert_true(ag.topk_overlap >= MIN_TOPK_OVERLAP);
+    assert_true(ag.max_prob_diff <= MAX_PROB_DIFF);
+    assert_true(ag.mean_prob_diff <= MEAN_PROB_DIFF);
     assert_true(fabs(sa.kl_truncation - sb.kl_truncation) <= 0.05 * sa.kl_truncation);
     free_shards(a);
     free_shards(b);
@@ -264,6 +251,40 @@ static void test_labels_deterministic(void **state)
     free_shards(b);
 }
 
+/* The comparison itself: equal sets agree fully; a swapped top-1, a
+ * dropped id and a moved probability are each counted. */
+static void test_compare_counts(void **state)
+{
+    (void)state;
+    fkd_softlabel_shard a, b;
+    fkd_error err;
+    assert_int_equal(fkd_softlabels_alloc(&a, 2, 2, VOCAB, &err), 0);
+    assert_int_equal(fkd_softlabels_alloc(&b, 2, 2, VOCAB, &err), 0);
+    const int32_t ids[4] = {5, 6, 7, 8};
+    const float probs[4] = {0.5f, 0.25f, 0.6f, 0.3f};
+    memcpy(a.ids, ids, sizeof ids);
+    memcpy(a.probs, probs, sizeof probs);
+    memcpy(b.ids, ids, sizeof ids);
+    memcpy(b.probs, probs, sizeof probs);
+    fkd_qsoft_agreement ag;
+    assert_int_equal(fkd_qsoftlabels_compare(&ag, &a, &b, 1, &err), 0);
+    assert_true(ag.top1_agreement == 1.0 && ag.topk_overlap == 1.0 && ag.max_prob_diff == 0.0);
+    b.ids[0] = 6, b.ids[1] = 5;  /* position 0: top-1 swapped, both kept */
+    b.probs[0] = 0.25f, b.probs[1] = 0.5f;
+    b.ids[3] = 9;                /* position 1: id 8 dropped */
+    b.probs[2] = 0.5f;           /* id 7 moved by 0.1 */
+    assert_int_equal(fkd_qsoftlabels_compare(&ag, &a, &b, 1, &err), 0);
+    assert_true(fabs(ag.top1_agreement - 0.5) < 1e-12);
+    assert_true(fabs(ag.topk_overlap - 0.75) < 1e-12);
+    assert_true(fabs(ag.max_prob_diff - 0.1) < 1e-6);
+    assert_true(fabs(ag.mean_prob_diff - 0.1 / 3) < 1e-6);
+    b.n = 1;
+    assert_int_equal(fkd_qsoftlabels_compare(&ag, &a, &b, 1, &err), -1);
+    b.n = 2;
+    fkd_softlabels_free(&a);
+    fkd_softlabels_free(&b);
+}
+
 static void test_labels_refuse_bad_setting(void **state)
 {
     fixture *f = *state;
@@ -291,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_prompt_each_equals_all_logits),
         cmocka_unit_test(test_labels_agree_with_fp32),
         cmocka_unit_test(test_labels_deterministic),
+        cmocka_unit_test(test_compare_counts),
         cmocka_unit_test(test_labels_refuse_bad_setting),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

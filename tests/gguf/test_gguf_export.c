@@ -4,7 +4,7 @@
  * the same logits, bit for bit, as quantize-then-infer; its llama metadata
  * is complete; a file whose layers mix formats is refused by the block
  * reader (and still read dequantized); a trimmed tokenizer travels with
- * the file. */
+ * the file, and trimming the teacher's again to its ids gives it back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -231,6 +231,18 @@ static void test_trimmed_tokenizer(void **state)
     assert_int_equal(fkd_tokenizer_encode(ids, sizeof text, &n, &ttok, (const uint8_t *)text,
                                           sizeof text - 1, &err), 0);
     assert_int_equal(fkd_vocab_trim(&map, &trimmed, &full, ids, n, &err), 0);
+    /* The simulation writes its student's tokenizer by trimming the teacher's
+     * to exactly the kept ids: they are closed already, so nothing changes. */
+    fkd_vocab_map again;
+    fkd_bpe_tables again_t;
+    assert_int_equal(fkd_vocab_trim(&again, &again_t, &full, map.new_to_old,
+                                    (size_t)map.new_vocab, &err), 0);
+    assert_int_equal(again.new_vocab, map.new_vocab);
+    assert_memory_equal(again.new_to_old, map.new_to_old, map.new_vocab * sizeof(int32_t));
+    assert_int_equal(again_t.n_merges, trimmed.n_merges);
+    assert_true(map.new_vocab > 256 && trimmed.n_merges > 0);
+    fkd_vocab_map_free(&again);
+    fkd_bpe_tables_free(&again_t);
 
     fkd_model_config cfg = tiny_config(1);
     cfg.vocab = trimmed.n_tokens;

@@ -16,19 +16,6 @@
 
 enum { STEPS = 12 };
 
-static fkd_model_config tiny_config(int tie)
-{
-    return (fkd_model_config){.vocab = 256, .dim = 64, .n_layers = 2, .n_heads = 4,
-                              .n_kv_heads = 2, .ffn_hidden = 96, .max_seq = 64,
-                              .tie_embeddings = tie, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
-}
-
-static void tmp_path(char *out, size_t cap, const char *name)
-{
-    const char *dir = getenv("FKD_TEST_TMP");
-    snprintf(out, cap, "%s/%s", dir ? dir : "/tmp", name);
-}
-
 static void expect_int(const fkd_gguf *g, const char *key, int64_t want)
 {
     int64_t v;
@@ -102,13 +89,13 @@ static float *run_steps(const fkd_qmodel *qm)
 
 static void export_round_trip(int scheme, int tie, int file_type)
 {
-    fkd_model_config cfg = tiny_config(tie);
+    fkd_model_config cfg = gguf_tiny_config(tie);
     fkd_params params;
     fkd_error err;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 11);
     char path[1024];
-    tmp_path(path, sizeof path, "export.gguf");
+    gguf_tmp_path(path, sizeof path, "export.gguf");
     assert_int_equal(fkd_gguf_llama_export(path, &params, scheme, NULL, NULL, "t", &err), 0);
 
     fkd_gguf g;
@@ -187,15 +174,15 @@ static void write_with_f32_tensor(const char *dst, const char *src, const char *
 static void test_mixed_formats_refused(void **state)
 {
     (void)state;
-    fkd_model_config cfg = tiny_config(1);
+    fkd_model_config cfg = gguf_tiny_config(1);
     fkd_params params, p2;
     fkd_qmodel qm;
     fkd_error err = {0};
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 5);
     char src[1024], dst[1024];
-    tmp_path(src, sizeof src, "mixed_src.gguf");
-    tmp_path(dst, sizeof dst, "mixed.gguf");
+    gguf_tmp_path(src, sizeof src, "mixed_src.gguf");
+    gguf_tmp_path(dst, sizeof dst, "mixed.gguf");
     assert_int_equal(fkd_gguf_llama_export(src, &params, FKD_QTYPE_Q4_1, NULL, NULL, "m", &err),
                      0);
     write_with_f32_tensor(dst, src, "blk.1.attn_v.weight");
@@ -244,13 +231,13 @@ static void test_trimmed_tokenizer(void **state)
     fkd_vocab_map_free(&again);
     fkd_bpe_tables_free(&again_t);
 
-    fkd_model_config cfg = tiny_config(1);
+    fkd_model_config cfg = gguf_tiny_config(1);
     cfg.vocab = trimmed.n_tokens;
     fkd_params params;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 3);
     char path[1024];
-    tmp_path(path, sizeof path, "trimmed.gguf");
+    gguf_tmp_path(path, sizeof path, "trimmed.gguf");
     assert_int_equal(fkd_gguf_llama_export(path, &params, FKD_QTYPE_Q4_1, &trimmed, &teacher,
                                            "s", &err), 0);
     assert_int_equal(fkd_gguf_open(&g, path, &err), 0);

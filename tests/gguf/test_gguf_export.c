@@ -4,12 +4,14 @@
  * the same logits, bit for bit, as quantize-then-infer; its llama metadata
  * is complete; a file whose layers mix formats is refused by the block
  * reader (and still read dequantized); a trimmed tokenizer travels with
- * the file, and trimming the teacher's again to its ids gives it back. */
+ * the file, and trimming the teacher's again to its ids gives it back;
+ * llama.cpp's perplexity protocol on the blocks agrees with the fp32 one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #include "fkd_compress.h"
 #include "gguf_test_util.h"
@@ -291,6 +293,46 @@ static void test_real_file_blocks(void **state)
     fkd_gguf_close(&g);
 }
 
+/* llama-perplexity on the blocks scores the positions the fp32 protocol
+ * scores; over f32 blocks it is the same model, so the same loss up to
+ * summation order, and over Q8_0 blocks within the quantization's error. */
+static void test_llama_protocol_on_blocks(void **state)
+{
+    (void)state;
+    fkd_model_config cfg = gguf_tiny_config(1);
+    fkd_params params;
+    fkd_error err;
+    assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
+    fkd_params_randomize(&params, 21);
+    enum { N = 200, CTX = 48 };
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((i * 73 + i / 7) % cfg.vocab);
+    fkd_eval_result want, got;
+    assert_int_equal(fkd_eval_tokens_llama(&want, &params, tokens, N, N, CTX, 1, &err), 0);
+    assert_int_equal(want.tokens, (N / CTX) * (CTX / 2 - 1));
+    static const struct {
+        int scheme;
+        double tol;
+    } cases[] = {{FKD_QTYPE_F32, 1e-5}, {FKD_QTYPE_Q8_0, 2e-2}};
+    for (int i = 0; i < 2; i++) {
+        fkd_qmodel qm;
+        fkd_qinfer st;
+        assert_int_equal(fkd_qmodel_quantize(&qm, &params, cases[i].scheme, NULL, &err), 0);
+        assert_int_equal(fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, &err), 0);
+        assert_int_equal(fkd_qinfer_eval_llama(&got, &st, tokens, N, N, CTX, 1, &err), 0);
+        assert_int_equal(got.tokens, want.tokens);
+        double rel = fabs(got.mean_loss - want.mean_loss) / want.mean_loss;
+        if (rel > cases[i].tol)
+            fail_msg("%s: loss %.6f, fp32 %.6f", fkd_qtype_name(cases[i].scheme), got.mean_loss,
+                     want.mean_loss);
+        assert_int_equal(fkd_qinfer_eval_llama(&got, &st, tokens, CTX - 1, CTX - 1, CTX, -1, &err),
+                         -1);  /* not one whole chunk */
+        fkd_qinfer_free(&st);
+        fkd_qmodel_free(&qm);
+    }
+    fkd_params_free(&params);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_mixed_formats_refused),
         cmocka_unit_test(test_trimmed_tokenizer),
         cmocka_unit_test(test_real_file_blocks),
+        cmocka_unit_test(test_llama_protocol_on_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

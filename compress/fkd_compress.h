@@ -245,6 +245,15 @@ int fkd_qsoftlabels_compare(fkd_qsoft_agreement *out, const fkd_softlabel_shard 
 int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
                             fkd_reset_fn reset, int vocab, const int32_t *tokens,
                             int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
+/* llama.cpp's llama-perplexity on the blocks (what it computes on the same
+ * GGUF file: block weights times 8-bit activations): chunks of n_ctx
+ * tokens (bos_id >= 0 replaces each chunk's first), each one prompt from
+ * position 0 with every position's logits, positions n_ctx/2 .. n_ctx-2
+ * scored; a partial last chunk is dropped. The protocol of train's
+ * fkd_eval_tokens_llama, which runs fp32 weights. */
+int fkd_qinfer_eval_llama(fkd_eval_result *res, fkd_qinfer *st, const int32_t *tokens,
+                          int64_t n_tokens, int64_t text_bytes, int n_ctx, int32_t bos_id,
+                          fkd_error *err);
 /* Adapters for the quantized model (train has fkd_infer's). */
 float *fkd_qinfer_step_fn(void *st, int32_t token);
 void fkd_qinfer_reset_fn(void *st);

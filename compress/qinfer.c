@@ -18,7 +18,8 @@
  * (n, V) matrix (512 x 49,152 floats is 100 MB).
  *
  * Also here: a perplexity loop over any one-token step function, so the
- * fp32 and the quantized student are scored by the same code.
+ * fp32 and the quantized student are scored by the same code, and
+ * llama.cpp's llama-perplexity protocol run on the blocks.
  */
 #include "fkd_compress.h"
 
@@ -439,6 +440,57 @@ int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
     res->mean_loss = nll / (double)counted;
     res->perplexity = exp(res->mean_loss);
     res->bits_per_byte = text_bytes > 0 ? nll / log(2.0) / (double)text_bytes : 0.0;
+    res->accuracy = (double)correct / (double)counted;
+    return 0;
+}
+
+/* One chunk's second half: positions from n_ctx/2 to n_ctx-2 predict the
+ * next token of the chunk (the last position has none inside it). */
+static void score_chunk(double *nll, int64_t *counted, int64_t *correct, const float *logits,
+                        const int32_t *chunk, int n_ctx, int vocab)
+{
+    for (int t = n_ctx / 2; t + 1 < n_ctx; t++) {
+        int ok;
+        *nll += token_nll(logits + (size_t)t * vocab, vocab, chunk[t + 1], &ok);
+        *correct += ok;
+        (*counted)++;
+    }
+}
+
+int fkd_qinfer_eval_llama(fkd_eval_result *res, fkd_qinfer *st, const int32_t *tokens,
+                          int64_t n_tokens, int64_t text_bytes, int n_ctx, int32_t bos_id,
+                          fkd_error *err)
+{
+    memset(res, 0, sizeof *res);
+    int V = st->qm->cfg.vocab;
+    if (n_ctx < 2 || n_ctx > st->qm->cfg.max_seq || n_tokens < n_ctx)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "llama-perplexity needs chunks of 2 to %d "
+                             "tokens and a text of at least one chunk (%lld tokens, ctx %d)",
+                             st->qm->cfg.max_seq, (long long)n_tokens, n_ctx);
+    float *logits = malloc((size_t)n_ctx * V * sizeof *logits);
+    int32_t *chunk = malloc((size_t)n_ctx * sizeof *chunk);
+    int rc = logits && chunk ? 0 : fkd_error_set(err, FKD_E_NOMEM, "out of memory for %d x %d "
+                                                 "logits", n_ctx, V);
+    double nll = 0.0;
+    int64_t counted = 0, correct = 0;
+    for (int64_t c = 0; rc == 0 && (c + 1) * n_ctx <= n_tokens; c++) {
+        memcpy(chunk, tokens + c * n_ctx, (size_t)n_ctx * sizeof *chunk);
+        if (bos_id >= 0) chunk[0] = bos_id;
+        fkd_qinfer_reset(st);
+        if (!fkd_qinfer_prompt(st, chunk, n_ctx, logits))
+            rc = fkd_error_set(err, FKD_E_INVALID_ARG, "chunk %lld has a token outside the "
+                               "vocabulary (or no memory for the batch)", (long long)c);
+        else
+            score_chunk(&nll, &counted, &correct, logits, chunk, n_ctx, V);
+    }
+    free(logits);
+    free(chunk);
+    if (rc != 0) return -1;
+    res->tokens = counted;
+    res->mean_loss = nll / (double)counted;
+    res->perplexity = exp(res->mean_loss);
+    double bytes = text_bytes > 0 ? (double)text_bytes * counted / (double)n_tokens : counted;
+    res->bits_per_byte = nll / log(2.0) / bytes;
     res->accuracy = (double)correct / (double)counted;
     return 0;
 }

@@ -5,13 +5,15 @@
  *
  * `--protocol llama-perplexity` instead scores one text file exactly as
  * llama.cpp's llama-perplexity does (fkd_eval_tokens_llama), so the two
- * tools can be checked against each other on the same file; `--save-text`
- * writes the documents of a split to such a file. */
+ * tools can be checked against each other on the same file, over fp32
+ * weights or (`--blocks`) over the file's quantized blocks with 8-bit
+ * activations, the arithmetic llama.cpp uses; `--save-text` writes the
+ * documents of a split to such a file. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
-#include "fkd_train.h"
+#include "fkd_compress.h"
 
 enum { EVAL_GGUF_CONTEXT = 512 }; /* tokens per window for a GGUF model */
 
@@ -48,10 +50,11 @@ static int save_text(const char *path, const fkd_eval_set *es, fkd_error *err)
 
 enum { EVAL_TEXT_MAX_BYTES = 256 << 20 };
 
-/* llama-perplexity's figure for one text file, tokenized whole. */
-static int eval_llama_protocol(const fkd_params *params, const fkd_tokenizer *tok,
-                               const char *path, int n_ctx, int add_bos, int json,
-                               fkd_error *err)
+/* llama-perplexity's figure for one text file, tokenized whole: over fp32
+ * weights (params), or over the file's blocks (qs) as llama.cpp computes. */
+static int eval_llama_protocol(const fkd_params *params, fkd_qinfer *qs,
+                               const fkd_tokenizer *tok, const char *path, int n_ctx,
+                               int add_bos, int json, fkd_error *err)
 {
     uint8_t *text = NULL;
     size_t bytes = 0;
@@ -65,19 +68,43 @@ static int eval_llama_protocol(const fkd_params *params, const fkd_tokenizer *to
     if (rc == 0 && add_bos && bos < 0)
         rc = fkd_error_set(err, FKD_E_INVALID_ARG, "--add-bos: the tokenizer has no BOS token");
     if (rc == 0)
-        rc = fkd_eval_tokens_llama(&res, params, tokens, (int64_t)n, (int64_t)bytes, n_ctx, bos,
-                                   err);
+        rc = qs ? fkd_qinfer_eval_llama(&res, qs, tokens, (int64_t)n, (int64_t)bytes, n_ctx, bos,
+                                        err)
+                : fkd_eval_tokens_llama(&res, params, tokens, (int64_t)n, (int64_t)bytes, n_ctx,
+                                        bos, err);
+    const char *weights = qs ? "blocks" : "fp32";
     if (rc == 0 && json)
-        printf("{\"protocol\":\"llama-perplexity\",\"ctx\":%d,\"text_tokens\":%zu,"
-               "\"scored_tokens\":%lld,\"perplexity\":%.6f,\"mean_loss\":%.6f,"
-               "\"accuracy\":%.6f}\n", n_ctx, n, (long long)res.tokens, res.perplexity,
-               res.mean_loss, res.accuracy);
+        printf("{\"protocol\":\"llama-perplexity\",\"weights\":\"%s\",\"ctx\":%d,"
+               "\"text_tokens\":%zu,\"scored_tokens\":%lld,\"perplexity\":%.6f,"
+               "\"mean_loss\":%.6f,\"accuracy\":%.6f}\n", weights, n_ctx, n,
+               (long long)res.tokens, res.perplexity, res.mean_loss, res.accuracy);
     else if (rc == 0)
-        printf("%s, llama-perplexity protocol (ctx %d): %zu tokens, %lld scored\n"
+        printf("%s, llama-perplexity protocol (ctx %d, %s weights): %zu tokens, %lld scored\n"
                "perplexity  %.4f\nmean loss   %.6f nats/token\naccuracy    %.4f\n", path,
-               n_ctx, n, (long long)res.tokens, res.perplexity, res.mean_loss, res.accuracy);
+               n_ctx, weights, n, (long long)res.tokens, res.perplexity, res.mean_loss,
+               res.accuracy);
     free(tokens);
     free(text);
+    return rc;
+}
+
+/* --blocks: the GGUF file's blocks as they are, run by fkd_qinfer. */
+static int eval_llama_blocks(const char *model, const char *data, int n_ctx, int add_bos,
+                             int json, fkd_error *err)
+{
+    fkd_gguf g;
+    fkd_qmodel qm = {0};
+    fkd_qinfer qs = {0};
+    fkd_tokenizer tok = {0};
+    if (fkd_gguf_open(&g, model, err) != 0) return -1;
+    int rc = fkd_gguf_llama_load_qmodel(&qm, &g, n_ctx, err);
+    if (rc == 0) rc = fkd_gguf_tokenizer(&tok, &g, err);
+    fkd_gguf_close(&g);
+    if (rc == 0) rc = fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, err);
+    if (rc == 0) rc = eval_llama_protocol(NULL, &qs, &tok, data, n_ctx, add_bos, json, err);
+    fkd_qinfer_free(&qs);
+    fkd_tokenizer_free(&tok);
+    fkd_qmodel_free(&qm);
     return rc;
 }
 
@@ -91,7 +118,7 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = (int64_t)pc.seed, eval_seed = (int64_t)ec.seed;
     float alpha = pc.alpha;
     const char *protocol = "fedkd", *save_path = NULL;
-    int ctx = EVAL_GGUF_CONTEXT, add_bos = 0;
+    int ctx = EVAL_GGUF_CONTEXT, add_bos = 0, blocks = 0;
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &model, "checkpoint to evaluate (required)"},
         {"data", FKD_OPT_STR, &data, "corpus directory, or one text file evaluated whole"},
@@ -114,6 +141,9 @@ int cmd_eval(int argc, char **argv)
         {"ctx", FKD_OPT_INT, &ctx, "llama-perplexity: tokens per chunk (its -c)"},
         {"add-bos", FKD_OPT_FLAG, &add_bos, "llama-perplexity: start each chunk with BOS, as "
          "llama.cpp does when the model's tokenizer.ggml.add_bos_token is true"},
+        {"blocks", FKD_OPT_FLAG, &blocks, "llama-perplexity: run a GGUF file's quantized "
+         "blocks with 8-bit activations (fkd_qinfer, what llama.cpp computes) instead of "
+         "fp32 weights"},
         {"save-text", FKD_OPT_STR, &save_path, "also write the split's documents to this "
          "file (blank-line separated) for other tools"},
     };
@@ -141,6 +171,11 @@ int cmd_eval(int argc, char **argv)
     fkd_train_set_threads(threads);
 
     fkd_error err = {0};
+    if (llama && blocks) {
+        rc = eval_llama_blocks(model, data, ctx, add_bos, json, &err);
+        if (rc != 0) fprintf(stderr, "fedkd eval: %s\n", err.msg);
+        return rc == 0 ? 0 : 1;
+    }
     fkd_params params = {0};
     fkd_eval_set es;
     fkd_tokenizer tok;
@@ -149,7 +184,7 @@ int cmd_eval(int argc, char **argv)
         return 1;
     }
     if (llama) {
-        rc = eval_llama_protocol(&params, &tok, data, ctx, add_bos, json, &err);
+        rc = eval_llama_protocol(&params, NULL, &tok, data, ctx, add_bos, json, &err);
         if (rc != 0) fprintf(stderr, "fedkd eval: %s\n", err.msg);
         fkd_params_free(&params);
         fkd_tokenizer_free(&tok);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fkd_train.h"
+
 #define SMOLLM2_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 /* The real model's path (FKD_MODELS_DIR or models/), or NULL after telling
@@ -58,6 +60,21 @@ static inline size_t parse_ids(int32_t *ids, size_t cap, const char *s)
         s = end;
     }
     return n;
+}
+
+/* The small llama the writer tests use (every row a whole number of blocks). */
+static inline fkd_model_config gguf_tiny_config(int tie)
+{
+    return (fkd_model_config){.vocab = 256, .dim = 64, .n_layers = 2, .n_heads = 4,
+                              .n_kv_heads = 2, .ffn_hidden = 96, .max_seq = 64,
+                              .tie_embeddings = tie, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
+}
+
+/* A scratch file name under the test's directory (FKD_TEST_TMP). */
+static inline void gguf_tmp_path(char *out, size_t cap, const char *name)
+{
+    const char *dir = getenv("FKD_TEST_TMP");
+    snprintf(out, cap, "%s/%s", dir ? dir : "/tmp", name);
 }
 
 #endif

@@ -4,30 +4,20 @@
  * the same logits, bit for bit, as quantize-then-infer; its llama metadata
  * is complete; a slice of a file whose layers mix formats is converted to
  * its kind's format by the block reader (as the dequantizing reader reads
- * it); a trimmed tokenizer travels with the file. */
+ * it); a trimmed tokenizer travels with the file, and trimming the
+ * teacher's again to its ids gives it back; llama.cpp's perplexity
+ * protocol on the blocks agrees with the fp32 one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #include "fkd_compress.h"
 #include "gguf_test_util.h"
 
 enum { STEPS = 12 };
-
-static fkd_model_config tiny_config(int tie)
-{
-    return (fkd_model_config){.vocab = 256, .dim = 64, .n_layers = 2, .n_heads = 4,
-                              .n_kv_heads = 2, .ffn_hidden = 96, .max_seq = 64,
-                              .tie_embeddings = tie, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
-}
-
-static void tmp_path(char *out, size_t cap, const char *name)
-{
-    const char *dir = getenv("FKD_TEST_TMP");
-    snprintf(out, cap, "%s/%s", dir ? dir : "/tmp", name);
-}
 
 static void expect_int(const fkd_gguf *g, const char *key, int64_t want)
 {
@@ -102,13 +92,13 @@ static float *run_steps(const fkd_qmodel *qm)
 
 static void export_round_trip(int scheme, int tie, int file_type)
 {
-    fkd_model_config cfg = tiny_config(tie);
+    fkd_model_config cfg = gguf_tiny_config(tie);
     fkd_params params;
     fkd_error err;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 11);
     char path[1024];
-    tmp_path(path, sizeof path, "export.gguf");
+    gguf_tmp_path(path, sizeof path, "export.gguf");
     assert_int_equal(fkd_gguf_llama_export(path, &params, scheme, NULL, NULL, "t", &err), 0);
 
     fkd_gguf g;
@@ -187,15 +177,15 @@ static void write_with_f32_tensor(const char *dst, const char *src, const char *
 static void test_mixed_formats_converted(void **state)
 {
     (void)state;
-    fkd_model_config cfg = tiny_config(1);
+    fkd_model_config cfg = gguf_tiny_config(1);
     fkd_params params, p2;
     fkd_qmodel qm;
     fkd_error err = {0};
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 5);
     char src[1024], dst[1024];
-    tmp_path(src, sizeof src, "mixed_src.gguf");
-    tmp_path(dst, sizeof dst, "mixed.gguf");
+    gguf_tmp_path(src, sizeof src, "mixed_src.gguf");
+    gguf_tmp_path(dst, sizeof dst, "mixed.gguf");
     assert_int_equal(fkd_gguf_llama_export(src, &params, FKD_QTYPE_Q4_1, NULL, NULL, "m", &err),
                      0);
     write_with_f32_tensor(dst, src, "blk.1.attn_v.weight");
@@ -239,14 +229,26 @@ static void test_trimmed_tokenizer(void **state)
     assert_int_equal(fkd_tokenizer_encode(ids, sizeof text, &n, &ttok, (const uint8_t *)text,
                                           sizeof text - 1, &err), 0);
     assert_int_equal(fkd_vocab_trim(&map, &trimmed, &full, ids, n, &err), 0);
+    /* The simulation writes its student's tokenizer by trimming the teacher's
+     * to exactly the kept ids: they are closed already, so nothing changes. */
+    fkd_vocab_map again;
+    fkd_bpe_tables again_t;
+    assert_int_equal(fkd_vocab_trim(&again, &again_t, &full, map.new_to_old,
+                                    (size_t)map.new_vocab, &err), 0);
+    assert_int_equal(again.new_vocab, map.new_vocab);
+    assert_memory_equal(again.new_to_old, map.new_to_old, map.new_vocab * sizeof(int32_t));
+    assert_int_equal(again_t.n_merges, trimmed.n_merges);
+    assert_true(map.new_vocab > 256 && trimmed.n_merges > 0);
+    fkd_vocab_map_free(&again);
+    fkd_bpe_tables_free(&again_t);
 
-    fkd_model_config cfg = tiny_config(1);
+    fkd_model_config cfg = gguf_tiny_config(1);
     cfg.vocab = trimmed.n_tokens;
     fkd_params params;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 3);
     char path[1024];
-    tmp_path(path, sizeof path, "trimmed.gguf");
+    gguf_tmp_path(path, sizeof path, "trimmed.gguf");
     assert_int_equal(fkd_gguf_llama_export(path, &params, FKD_QTYPE_Q4_1, &trimmed, &teacher,
                                            "s", &err), 0);
     assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
@@ -300,6 +302,46 @@ static void test_real_file_blocks(void **state)
     fkd_gguf_close(&g);
 }
 
+/* llama-perplexity on the blocks scores the positions the fp32 protocol
+ * scores; over f32 blocks it is the same model, so the same loss up to
+ * summation order, and over Q8_0 blocks within the quantization's error. */
+static void test_llama_protocol_on_blocks(void **state)
+{
+    (void)state;
+    fkd_model_config cfg = gguf_tiny_config(1);
+    fkd_params params;
+    fkd_error err;
+    assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
+    fkd_params_randomize(&params, 21);
+    enum { N = 200, CTX = 48 };
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((i * 73 + i / 7) % cfg.vocab);
+    fkd_eval_result want, got;
+    assert_int_equal(fkd_eval_tokens_llama(&want, &params, tokens, N, N, CTX, 1, &err), 0);
+    assert_int_equal(want.tokens, (N / CTX) * (CTX / 2 - 1));
+    static const struct {
+        int scheme;
+        double tol;
+    } cases[] = {{FKD_QTYPE_F32, 1e-5}, {FKD_QTYPE_Q8_0, 2e-2}};
+    for (int i = 0; i < 2; i++) {
+        fkd_qmodel qm;
+        fkd_qinfer st;
+        assert_int_equal(fkd_qmodel_quantize(&qm, &params, cases[i].scheme, NULL, &err), 0);
+        assert_int_equal(fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, &err), 0);
+        assert_int_equal(fkd_qinfer_eval_llama(&got, &st, tokens, N, N, CTX, 1, &err), 0);
+        assert_int_equal(got.tokens, want.tokens);
+        double rel = fabs(got.mean_loss - want.mean_loss) / want.mean_loss;
+        if (rel > cases[i].tol)
+            fail_msg("%s: loss %.6f, fp32 %.6f", fkd_qtype_name(cases[i].scheme), got.mean_loss,
+                     want.mean_loss);
+        assert_int_equal(fkd_qinfer_eval_llama(&got, &st, tokens, CTX - 1, CTX - 1, CTX, -1, &err),
+                         -1);  /* not one whole chunk */
+        fkd_qinfer_free(&st);
+        fkd_qmodel_free(&qm);
+    }
+    fkd_params_free(&params);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_mixed_formats_converted),
         cmocka_unit_test(test_trimmed_tokenizer),
         cmocka_unit_test(test_real_file_blocks),
+        cmocka_unit_test(test_llama_protocol_on_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,19 +12,6 @@
 #include "fkd_compress.h"
 #include "gguf_test_util.h"
 
-static fkd_model_config tiny_config(int tie)
-{
-    return (fkd_model_config){.vocab = 256, .dim = 64, .n_layers = 2, .n_heads = 4,
-                              .n_kv_heads = 2, .ffn_hidden = 96, .max_seq = 64,
-                              .tie_embeddings = tie, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
-}
-
-static void tmp_path(char *out, size_t cap, const char *name)
-{
-    const char *dir = getenv("FKD_TEST_TMP");
-    snprintf(out, cap, "%s/%s", dir ? dir : "/tmp", name);
-}
-
 static uint8_t *read_all(size_t *bytes, const char *path)
 {
     uint8_t *data;
@@ -36,13 +23,13 @@ static uint8_t *read_all(size_t *bytes, const char *path)
 /* A tiny model written by our writer, as bytes. */
 static uint8_t *tiny_file(size_t *bytes, int type)
 {
-    fkd_model_config cfg = tiny_config(0);
+    fkd_model_config cfg = gguf_tiny_config(0);
     fkd_params params;
     fkd_error err;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 7);
     char path[1024];
-    tmp_path(path, sizeof path, "tiny.gguf");
+    gguf_tmp_path(path, sizeof path, "tiny.gguf");
     assert_int_equal(fkd_gguf_llama_save(path, &params, type, NULL, "tiny", &err), 0);
     fkd_params_free(&params);
     return read_all(bytes, path);
@@ -306,13 +293,13 @@ static void test_llama_keys_required(void **state)
 
 static void round_trip(int type, int tie)
 {
-    fkd_model_config cfg = tiny_config(tie);
+    fkd_model_config cfg = gguf_tiny_config(tie);
     fkd_params params, back;
     fkd_error err;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     fkd_params_randomize(&params, 99);
     char path[1024];
-    tmp_path(path, sizeof path, "round_trip.gguf");
+    gguf_tmp_path(path, sizeof path, "round_trip.gguf");
     assert_int_equal(fkd_gguf_llama_save(path, &params, type, NULL, "rt", &err), 0);
 
     fkd_gguf g;
@@ -378,7 +365,7 @@ static void test_copy_tokenizer(void **state)
     fkd_gguf teacher, g;
     fkd_error err;
     assert_int_equal(fkd_gguf_open(&teacher, model, &err), 0);
-    fkd_model_config cfg = tiny_config(1);
+    fkd_model_config cfg = gguf_tiny_config(1);
     cfg.vocab = 49152;
     cfg.dim = 32;
     cfg.n_heads = 2;
@@ -386,7 +373,7 @@ static void test_copy_tokenizer(void **state)
     fkd_params params;
     assert_int_equal(fkd_params_init(&params, &cfg, &err), 0);
     char path[1024];
-    tmp_path(path, sizeof path, "student_bpe.gguf");
+    gguf_tmp_path(path, sizeof path, "student_bpe.gguf");
     assert_int_equal(fkd_gguf_llama_save(path, &params, FKD_QTYPE_Q8_0, NULL, "s", &err), -1);
     assert_int_equal(fkd_gguf_llama_save(path, &params, FKD_QTYPE_Q8_0, &teacher, "s", &err), 0);
     assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
@@ -460,7 +447,7 @@ static void test_bf16_and_arrays(void **state)
     assert_int_equal(fkd_gguf_writer_add_array(w, "a", FKD_GGUF_I32, arr, 3, &err), 0);
     assert_int_equal(fkd_gguf_writer_add(w, "b", FKD_GGUF_BOOL, &b, &err), 0);
     char path[1024];
-    tmp_path(path, sizeof path, "bf16.gguf");
+    gguf_tmp_path(path, sizeof path, "bf16.gguf");
     assert_int_equal(fkd_gguf_writer_write(w, path, &err), 0);
     fkd_gguf_writer_free(&w);
     fkd_gguf g;
@@ -493,7 +480,7 @@ static void test_writer_refuses_bad_tensors(void **state)
     assert_int_equal(fkd_gguf_writer_add_tensor(w, "x", FKD_QTYPE_Q8_0, ne, 2, data, 64, &err),
                      -1);  /* two Q8_0 rows are 68 bytes */
     char path[1024];
-    tmp_path(path, sizeof path, "refused.gguf");
+    gguf_tmp_path(path, sizeof path, "refused.gguf");
     assert_int_equal(fkd_gguf_writer_write(w, path, &err), -1);
     assert_int_equal(access(path, F_OK), -1);
     fkd_gguf_writer_free(&w);

@@ -454,6 +454,17 @@ static void test_end_to_end(void **state)
         line = nl + 1;
     }
     free(jl);
+    /* Every federated method's server trained after each aggregation: its
+     * distillation (fedkd) or cross-entropy (FedAvg) on the transfer set. */
+    static const char *feds[] = {"fedavg", "fedkd"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/work/%s/coordinator/rounds.jsonl", cfg.out, feds[i]);
+        char *log = read_text(path);
+        assert_non_null(log);
+        assert_int_equal(count(log, "\"server_loss\":"), 2);
+        assert_int_equal(count(log, "\"server_loss\":0.000000"), 0);
+        free(log);
+    }
 
     static const char *files[] = {"student-fp32.ckpt", "student-int8.qmdl", "student-int4.qmdl",
                                   "student-f32.gguf", "student-q4_1.gguf"};

@@ -50,9 +50,10 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->alpha = 0.5f;
     c->transfer_share = 0.5f;
     /* At >= 100x below fp32 the bytes buy more entries, not more bits per
-     * entry: 1.5 % of the update as sign x mean magnitude (docs/simulation.md). */
-    c->up_fraction = 0.015f;
-    c->up_format = FKD_UVAL_TERNARY;
+     * entry: 5 % of the update as 1-bit signs with Rice-coded indices
+     * (docs/simulation.md, "The uplink"). */
+    c->up_fraction = 0.05f;
+    c->up_format = FKD_UVAL_SIGN;
     c->dense_reference = 1;
     c->teacher_steps = 256;        /* docs/data.md: ahead of every student budget here */
     c->teacher_batch = 8;

@@ -452,11 +452,17 @@ static size_t shape_params(const fkd_model_config *t, int vocab, int L, int H, i
     return fkd_config_param_count(&c);
 }
 
+int fkd_prune_default_min_layers(const fkd_model_config *t)
+{
+    return (t->n_layers * FKD_PRUNE_KEEP_BLOCKS_NUM + FKD_PRUNE_KEEP_BLOCKS_DEN - 1) /
+           FKD_PRUNE_KEEP_BLOCKS_DEN;
+}
+
 int fkd_prune_fit(fkd_model_config *out, const fkd_model_config *t, int vocab,
                   size_t target_params, int min_layers, fkd_error *err)
 {
     int G = t->n_heads / t->n_kv_heads;
-    if (min_layers < 1) min_layers = 1;
+    if (min_layers < 1) min_layers = fkd_prune_default_min_layers(t);
     if (min_layers > t->n_layers) min_layers = t->n_layers;
     *out = *t;
     out->vocab = vocab;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PRUNE_DEFAULT_MIN_LAYERS 6
+#define PRUNE_DEFAULT_MIN_LAYERS 0 /* fkd_prune_default_min_layers */
 #define PRUNE_DEFAULT_CALIB_TOKENS 512
 #define PRUNE_DEFAULT_CALIB_SEQ 256
 

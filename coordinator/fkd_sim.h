@@ -188,8 +188,10 @@ typedef struct {
      * GGUF (its BPE tokenizer encodes every stream) or a fedkd checkpoint. */
     char teacher[FKD_SIM_PATH_MAX];
     char student[FKD_SIM_PATH_MAX];  /* the student to heal ("" = pruned from the teacher) */
-    int student_layers;              /* pruned: blocks kept (at least, with student_params) */
-    int64_t student_params;          /* pruned: a parameter budget (0 = the teacher's width) */
+    int student_layers;              /* pruned: blocks kept (at least, with a budget; 0 there:
+                                        fkd_prune_default_min_layers) */
+    int64_t student_params;          /* pruned: a parameter budget (0 = none: the teacher's
+                                        width; -1 = a third of the teacher's) */
     int context;                     /* file models: context the teacher and student run at */
     uint64_t seed;
     int threads;                     /* worker pool size = cores */

@@ -18,8 +18,9 @@
  * teacher) brings its own tokenizer, which encodes every private stream. A
  * student with a trimmed vocabulary gets the teacher's soft labels through
  * the id map of both files' tokenizer tables. Without --student, the
- * student is cut out of the teacher by structured pruning (compress/
- * prune_*.c) and kept in the cache as a GGUF file. The pruned student and
+ * student is cut out of the teacher by `fedkd prune`'s recipe
+ * (fkd_prune_teacher, compress/prune_teacher.c) and kept in the cache as a
+ * GGUF file. The pruned student and
  * the soft labels are cached under keys of the teacher file's CRC-32 and
  * every setting they depend on. */
 #include "sim_internal.h"
@@ -35,8 +36,11 @@
 /* Calibration of the pruning: windows of the public text the teacher reads. */
 #define PRUNE_CALIB_TOKENS 512
 #define PRUNE_CALIB_SEQ 128
-/* Block score: cosine (one teacher pass) or KL (L/2 more); docs/pruning.md. */
-#define PRUNE_DEPTH_KL 0
+/* Block score: KL (L/2 passes more than cosine, but it keeps the blocks
+ * that matter to the output: docs/pruning.md). */
+#define PRUNE_DEPTH_KL 1
+/* --student-params -1: a third of the teacher's parameters (issue 11). */
+#define STUDENT_SHARE_DEN 3
 
 int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err)
 {
@@ -348,21 +352,25 @@ static int vocab_map(sim_ctx *x, const char *student_path, fkd_error *err)
 /* The recipe of compress/prune_teacher.c with the run's settings: the
  * vocabulary trimmed to the public text the teacher will label (so every
  * transfer token keeps an id) and calibration windows of it; the shape from
- * --student-params (at least --student-layers blocks) or, without a
+ * the budget (--student-params, -1: a third of the teacher's) with at least
+ * --student-layers blocks (0: the pruning's default share), or, without a
  * budget, --student-layers blocks at the teacher's width. */
 static int prune_config(fkd_prune_config *pc, const sim_ctx *x, fkd_error *err)
 {
     const fkd_model_config *t = &x->teacher.cfg;
-    if (x->cfg.student_layers < 1 || x->cfg.student_layers > t->n_layers)
+    int64_t budget = x->cfg.student_params < 0 ? (int64_t)x->teacher.n_params / STUDENT_SHARE_DEN
+                                               : x->cfg.student_params;
+    if (x->cfg.student_layers > t->n_layers || (budget == 0 && x->cfg.student_layers < 1))
         return fkd_error_set(err, FKD_E_INVALID_ARG, "--student-layers %d: the teacher has %d "
-                             "blocks", x->cfg.student_layers, t->n_layers);
+                             "blocks (and without --student-params give at least 1)",
+                             x->cfg.student_layers, t->n_layers);
     *pc = fkd_prune_defaults();
     pc->calib_tokens = PRUNE_CALIB_TOKENS;
     pc->calib_seq = t->max_seq < PRUNE_CALIB_SEQ ? t->max_seq : PRUNE_CALIB_SEQ;
     pc->depth_kl = PRUNE_DEPTH_KL;
     pc->progress = x->cfg.progress;
-    pc->target_params = (size_t)x->cfg.student_params;
-    if (x->cfg.student_params > 0) pc->min_layers = x->cfg.student_layers;
+    pc->target_params = (size_t)budget;
+    if (budget > 0) pc->min_layers = x->cfg.student_layers;
     else pc->layers = x->cfg.student_layers;
     return 0;
 }
@@ -392,7 +400,7 @@ static int pruned_student_path(char *path, size_t cap, sim_ctx *x, fkd_error *er
 {
     const fkd_sim_config *cfg = &x->cfg;
     char key[FKD_SIM_PATH_MAX + 256];
-    snprintf(key, sizeof key, "student v3 %s|crc=%08x|%s|%s|seed=%llu|layers=%d|params=%lld|"
+    snprintf(key, sizeof key, "student v4 %s|crc=%08x|%s|%s|seed=%llu|layers=%d|params=%lld|"
              "calib=%dx%d", PRUNE_DEPTH_KL ? "kl" : "cosine", x->res->sum.teacher_crc,
              cfg->public_dir,
              same_dir(cfg->data, cfg->public_dir) ? "public-split" : "all",

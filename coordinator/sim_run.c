@@ -16,7 +16,11 @@
 /* File models: the context both run at, and the student made from the teacher. */
 #define FILE_CONTEXT_DEFAULT 256
 #define STUDENT_LAYERS_DEFAULT 4
-#define FILE_STUDENT_LAYERS 6    /* SmolLM2-135M's 30 -> 6 blocks: under 1/3 of its parameters */
+/* The pruned student: a third of the teacher's parameters (-1) with the
+ * pruning's default least blocks (0: 2/3 of them, then narrower), the
+ * recipe that healed best (docs/pruning.md). */
+#define FILE_STUDENT_PARAMS (-1)
+#define FILE_STUDENT_LAYERS 0
 /* The quantized pass scores one token at a time: this many tokens keep it
  * to seconds per model. */
 #define QUANT_EVAL_TOKENS_DEFAULT 4096
@@ -77,20 +81,23 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
 
 void fkd_sim_config_file_defaults(fkd_sim_config *c)
 {
-    /* Sized from measured CPU time (docs/simulation.md, "With SmolLM2-135M
-     * as the teacher"): the teacher labels and reads at tens of tokens per
-     * second, a 36 M-parameter student trains at tens of tokens per CPU
-     * second, so: a bounded transfer set, 2,048 training tokens per method,
-     * short evaluations. A pretrained student takes a fine-tuning learning
-     * rate; a round ships tens of MB, so the deadline allows phone links. */
+    /* Sized to 30 minutes on 2 cores (3,600 CPU-seconds) from measured CPU
+     * time (docs/simulation.md, "With SmolLM2-135M as the teacher"): the
+     * teacher labels about 60 positions per CPU-second, the 45 M student
+     * trains at about 150 tokens per CPU-second (docs/pruning.md), and the
+     * evaluations and each federated round's work (quantize, seal, compress)
+     * cost the rest: 8,192 training tokens per method (32 steps of 2 x 128),
+     * as many in the server's phase, 16,384 labelled positions, short
+     * evaluations. A pretrained student takes a fine-tuning learning rate;
+     * a round ships tens of MB, so the deadline allows phone links. */
     c->rounds = 4;
     c->per_round = 2;
-    c->local_steps = 1;
+    c->local_steps = 4;
     c->batch = 2;
     c->seq = 128;
     c->lr = 3e-4f;
     c->deadline_s = 600;
-    c->transfer_tokens = 8192;
+    c->transfer_tokens = 16384;
     c->soft_shards = 4;
     c->eval_tokens_final = 2048;
     c->eval_tokens_round = 256;
@@ -99,6 +106,7 @@ void fkd_sim_config_file_defaults(fkd_sim_config *c)
     c->client_eval_tokens = 256;
     c->client_eval_max = 8;
     c->student_layers = FILE_STUDENT_LAYERS;
+    c->student_params = FILE_STUDENT_PARAMS;
 }
 
 int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
@@ -115,10 +123,10 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
     if (c->server_round_steps < -1)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "server-round-steps >= 0 (0 = off), or -1 "
                              "for as many as public-only distillation takes per round");
-    if (c->context < 2 || c->context > FKD_SIM_MAX_CONTEXT || c->student_layers < 1 ||
-        c->student_params < 0 || c->quant_eval_tokens < 0)
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "context in [2, %d], student-layers >= 1, "
-                             "quant-eval-tokens >= 0", FKD_SIM_MAX_CONTEXT);
+    if (c->context < 2 || c->context > FKD_SIM_MAX_CONTEXT || c->student_layers < 0 ||
+        c->student_params < -1 || c->quant_eval_tokens < 0)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "context in [2, %d], student-layers >= 0, "
+                             "student-params >= -1, quant-eval-tokens >= 0", FKD_SIM_MAX_CONTEXT);
     if (c->student[0] && !c->teacher[0])
         return fkd_error_set(err, FKD_E_INVALID_ARG, "--student needs --teacher: the student "
                              "heals from a pretrained teacher");

@@ -277,7 +277,7 @@ int cmd_prune(int argc, char **argv)
         {"checkpoint", FKD_OPT_STR, &o.checkpoint, "also write the student as a fedkd checkpoint"},
         {"type", FKD_OPT_STR, &o.type_name, "GGUF matrix type: f32 | f16 | q8_0 | q4_0 | q4_1"},
         {"target-params", FKD_OPT_I64, &o.target, "parameter budget: picks the shape (docs/pruning.md)"},
-        {"min-layers", FKD_OPT_INT, &o.pc.min_layers, "with --target-params: fewest blocks before narrowing"},
+        {"min-layers", FKD_OPT_INT, &o.pc.min_layers, "with --target-params: fewest blocks before narrowing (0 = 2/3 of the teacher's)"},
         {"layers", FKD_OPT_INT, &o.pc.layers, "blocks to keep (overrides the fitted shape)"},
         {"heads", FKD_OPT_INT, &o.pc.heads, "query heads to keep (dim = heads x head size)"},
         {"kv-heads", FKD_OPT_INT, &o.pc.kv_heads, "key-value groups to keep"},

@@ -555,6 +555,7 @@ static void tiny_gguf_config(fkd_sim_config *c, const char *root)
     c->threads = 1;
     snprintf(c->teacher, sizeof c->teacher, "%s/teacher.gguf", root);
     c->student_layers = 1;
+    c->student_params = 0; /* 1 of the 2 blocks at full width */
     c->context = 64;
     c->rounds = 2;
     c->local_steps = 1;

@@ -472,15 +472,19 @@ int fkd_prune_fit(fkd_model_config *out, const fkd_model_config *t, int vocab,
             return 0;
         }
     /* min_layers blocks: per attention shape the widest FFN (in whole quant
-     * blocks) that fits; the largest model wins, then the wider attention. */
+     * blocks) that fits. Whole kv groups (all of a group's query heads) win
+     * over split ones: they healed far better (docs/pruning.md, "Which
+     * student heals"); then the largest model, then the wider attention. */
     size_t best = 0;
-    int found = 0;
+    int found = 0, best_whole = 0;
     for (int kv = t->n_kv_heads; kv >= 1; kv--)
         for (int g = G; g >= 1; g--)
             for (int F = t->ffn_hidden / FKD_QK * FKD_QK; F >= FKD_QK; F -= FKD_QK) {
                 size_t n = shape_params(t, vocab, min_layers, kv * g, kv, F);
                 if (n > target_params) continue;
-                if (n > best) {
+                int whole = g == G;
+                if (whole > best_whole || (whole == best_whole && n > best)) {
+                    best_whole = whole;
                     best = n, found = 1;
                     out->n_layers = min_layers, out->n_heads = kv * g, out->n_kv_heads = kv;
                     out->ffn_hidden = F, out->dim = kv * g * (t->dim / t->n_heads);

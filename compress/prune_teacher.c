@@ -61,7 +61,7 @@ static int trim(fkd_prune_result *r, const fkd_bpe_tables *full, const fkd_token
 
 /* calib_tokens / calib_seq windows spread evenly over the text. */
 static int calibrate(fkd_prune_result *r, const fkd_params *teacher, const fkd_token_stream *text,
-                     const fkd_prune_config *cfg, fkd_error *err)
+                     const fkd_prune_config *cfg, int depth_kl, fkd_error *err)
 {
     int T = cfg->calib_seq, B = cfg->calib_seq > 0 ? cfg->calib_tokens / cfg->calib_seq : 0;
     if (T < 2 || B < 1)
@@ -75,7 +75,7 @@ static int calibrate(fkd_prune_result *r, const fkd_params *teacher, const fkd_t
     for (int b = 0; b < B; b++)
         memcpy(tokens + (size_t)b * T, text->tokens + (text->n - T) * b / B,
                (size_t)T * sizeof *tokens);
-    int rc = fkd_prune_importance_compute(&r->imp, teacher, tokens, B, T, cfg->depth_kl,
+    int rc = fkd_prune_importance_compute(&r->imp, teacher, tokens, B, T, depth_kl,
                                           cfg->progress, err);
     free(tokens);
     return rc;
@@ -112,7 +112,9 @@ int fkd_prune_teacher(fkd_prune_result *r, const fkd_params *teacher,
     fkd_model_config target;
     int rc = trim(r, teacher_vocab, vocab_text, cfg->trim_vocab, err);
     if (rc == 0) rc = shape(&target, &teacher->cfg, r->map.new_vocab, cfg, err);
-    if (rc == 0) rc = calibrate(r, teacher, calib_text, cfg, err);
+    /* The KL depth score costs L/2 passes: only worth it when blocks go. */
+    int kl = cfg->depth_kl && target.n_layers < teacher->cfg.n_layers;
+    if (rc == 0) rc = calibrate(r, teacher, calib_text, cfg, kl, err);
     if (rc == 0) rc = fkd_prune_plan_make(&r->plan, &r->imp, &target, &r->map, err);
     if (rc == 0) rc = fkd_prune_build(&r->student, teacher, &r->plan, &r->map, err);
     if (rc != 0) fkd_prune_result_free(r);

@@ -17,7 +17,7 @@
 #define FILE_CONTEXT_DEFAULT 256
 #define STUDENT_LAYERS_DEFAULT 4
 /* The pruned student: a third of the teacher's parameters (-1) with the
- * pruning's default least blocks (0: 2/3 of them, then narrower), the
+ * pruning's default least blocks (0: 2/3 of them, narrower), the
  * recipe that healed best (docs/pruning.md). */
 #define FILE_STUDENT_PARAMS (-1)
 #define FILE_STUDENT_LAYERS 0

@@ -561,15 +561,22 @@ static void test_fit(void **state)
     assert_int_equal(fkd_prune_fit(&s, &t, 49152, 1000000, 6, &err), -1);
     assert_int_equal(err.code, FKD_E_LIMIT);
     /* the default least (0): 20 of 30 blocks, narrowed to a third of the
-     * teacher with its trimmed vocabulary (docs/pruning.md: 6 heads in 3
-     * kv groups, FFN 1120, 44.79 M) */
+     * teacher with its trimmed vocabulary in whole kv groups (docs/pruning.md:
+     * 2 of 3 groups with all 3 query heads each, dim 384, FFN 1152, 44.54 M)
+     * rather than the larger 3 groups of 2 heads (FFN 1120, 44.79 M) */
     assert_int_equal(fkd_prune_default_min_layers(&t), 20);
     assert_int_equal(fkd_prune_fit(&s, &t, 26354, 134515008 / 3, 0, &err), 0);
     assert_int_equal(s.n_layers, 20);
     assert_int_equal(s.n_heads, 6);
-    assert_int_equal(s.n_kv_heads, 3);
-    assert_int_equal(s.ffn_hidden, 1120);
-    assert_int_equal(fkd_config_param_count(&s), 44787840);
+    assert_int_equal(s.n_kv_heads, 2);
+    assert_int_equal(s.ffn_hidden, 1152);
+    assert_int_equal(fkd_config_param_count(&s), 44542080);
+    /* width alone keeps whole groups too: 30 blocks, 2 groups, FFN 640 */
+    assert_int_equal(fkd_prune_fit(&s, &t, 26354, 134515008 / 3, 30, &err), 0);
+    assert_int_equal(s.n_kv_heads, 2);
+    assert_int_equal(s.n_heads, 6);
+    assert_int_equal(s.ffn_hidden, 640);
+    assert_int_equal(fkd_config_param_count(&s), 44058240);
 }
 
 /* The one-call recipe: trimmed or not, a student of the fitted or asked shape. */

@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,6 +28,35 @@ static void die(const char *what, const char *detail)
     exit(99);
 }
 
+/* Ports below Linux's ephemeral range (32768 and up), where no outgoing
+ * connection of a test running beside this one can be holding them. */
+#define PORT_BASE 21000
+#define PORT_SLOTS 2900
+#define PORTS_PER_TEST 4
+
+static int port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* The first slot from this process's own whose port is free right now. */
+static int pick_port(int port_offset)
+{
+    for (int i = 0; i < PORT_SLOTS; i++) {
+        int slot = (int)((getpid() + i) % PORT_SLOTS);
+        int port = PORT_BASE + slot * PORTS_PER_TEST + port_offset;
+        if (port_free(port)) return port;
+    }
+    die("no free loopback port", "every test port is taken");
+    return -1;
+}
+
 void h_init(h_env *e, const char *name, int port_offset)
 {
     const char *tmp = getenv("FKD_TEST_TMP");
@@ -35,7 +67,7 @@ void h_init(h_env *e, const char *name, int port_offset)
     if (system(cmd) != 0) die("cannot clean", e->dir);
     fkd_error err;
     if (fkd_mkdir_p(e->dir, &err) != 0) die("mkdir", err.msg);
-    e->port = 21000 + (int)(getpid() % 4000) * 4 + port_offset;
+    e->port = pick_port(port_offset);
     snprintf(e->endpoint, sizeof e->endpoint, "tcp://127.0.0.1:%d", e->port);
 }
 

@@ -28,39 +28,37 @@ static void label_chunk(void *ctx, const float *logits, int first, int rows)
     fkd_softlabel_pass_label(c->ps, c->window_start + first, logits, rows);
 }
 
-static int run_windows(fkd_softlabel_pass *ps, fkd_qinfer *st, const fkd_token_stream *s,
-                       fkd_error *err)
+/* Every window of the stream through the quantized teacher's prompt path. */
+typedef struct {
+    const fkd_qmodel *teacher;
+    const fkd_token_stream *transfer;
+} q_teacher;
+
+static int q_windows(fkd_softlabel_pass *ps, void *ctx, fkd_error *err)
 {
-    int W = fkd_softlabel_pass_window(ps);
+    const q_teacher *q = ctx;
+    const fkd_token_stream *s = q->transfer;
+    fkd_qinfer st;
+    if (fkd_qinfer_init(&st, q->teacher, FKD_QKERNEL_AUTO, err) != 0) return -1;
+    int W = fkd_softlabel_pass_window(ps), rc = 0;
     chunk_ctx c = {ps, 0};
-    for (int64_t w0 = 0; w0 < s->n; w0 += W) {
+    for (int64_t w0 = 0; w0 < s->n && rc == 0; w0 += W) {
         int n = s->n - w0 < W ? (int)(s->n - w0) : W;
         c.window_start = w0;
-        fkd_qinfer_reset(st);
-        if (fkd_qinfer_prompt_each(st, s->tokens + w0, n, QSOFT_CHUNK, label_chunk, &c, err) != 0)
-            return -1;
+        fkd_qinfer_reset(&st);
+        rc = fkd_qinfer_prompt_each(&st, s->tokens + w0, n, QSOFT_CHUNK, label_chunk, &c, err);
     }
-    return 0;
+    fkd_qinfer_free(&st);
+    return rc;
 }
 
 int fkd_qsoftlabels_make(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
                          const fkd_qmodel *teacher, const fkd_token_stream *transfer,
                          const fkd_teacher_config *cfg, fkd_error *err)
 {
-    memset(st, 0, sizeof *st);
-    fkd_softlabel_pass *ps;
-    if (fkd_softlabel_pass_new(&ps, transfer, teacher->cfg.vocab, teacher->cfg.max_seq, cfg,
-                               err) != 0)
-        return -1;
-    fkd_qinfer qs;
-    int rc = fkd_qinfer_init(&qs, teacher, FKD_QKERNEL_AUTO, err);
-    if (rc == 0) rc = run_windows(ps, &qs, transfer, err);
-    fkd_qinfer_free(&qs);
-    if (rc != 0) {
-        fkd_softlabel_pass_free(&ps);
-        return -1;
-    }
-    return fkd_softlabel_pass_finish(shards, st, &ps, err);
+    q_teacher q = {teacher, transfer};
+    return fkd_softlabel_pass_run(shards, st, transfer, teacher->cfg.vocab, teacher->cfg.max_seq,
+                                  cfg, q_windows, &q, err);
 }
 
 /* Where b keeps id among its k, -1 when it does not. */

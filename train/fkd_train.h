@@ -838,22 +838,22 @@ fkd_teacher_config fkd_teacher_defaults(void);
 int fkd_teacher_softlabels(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
                            const fkd_params *teacher, const fkd_token_stream *transfer,
                            const fkd_teacher_config *cfg, fkd_error *err);
-/* The same pass in pieces, for a teacher that is not an fkd_params (the
- * quantized one, compress/qsoftlabels.c): _new checks the setting against
- * the teacher's vocab and max_seq and holds the labels of the whole stream;
- * _label turns the logits (rows, vocab) of positions first.. into labels
- * (rows past the stream's end are ignored; threaded with OpenMP); _finish
- * cuts shards[cfg->n_shards], fills st and frees the pass. transfer must
- * outlive the pass. */
+/* The same pass for a teacher that is not an fkd_params (the quantized
+ * one, compress/qsoftlabels.c): _run checks the setting against the
+ * teacher's vocab and max_seq, calls windows(pass, ctx) once to label the
+ * whole stream, then cuts shards[cfg->n_shards] and fills st. windows feeds
+ * the teacher's logits through _label: the logits (rows, vocab) of
+ * positions first.. become labels (rows past the stream's end are ignored;
+ * threaded with OpenMP); windows returns 0, or -1 with err set. */
 typedef struct fkd_softlabel_pass fkd_softlabel_pass;
-int fkd_softlabel_pass_new(fkd_softlabel_pass **ps, const fkd_token_stream *transfer, int vocab,
-                           int max_seq, const fkd_teacher_config *cfg, fkd_error *err);
+typedef int (*fkd_softlabel_windows_fn)(fkd_softlabel_pass *ps, void *ctx, fkd_error *err);
+int fkd_softlabel_pass_run(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                           const fkd_token_stream *transfer, int vocab, int max_seq,
+                           const fkd_teacher_config *cfg, fkd_softlabel_windows_fn windows,
+                           void *ctx, fkd_error *err);
 int fkd_softlabel_pass_window(const fkd_softlabel_pass *ps); /* tokens per window */
 void fkd_softlabel_pass_label(fkd_softlabel_pass *ps, int64_t first, const float *logits,
                               int rows);
-int fkd_softlabel_pass_finish(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
-                              fkd_softlabel_pass **ps, fkd_error *err);
-void fkd_softlabel_pass_free(fkd_softlabel_pass **ps);
 
 /* ---- the training loop ----------------------------------------------------
  * Steps of accum micro-batches of (m->B, m->T) random windows; a share of the

@@ -128,7 +128,7 @@ int fkd_softlabel_pass_window(const fkd_softlabel_pass *ps)
     return ps->W;
 }
 
-void fkd_softlabel_pass_free(fkd_softlabel_pass **ps)
+static void pass_free(fkd_softlabel_pass **ps)
 {
     if (!*ps) return;
     free((*ps)->p);
@@ -140,7 +140,7 @@ void fkd_softlabel_pass_free(fkd_softlabel_pass **ps)
     *ps = NULL;
 }
 
-int fkd_softlabel_pass_new(fkd_softlabel_pass **out, const fkd_token_stream *transfer, int vocab,
+static int pass_new(fkd_softlabel_pass **out, const fkd_token_stream *transfer, int vocab,
                            int max_seq, const fkd_teacher_config *cfg, fkd_error *err)
 {
     *out = NULL;
@@ -174,7 +174,7 @@ int fkd_softlabel_pass_new(fkd_softlabel_pass **out, const fkd_token_stream *tra
     ps->probs = malloc(nk * sizeof *ps->probs);
     ps->figs = calloc((size_t)transfer->n * FIGS, sizeof *ps->figs);
     if (!ps->p || !ps->in_label || !ps->ids || !ps->probs || !ps->figs) {
-        fkd_softlabel_pass_free(&ps);
+        pass_free(&ps);
         return fkd_error_set(err, FKD_E_NOMEM, "out of memory for %lld soft labels",
                              (long long)transfer->n);
     }
@@ -222,8 +222,8 @@ static void fill_stats(fkd_softlabel_stats *st, const fkd_softlabel_pass *ps,
     st->seconds = (fkd_time_ms() - ps->t0) / 1e3;
 }
 
-int fkd_softlabel_pass_finish(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
-                              fkd_softlabel_pass **ps, fkd_error *err)
+static int pass_finish(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                       fkd_softlabel_pass **ps, fkd_error *err)
 {
     memset(st, 0, sizeof *st);
     memset(shards, 0, (size_t)(*ps)->cfg.n_shards * sizeof *shards);
@@ -232,7 +232,7 @@ int fkd_softlabel_pass_finish(fkd_softlabel_shard *shards, fkd_softlabel_stats *
         for (int i = 0; i < (*ps)->cfg.n_shards; i++) fkd_softlabels_free(&shards[i]);
     else
         fill_stats(st, *ps, shards);
-    fkd_softlabel_pass_free(ps);
+    pass_free(ps);
     return rc;
 }
 
@@ -266,18 +266,37 @@ static int run_windows(fkd_softlabel_pass *ps, const fkd_params *teacher, int B,
     return 0;
 }
 
+int fkd_softlabel_pass_run(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
+                           const fkd_token_stream *transfer, int vocab, int max_seq,
+                           const fkd_teacher_config *cfg, fkd_softlabel_windows_fn windows,
+                           void *ctx, fkd_error *err)
+{
+    memset(st, 0, sizeof *st);
+    fkd_softlabel_pass *ps;
+    if (pass_new(&ps, transfer, vocab, max_seq, cfg, err) != 0) return -1;
+    if (windows(ps, ctx, err) != 0) {
+        pass_free(&ps);
+        return -1;
+    }
+    return pass_finish(shards, st, &ps, err);
+}
+
+typedef struct {
+    const fkd_params *teacher;
+    int batch;
+} fp32_teacher;
+
+static int fp32_windows(fkd_softlabel_pass *ps, void *ctx, fkd_error *err)
+{
+    const fp32_teacher *t = ctx;
+    return run_windows(ps, t->teacher, t->batch, err);
+}
+
 int fkd_teacher_softlabels(fkd_softlabel_shard *shards, fkd_softlabel_stats *st,
                            const fkd_params *teacher, const fkd_token_stream *transfer,
                            const fkd_teacher_config *cfg, fkd_error *err)
 {
-    memset(st, 0, sizeof *st);
-    fkd_softlabel_pass *ps;
-    if (fkd_softlabel_pass_new(&ps, transfer, teacher->cfg.vocab, teacher->cfg.max_seq, cfg,
-                               err) != 0)
-        return -1;
-    if (run_windows(ps, teacher, cfg->batch, err) != 0) {
-        fkd_softlabel_pass_free(&ps);
-        return -1;
-    }
-    return fkd_softlabel_pass_finish(shards, st, &ps, err);
+    fp32_teacher t = {teacher, cfg->batch};
+    return fkd_softlabel_pass_run(shards, st, transfer, teacher->cfg.vocab, teacher->cfg.max_seq,
+                                  cfg, fp32_windows, &t, err);
 }

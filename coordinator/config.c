@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum kind { K_INT, K_U64, K_I64, K_FLOAT, K_STR, K_LEVEL, K_UVAL, K_QTYPE, K_SIDE, K_U32, K_MODE };
+enum kind { K_INT, K_U64, K_I64, K_FLOAT, K_STR, K_LEVEL, K_UVAL, K_QTYPE, K_SIDE, K_U32, K_MODE,
+            K_SCHED };
 
 typedef struct {
     const char *key;
@@ -64,6 +65,8 @@ static const key_def keys[] = {
     {"seq", K_INT, F(seq), 2, 1 << 16},
     {"warmup", K_INT, F(warmup), 0, 1000000},
     {"lr", K_FLOAT, F(lr), 1e-9, 0.99},
+    {"lr_schedule", K_SCHED, F(lr_schedule), 0, 1},
+    {"min_lr_ratio", K_FLOAT, F(min_lr_ratio), 0, 1},
     {"weight_decay", K_FLOAT, F(weight_decay), 0, 1},
     {"grad_clip", K_FLOAT, F(grad_clip), 0, 1e6},
     {"alpha", K_FLOAT, F(alpha), 0, 1},
@@ -91,6 +94,7 @@ static const char *const uval_names[] = {"f32", "int8", "int4", "ternary", "sign
 static const char *const side_names[] = {"all", "public", "private"};
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const mode_names[] = {"full", "lora", "qlora8", "qlora4"};
+static const char *const sched_names[] = {"constant", "cosine"}; /* = FKD_LR_CONSTANT, _COSINE */
 
 void fkd_coord_config_defaults(fkd_coord_config *c)
 {
@@ -120,6 +124,8 @@ void fkd_coord_config_defaults(fkd_coord_config *c)
     c->client_timeout_ms = 60000;
     snprintf(c->aggregator, sizeof c->aggregator, "fedavg");
     c->server_lr = 1.0f;
+    c->lr_schedule = FKD_LR_CONSTANT;
+    c->min_lr_ratio = 0.1f;
     c->beta1 = 0.9f;
     c->beta2 = 0.99f;
     c->tau = 1e-3f;
@@ -206,6 +212,7 @@ static int set_named(void *field, const key_def *k, const char *value, fkd_error
     case K_UVAL: i = name_index(uval_names, 5, value); choices = "f32 int8 int4 ternary sign"; break;
     case K_SIDE: i = name_index(side_names, 3, value); choices = "all public private"; break;
     case K_MODE: i = name_index(mode_names, 4, value); choices = "full lora qlora8 qlora4"; break;
+    case K_SCHED: i = name_index(sched_names, 2, value); choices = "constant cosine"; break;
     case K_QTYPE:
         i = fkd_qtype_from_name(value);
         choices = "f32 f16 q8_0 q4_0 q4_1";
@@ -234,7 +241,7 @@ int fkd_coord_config_set(fkd_coord_config *cfg, const char *key, const char *val
             return 0;
         }
         if (k->kind == K_LEVEL || k->kind == K_UVAL || k->kind == K_SIDE || k->kind == K_QTYPE ||
-            k->kind == K_MODE)
+            k->kind == K_MODE || k->kind == K_SCHED)
             return set_named(field, k, value, err);
         return set_numeric(field, k, value, err);
     }
@@ -293,6 +300,15 @@ int fkd_coord_config_validate(const fkd_coord_config *c, fkd_error *err)
     return 0;
 }
 
+float fkd_coord_lr_scale(const fkd_coord_config *cfg, uint64_t round)
+{
+    if (cfg->lr_schedule != FKD_LR_COSINE || cfg->rounds < 1 || round < 1) return 1.0f;
+    double progress = (double)(round - 1) / cfg->rounds;
+    if (progress > 1) progress = 1;
+    double floor = cfg->min_lr_ratio;
+    return (float)(floor + (1 - floor) * 0.5 * (1 + cos(M_PI * progress)));
+}
+
 void fkd_coord_config_print(FILE *f, const fkd_coord_config *cfg)
 {
     for (size_t i = 0; i < N_KEYS; i++) {
@@ -311,6 +327,7 @@ void fkd_coord_config_print(FILE *f, const fkd_coord_config *cfg)
         case K_SIDE: fprintf(f, "%s\n", side_names[*(const int *)field]); break;
         case K_QTYPE: fprintf(f, "%s\n", fkd_qtype_name(*(const int *)field)); break;
         case K_MODE: fprintf(f, "%s\n", mode_names[*(const int *)field]); break;
+        case K_SCHED: fprintf(f, "%s\n", sched_names[*(const int *)field]); break;
         }
     }
 }

@@ -530,7 +530,7 @@ static void fill_hparams(const fkd_coord *c, fkd_wire_task *t, uint64_t round)
     fkd_wire_kv_set(h, "batch", g->batch, NULL);
     fkd_wire_kv_set(h, "seq", g->seq, NULL);
     fkd_wire_kv_set(h, "warmup", g->warmup, NULL);
-    fkd_wire_kv_set(h, "lr", g->lr, NULL);
+    fkd_wire_kv_set(h, "lr", g->lr * fkd_coord_lr_scale(g, round), NULL);
     fkd_wire_kv_set(h, "weight_decay", g->weight_decay, NULL);
     fkd_wire_kv_set(h, "grad_clip", g->grad_clip, NULL);
     fkd_wire_kv_set(h, "alpha", g->alpha, NULL);
@@ -792,7 +792,12 @@ static int server_step(fkd_coord *c, fkd_error *err)
 {
     if (c->cfg.server_steps <= 0) return 0;
     double t0 = fkd_time_ms();
-    int rc = fkd_coord_server_train(&c->cur.server_loss, &c->server, &c->cfg, err);
+    /* The round's rate of the schedule: the round being closed is c->round + 1. */
+    fkd_coord_config round_cfg = c->cfg;
+    float scale = fkd_coord_lr_scale(&c->cfg, c->round + 1);
+    round_cfg.lr *= scale;
+    round_cfg.server_train_lr *= scale;
+    int rc = fkd_coord_server_train(&c->cur.server_loss, &c->server, &round_cfg, err);
     c->cur.server_seconds = (fkd_time_ms() - t0) / 1e3;
     if (rc == 0 && !master_finite(c))
         rc = fkd_error_set(err, FKD_E_FORMAT, "the server's training made the master not "

@@ -83,6 +83,12 @@ typedef struct {
     /* local training, sent in TASK hyper-parameters */
     int local_steps, batch, seq, warmup;
     float lr, weight_decay, grad_clip, alpha, temperature, transfer_share;
+    /* lr_schedule: constant | cosine over the rounds — round r's clients and
+     * server train at lr x fkd_coord_lr_scale(r), from lr in round 1 down to
+     * min_lr_ratio x lr at the end (a constant rate leaves the last rounds'
+     * noise in the model) */
+    int lr_schedule;                     /* FKD_LR_CONSTANT or FKD_LR_COSINE */
+    float min_lr_ratio;
     /* compression */
     float up_fraction;                   /* top-k share of the uplink update */
     int up_format;                       /* enum fkd_uvalue; config: f32 int8 int4 ternary */
@@ -106,6 +112,10 @@ typedef struct {
 } fkd_coord_config;
 
 void fkd_coord_config_defaults(fkd_coord_config *cfg);
+/* The factor on lr (and server_train_lr) in round (1-based) of cfg's
+ * schedule: 1 for constant; for cosine min + (1 - min)(1 + cos(pi (round-1) /
+ * rounds)) / 2, so round 1 trains at lr and the last one near the floor. */
+float fkd_coord_lr_scale(const fkd_coord_config *cfg, uint64_t round);
 /* Sets one key from its text value (the names in the comments above; model
  * keys are model.vocab model.dim model.layers model.heads model.kv_heads
  * model.ffn model.seq model.tie model.rope_theta). Unknown keys are errors. */

@@ -214,6 +214,8 @@ typedef struct {
     /* local training (also the step budget of the central baselines) */
     int local_steps, batch, seq;
     float lr, alpha, transfer_share;
+    int lr_schedule;                 /* over the rounds, every method: FKD_LR_CONSTANT or _COSINE */
+    float min_lr_ratio;              /* cosine's last rounds train at about this x lr */
     /* compression */
     float up_fraction;
     int up_format;                   /* enum fkd_uvalue */
@@ -221,6 +223,8 @@ typedef struct {
     int lora_rank;
     float lora_alpha;                /* adapter scale numerator (alpha / rank) */
     int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink */
+    unsigned methods;                /* bit (1 << id) per method to run; 0 = all */
+    float server_lr;                 /* the federated servers' step on the aggregate (1: FedAvg) */
     /* teacher and soft labels */
     int teacher_steps, teacher_batch;
     int soft_k, soft_shards;
@@ -243,6 +247,12 @@ void fkd_sim_config_defaults(fkd_sim_config *cfg);
  * applied over the defaults before the options. */
 void fkd_sim_config_file_defaults(fkd_sim_config *cfg);
 int fkd_sim_config_validate(const fkd_sim_config *cfg, fkd_error *err);
+/* "fedkd,public-kd" -> the bits of cfg.methods ("all" = 0, every method).
+ * The keys are those of summary.json: teacher public-kd fedavg fedkd
+ * central fedkd-dense. 0 on success. */
+int fkd_sim_methods_parse(unsigned *methods, const char *list, fkd_error *err);
+/* Whether a run of cfg takes method id (its --methods and --no-dense-reference). */
+int fkd_sim_runs_method(const fkd_sim_config *cfg, int id);
 
 /* One method's per-round figures. */
 typedef struct {

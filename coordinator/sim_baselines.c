@@ -156,14 +156,16 @@ static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
 int sim_run_server(sim_ctx *x, fkd_error *err)
 {
     double t0 = fkd_time_ms();
+    /* Only FedAvg starts from the cross-entropy student. */
+    int ce = fkd_sim_runs_method(&x->cfg, FKD_SIM_FEDAVG);
     int rc = server_train(x, &x->server_kd, FKD_SIM_PUBLIC_KD, err);
-    if (rc == 0) rc = server_train(x, &x->server_ce, FKD_SIM_FEDAVG, err);
+    if (rc == 0 && ce) rc = server_train(x, &x->server_ce, FKD_SIM_FEDAVG, err);
     if (rc == 0) {
         fkd_sim_summary *s = &x->res->sum;
         s->server_seconds = (fkd_time_ms() - t0) / 1e3;
         rc = sim_eval_ppl(&s->server_kd_ppl, NULL, &x->server_kd, &x->test,
                           x->cfg.eval_tokens_round, err);
-        if (rc == 0)
+        if (rc == 0 && ce)
             rc = sim_eval_ppl(&s->server_ce_ppl, NULL, &x->server_ce, &x->test,
                               x->cfg.eval_tokens_round, err);
     }
@@ -190,6 +192,18 @@ static int central_server_state(char *out, size_t cap, const sim_ctx *x, fkd_err
     return fkd_coord_server_copy_state(out, from, err);
 }
 
+/* Round r's factor on lr: the federated methods' schedule (coord.c's), so
+ * every method's round r trains at the same rate. */
+float sim_round_lr_scale(const fkd_sim_config *cfg, int r)
+{
+    fkd_coord_config c;
+    fkd_coord_config_defaults(&c);
+    c.rounds = cfg->rounds;
+    c.lr_schedule = cfg->lr_schedule;
+    c.min_lr_ratio = cfg->min_lr_ratio;
+    return fkd_coord_lr_scale(&c, (uint64_t)r);
+}
+
 /* One round of a central method: public-only distillation's steps (its one
  * run goes on), or central's pooled steps then the server's distillation. */
 static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int method, int r,
@@ -200,6 +214,7 @@ static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int meth
     fkd_trainer_config tc = trainer_for(x, method, state);
     fkd_trainer_result tres;
     tc.carry_optimizer = !public_kd; /* the server's steps move central's weights in between */
+    tc.opt.lr *= sim_round_lr_scale(cfg, r);
     tc.steps = public_kd ? sim_server_steps(cfg) + sim_matched_steps(cfg) * r
                          : sim_matched_steps(cfg);
     if (fkd_trainer_run(&tres, model, public_kd ? &x->transfer : &x->pooled, &x->transfer, NULL,
@@ -209,6 +224,7 @@ static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int meth
     if (public_kd || sim_server_round_steps(cfg) == 0) return 0;
     fkd_trainer_config kd = trainer_for(x, FKD_SIM_PUBLIC_KD, kd_state);
     kd.carry_optimizer = 1;
+    kd.opt.lr *= sim_round_lr_scale(cfg, r);
     kd.steps = sim_server_round_steps(cfg);
     if (fkd_trainer_run(&tres, model, NULL, &x->transfer, NULL, &kd, err) != 0) return -1;
     *tokens += tres.tokens;

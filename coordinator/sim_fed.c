@@ -252,11 +252,14 @@ static void configure(fed_run *f)
     c->heartbeat_ms = SIM_HEARTBEAT_MS;
     c->client_timeout_ms = SIM_CLIENT_TIMEOUT_MS;
     snprintf(c->aggregator, sizeof c->aggregator, "fedavg");
+    c->server_lr = s->server_lr;
     c->local_steps = s->local_steps;
     c->batch = s->batch;
     c->seq = s->seq;
     c->warmup = 0;
     c->lr = s->lr;
+    c->lr_schedule = s->lr_schedule;
+    c->min_lr_ratio = s->min_lr_ratio;
     c->alpha = s->alpha;
     c->temperature = s->soft_temperature;
     int kd = f->method != FKD_SIM_FEDAVG;

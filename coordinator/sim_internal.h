@@ -76,6 +76,8 @@ void sim_server_path(char *out, size_t cap, const sim_ctx *x, int method);
 void sim_server_state_path(char *out, size_t cap, const sim_ctx *x, int method);
 uint64_t sim_server_seed(const sim_ctx *x, int method);
 int sim_run_central(sim_ctx *x, int method, fkd_error *err);
+/* Round r's (1-based) factor on the learning rate, as the coordinator's. */
+float sim_round_lr_scale(const fkd_sim_config *cfg, int r);
 
 /* sim_fed.c */
 int sim_run_federated(sim_ctx *x, int method, fkd_error *err);

@@ -112,7 +112,7 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
     jstr(f, c->public_dir);
     fprintf(f, ", \"seed\": %llu, \"threads\": %d, \"clients\": %d, \"partition\": \"%s\", \"dirichlet_alpha\": %g, "
                "\"rounds\": %d, \"per_round\": %d, \"over_select\": %g, \"deadline_s\": %g, "
-               "\"local_steps\": %d, \"batch\": %d, \"seq\": %d, \"lr\": %g, \"alpha\": %g, "
+               "\"local_steps\": %d, \"batch\": %d, \"seq\": %d, \"lr\": %g, \"lr_schedule\": \"%s\", \"min_lr_ratio\": %g, \"server_lr\": %g, \"alpha\": %g, "
                "\"transfer_share\": %g, \"up_fraction\": %g, \"up_format\": \"%s\", "
                "\"teacher_steps\": %d, \"soft_k\": %d, \"soft_temperature\": %g, "
                "\"soft_shards\": %d, \"transfer_tokens\": %lld, \"eval_tokens_final\": %lld, "
@@ -122,7 +122,7 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
             c->clients == 0 ? "natural" : c->partition == FKD_PARTITION_IID ? "iid" : "dirichlet",
             (double)c->dirichlet_alpha,
             c->rounds, c->per_round, (double)c->over_select, c->deadline_s, c->local_steps,
-            c->batch, c->seq, (double)c->lr, (double)c->alpha, (double)c->transfer_share,
+            c->batch, c->seq, (double)c->lr, c->lr_schedule == FKD_LR_COSINE ? "cosine" : "constant", (double)c->min_lr_ratio, (double)c->server_lr, (double)c->alpha, (double)c->transfer_share,
             (double)c->up_fraction, fkd_update_value_name(c->up_format), c->teacher_steps, c->soft_k,
             (double)c->soft_temperature, c->soft_shards, (long long)c->transfer_tokens,
             (long long)c->eval_tokens_final, (long long)c->eval_tokens_round,

@@ -51,6 +51,8 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->batch = 8;
     c->seq = 64;
     c->lr = 3e-3f;
+    c->lr_schedule = FKD_LR_CONSTANT;
+    c->min_lr_ratio = 0.1f;
     c->alpha = 0.5f;
     c->transfer_share = 0.5f;
     /* At >= 100x below fp32 the bytes buy more entries, not more bits per
@@ -59,6 +61,8 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->up_fraction = 0.05f;
     c->up_format = FKD_UVAL_SIGN;
     c->dense_reference = 1;
+    c->methods = 0;                /* all */
+    c->server_lr = 1.0f;
     c->teacher_steps = 256;        /* docs/data.md: ahead of every student budget here */
     c->teacher_batch = 8;
     c->soft_k = 8;
@@ -151,6 +155,14 @@ int fkd_sim_config_validate(const fkd_sim_config *c, fkd_error *err)
         c->halluc_prompts < 0 || c->client_eval_max < 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "teacher, soft-label and evaluation "
                              "settings out of range");
+    if ((c->lr_schedule != FKD_LR_CONSTANT && c->lr_schedule != FKD_LR_COSINE) ||
+        !(c->min_lr_ratio >= 0 && c->min_lr_ratio <= 1))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "lr-schedule constant or cosine, "
+                             "min-lr-ratio in [0, 1]");
+    if (!(c->server_lr > 0 && c->server_lr <= 100))
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "server-lr in (0, 100]");
+    if (c->methods >> FKD_SIM_PRUNED)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "--methods names an unknown method");
     if (c->partition != FKD_PARTITION_DIRICHLET && c->partition != FKD_PARTITION_IID)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "--partition is dirichlet or iid");
     if (!(c->dirichlet_alpha > 0))
@@ -429,6 +441,36 @@ static const struct {
     [FKD_SIM_PRUNED] = {"pruned", "   student before healing"},
 };
 
+int fkd_sim_methods_parse(unsigned *methods, const char *list, fkd_error *err)
+{
+    *methods = 0;
+    if (strcmp(list, "all") == 0) return 0;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int found = -1;
+        for (int i = 0; i < FKD_SIM_PRUNED && found < 0; i++)
+            if (strlen(method_names[i].key) == len && strncmp(method_names[i].key, p, len) == 0)
+                found = i;
+        if (found < 0)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "--methods: unknown method '%.*s' (the "
+                                 "keys are teacher, public-kd, fedavg, fedkd, central, "
+                                 "fedkd-dense, or all)", (int)len, p);
+        *methods |= 1u << found;
+        p += len;
+        if (*p == ',' && !*++p)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "--methods ends with a comma");
+    }
+    return *methods ? 0 : fkd_error_set(err, FKD_E_INVALID_ARG, "--methods names no method");
+}
+
+int fkd_sim_runs_method(const fkd_sim_config *cfg, int id)
+{
+    if (id == FKD_SIM_FEDKD_DENSE && !cfg->dense_reference) return 0;
+    if (id == FKD_SIM_PRUNED) return cfg->teacher[0] != 0;
+    return cfg->methods == 0 || (cfg->methods >> id & 1u);
+}
+
 /* The student every method starts from, as it is: with a file teacher, the
  * pruned (or given) student before any training. */
 static int run_pruned(sim_ctx *x, fkd_error *err)
@@ -490,21 +532,27 @@ static int run_method(sim_ctx *x, int id, fkd_error *err)
 static int run_methods(sim_ctx *x, fkd_error *err)
 {
     const fkd_sim_config *c = &x->cfg;
-    int n_students = 4 + (c->dense_reference ? 1 : 0);
-    /* the server trains every round in all but public-only distillation */
+    static const int students[] = {FKD_SIM_PUBLIC_KD, FKD_SIM_FEDAVG, FKD_SIM_FEDKD,
+                                   FKD_SIM_CENTRAL, FKD_SIM_FEDKD_DENSE};
+    int n_students = 0, n_servers = 0;
+    for (size_t i = 0; i < sizeof students / sizeof students[0]; i++)
+        if (fkd_sim_runs_method(c, students[i])) {
+            n_students++;
+            /* the server trains every round in all but public-only distillation */
+            n_servers += students[i] != FKD_SIM_PUBLIC_KD;
+        }
+    int server_runs = 1 + fkd_sim_runs_method(c, FKD_SIM_FEDAVG);
     x->units_total = ((int64_t)n_students * c->rounds * sim_matched_steps(c) +
-                      (int64_t)(n_students - 1) * c->rounds * sim_server_round_steps(c) +
-                      2 * sim_server_steps(c)) * c->batch * c->seq;
+                      (int64_t)n_servers * c->rounds * sim_server_round_steps(c) +
+                      server_runs * sim_server_steps(c)) * c->batch * c->seq;
     if (c->progress) fkd_progress_begin(&x->bar, "simulate", x->units_total);
     fkd_train_set_threads(c->threads);
+    static const int order[] = {FKD_SIM_TEACHER, FKD_SIM_PRUNED, FKD_SIM_PUBLIC_KD,
+                                FKD_SIM_FEDAVG, FKD_SIM_FEDKD, FKD_SIM_FEDKD_DENSE,
+                                FKD_SIM_CENTRAL};
     int rc = sim_run_server(x, err);
-    if (rc == 0) rc = run_method(x, FKD_SIM_TEACHER, err);
-    if (rc == 0 && x->res->sum.teacher_from_file) rc = run_method(x, FKD_SIM_PRUNED, err);
-    if (rc == 0) rc = run_method(x, FKD_SIM_PUBLIC_KD, err);
-    if (rc == 0) rc = run_method(x, FKD_SIM_FEDAVG, err);
-    if (rc == 0) rc = run_method(x, FKD_SIM_FEDKD, err);
-    if (rc == 0 && c->dense_reference) rc = run_method(x, FKD_SIM_FEDKD_DENSE, err);
-    if (rc == 0) rc = run_method(x, FKD_SIM_CENTRAL, err);
+    for (size_t i = 0; rc == 0 && i < sizeof order / sizeof order[0]; i++)
+        if (fkd_sim_runs_method(c, order[i])) rc = run_method(x, order[i], err);
     if (c->progress) fkd_progress_end(&x->bar);
     rounds_per_teacher_token(x);
     return rc;

@@ -37,6 +37,7 @@ int cmd_simulate(int argc, char **argv)
     int64_t eval_final = cfg.eval_tokens_final, eval_round = cfg.eval_tokens_round;
     float deadline = (float)cfg.deadline_s;
     int no_dense = 0, quiet = 0;
+    const char *methods = "all", *schedule = cfg.lr_schedule == FKD_LR_COSINE ? "cosine" : "constant";
     const fkd_opt opts[] = {
         {"data", FKD_OPT_STR, &data, "private corpus: a folder, one file or sub-folder per natural client"},
         {"public", FKD_OPT_STR, &pub, "public corpus for the teacher and transfer set (default: the public categories of --data)"},
@@ -65,12 +66,16 @@ int cmd_simulate(int argc, char **argv)
         {"local-steps", FKD_OPT_INT, &cfg.local_steps, "optimizer steps per client per round"},
         {"batch", FKD_OPT_INT, &cfg.batch, "sequences per step"},
         {"seq", FKD_OPT_INT, &cfg.seq, "tokens per sequence"},
-        {"lr", FKD_OPT_FLOAT, &cfg.lr, "learning rate (AdamW, constant)"},
+        {"lr", FKD_OPT_FLOAT, &cfg.lr, "learning rate (AdamW)"},
+        {"lr-schedule", FKD_OPT_STR, &schedule, "learning rate over the rounds, every method: constant | cosine (from lr down to --min-lr-ratio x lr)"},
+        {"min-lr-ratio", FKD_OPT_FLOAT, &cfg.min_lr_ratio, "cosine's floor, as a share of lr"},
         {"alpha", FKD_OPT_FLOAT, &cfg.alpha, "weight of distillation where a soft label exists"},
         {"transfer-share", FKD_OPT_FLOAT, &cfg.transfer_share, "share of micro-batches from the transfer set (KD methods)"},
         {"up-fraction", FKD_OPT_FLOAT, &cfg.up_fraction, "top-k share of the uplink update"},
         {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary | sign"},
         {"no-dense-reference", FKD_OPT_FLAG, &no_dense, "skip the fedkd run with a dense fp32 uplink"},
+        {"methods", FKD_OPT_STR, &methods, "methods to run, comma-separated: teacher,public-kd,fedavg,fedkd,central,fedkd-dense (or all)"},
+        {"server-lr", FKD_OPT_FLOAT, &cfg.server_lr, "the federated servers' step on the clients' mean update (1: FedAvg)"},
         {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
         {"soft-k", FKD_OPT_INT, &cfg.soft_k, "soft-label ids per position"},
         {"soft-shards", FKD_OPT_INT, &cfg.soft_shards, "soft-label shards (round r uses shard r mod n)"},
@@ -96,6 +101,11 @@ int cmd_simulate(int argc, char **argv)
                 format);
         return 2;
     }
+    if (strcmp(schedule, "constant") != 0 && strcmp(schedule, "cosine") != 0) {
+        fprintf(stderr, "fedkd simulate: --lr-schedule is constant or cosine, not %s\n", schedule);
+        return 2;
+    }
+    cfg.lr_schedule = strcmp(schedule, "cosine") == 0 ? FKD_LR_COSINE : FKD_LR_CONSTANT;
     cfg.client_mode = fkd_sim_client_mode_parse(mode);
     if (cfg.client_mode < 0) {
         fprintf(stderr, "fedkd simulate: --client-mode is full, lora, qlora8 or qlora4, not %s\n",
@@ -131,6 +141,10 @@ int cmd_simulate(int argc, char **argv)
     cfg.dense_reference = !no_dense;
     cfg.progress = !quiet;
     fkd_error err = {0};
+    if (fkd_sim_methods_parse(&cfg.methods, methods, &err) != 0) {
+        fprintf(stderr, "fedkd simulate: %s\n", err.msg);
+        return 2;
+    }
     if (fkd_sim_config_validate(&cfg, &err) != 0) {
         fprintf(stderr, "fedkd simulate: %s\n", err.msg);
         return 2;

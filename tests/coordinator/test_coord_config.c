@@ -88,12 +88,45 @@ static void test_errors_name_the_problem(void **s)
     assert_int_equal(fkd_coord_config_validate(&c, &err), -1);
 }
 
+/* The cosine schedule starts at lr, falls every round, ends near the floor;
+ * constant is 1 throughout. */
+static void test_lr_schedule(void **s)
+{
+    (void)s;
+    fkd_coord_config c;
+    fkd_coord_config_defaults(&c);
+    fkd_error err;
+    assert_int_equal(c.lr_schedule, 0);
+    for (uint64_t r = 1; r <= 12; r++) assert_true(fkd_coord_lr_scale(&c, r) == 1.0f);
+    assert_int_equal(fkd_coord_config_set(&c, "lr_schedule", "cosine", &err), 0);
+    assert_int_equal(fkd_coord_config_set(&c, "min_lr_ratio", "0.2", &err), 0);
+    assert_int_equal(fkd_coord_config_set(&c, "lr_schedule", "linear", &err), -1);
+    assert_non_null(strstr(err.msg, "constant cosine"));
+    assert_int_equal(fkd_coord_config_set(&c, "min_lr_ratio", "1.5", &err), -1);
+    c.rounds = 10;
+    assert_float_equal(fkd_coord_lr_scale(&c, 1), 1.0f, 1e-7);
+    for (uint64_t r = 2; r <= 10; r++) {
+        float a = fkd_coord_lr_scale(&c, r - 1), b = fkd_coord_lr_scale(&c, r);
+        assert_true(b < a && b > 0.2f);
+    }
+    /* halfway: the mean of lr and the floor */
+    assert_float_equal(fkd_coord_lr_scale(&c, 6), 0.6f, 1e-6);
+    assert_float_equal(fkd_coord_lr_scale(&c, 11), 0.2f, 1e-6); /* past the end: the floor */
+    char buf[16384];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    assert_non_null(f);
+    fkd_coord_config_print(f, &c);
+    fclose(f);
+    assert_non_null(strstr(buf, "lr_schedule = cosine\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_valid),
         cmocka_unit_test(test_file_and_overrides),
         cmocka_unit_test(test_errors_name_the_problem),
+        cmocka_unit_test(test_lr_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -202,6 +202,32 @@ static int json_valid(const char *text)
     return end && *ws(end) == 0;
 }
 
+static void test_methods_parse(void **state)
+{
+    (void)state;
+    fkd_sim_config cfg;
+    fkd_sim_config_defaults(&cfg);
+    fkd_error err = {0};
+    assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "all", &err), 0);
+    for (int i = 0; i < FKD_SIM_PRUNED; i++) assert_true(fkd_sim_runs_method(&cfg, i));
+    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_PRUNED)); /* no file teacher */
+    assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "fedkd,public-kd", &err), 0);
+    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD));
+    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_PUBLIC_KD));
+    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDAVG));
+    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
+    assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "fedkd-dense", &err), 0);
+    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
+    cfg.dense_reference = 0; /* --no-dense-reference wins */
+    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
+    static const char *bad[] = {"", "fedkd,", "fedk", "fedkd,,central", "pruned", ",fedkd"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err.msg[0] = 0;
+        assert_int_equal(fkd_sim_methods_parse(&cfg.methods, bad[i], &err), -1);
+        assert_non_null(strstr(err.msg, "--methods"));
+    }
+}
+
 static void test_json_checker(void **state)
 {
     (void)state;
@@ -674,8 +700,15 @@ static void test_file_teacher(void **state)
     /* Again: the soft labels come from the cache and the students repeat. */
     fkd_sim_config again = cfg;
     snprintf(again.out, sizeof again.out, "%s/run2", root);
+    /* ... and fedkd alone is the fedkd of the whole run. */
+    assert_int_equal(fkd_sim_methods_parse(&again.methods, "teacher,fedkd", &err), 0);
     fkd_sim_result res2;
     assert_int_equal(fkd_sim_run(&res2, &again, &err), 0);
+    assert_true(res2.m[FKD_SIM_FEDKD].ran && res2.m[FKD_SIM_TEACHER].ran);
+    assert_true(res2.m[FKD_SIM_PRUNED].ran); /* a file teacher's row always */
+    assert_false(res2.m[FKD_SIM_PUBLIC_KD].ran || res2.m[FKD_SIM_FEDAVG].ran ||
+                 res2.m[FKD_SIM_CENTRAL].ran);
+    assert_true(res2.sum.server_ce_ppl == 0); /* FedAvg's server phase skipped */
     assert_true(res2.sum.soft_cached);
     assert_true(res2.sum.teacher_eval_cached); /* the same figures, read back */
     assert_true(res2.m[FKD_SIM_TEACHER].ppl == res.m[FKD_SIM_TEACHER].ppl);
@@ -743,7 +776,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_table), cmocka_unit_test(test_clock_seconds),
         cmocka_unit_test(test_clock_round),  cmocka_unit_test(test_access),
-        cmocka_unit_test(test_json_checker), cmocka_unit_test(test_file_teacher),
+        cmocka_unit_test(test_json_checker), cmocka_unit_test(test_methods_parse),
+        cmocka_unit_test(test_file_teacher),
         cmocka_unit_test(test_file_teacher_trimmed),
         cmocka_unit_test(test_end_to_end),
     };

@@ -40,6 +40,7 @@ int sim_run_teacher(sim_ctx *x, fkd_error *err)
     double t0 = fkd_time_ms();
     sim_progress(x, 0, "evaluating the teacher");
     if (sim_eval_final(m, x, &x->teacher, err) != 0) return -1;
+    fkd_params_free(&x->teacher); /* its soft labels are made: nothing reads it any more */
     m->ran = 1;
     m->wall_seconds = (fkd_time_ms() - t0) / 1e3;
     return 0;
@@ -166,6 +167,7 @@ int sim_run_server(sim_ctx *x, fkd_error *err)
             rc = sim_eval_ppl(&s->server_ce_ppl, NULL, &x->server_ce, &x->test,
                               x->cfg.eval_tokens_round, err);
     }
+    fkd_params_free(&x->server_ce); /* FedAvg's coordinator starts from its checkpoint */
     return rc;
 }
 

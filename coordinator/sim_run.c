@@ -484,6 +484,7 @@ static int run_method(sim_ctx *x, int id, fkd_error *err)
     }
     x->res->m[id].cpu_seconds = (fkd_cpu_time_ms() - t0) / 1e3;
     fkd_train_set_threads(x->cfg.threads);
+    if (rc == 0) sim_method_release(&x->res->m[id], id == FKD_SIM_FEDKD);
     return rc;
 }
 
@@ -505,6 +506,7 @@ static int run_methods(sim_ctx *x, fkd_error *err)
     if (rc == 0) rc = run_method(x, FKD_SIM_FEDKD, err);
     if (rc == 0 && c->dense_reference) rc = run_method(x, FKD_SIM_FEDKD_DENSE, err);
     if (rc == 0) rc = run_method(x, FKD_SIM_CENTRAL, err);
+    sim_server_free(x); /* every student has started from it */
     if (c->progress) fkd_progress_end(&x->bar);
     rounds_per_teacher_token(x);
     return rc;

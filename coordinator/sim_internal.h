@@ -29,7 +29,7 @@ typedef struct {
     fkd_token_stream test_t;           /* file teacher: the same documents, teacher tokens */
     /* public side */
     fkd_params teacher;                /* freed once evaluated (its soft labels made) */
-    fkd_softlabel_shard *shards;
+    fkd_softlabel_shard *shards;       /* until shards_concat (sim_data.c), then NULL */
     int n_shards;
     fkd_softlabel_shard all_soft;      /* the shards back to back (central methods) */
     fkd_token_stream transfer;         /* view of all_soft */

@@ -86,6 +86,7 @@ static const key_def keys[] = {
     {"server_alpha", K_FLOAT, F(server_alpha), 0, 1},
     {"server_train_lr", K_FLOAT, F(server_train_lr), 0, 0.99},
     {"server_seed", K_U64, F(server_seed), 0, 0},
+    {"server_init", K_STR, F(server_init), 0, 0},
 };
 #undef F
 #define N_KEYS (sizeof keys / sizeof keys[0])

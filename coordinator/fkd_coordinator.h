@@ -101,12 +101,16 @@ typedef struct {
                                             shard (r-1) mod n; empty: no distillation */
     char eval_data[FKD_COORD_PATH_MAX];  /* corpus folder (fkd_corpus_load), or a text file */
     /* server-side training (server_train.c): after each round's aggregation
-     * the master takes server_steps optimizer steps (AdamW, resumed from
-     * FKD_COORD_SERVER_TRAIN_FILE) on the soft-label shards' public text */
+     * the master takes server_steps optimizer steps (AdamW, kept in memory
+     * and saved to FKD_COORD_SERVER_TRAIN_FILE for a restart) on the
+     * soft-label shards' public text */
     int server_steps;                    /* per round; 0 = off */
     float server_alpha;                  /* 1 = pure distillation, 0 = cross-entropy on the text */
     float server_train_lr;               /* 0 = lr */
     uint64_t server_seed;                /* of the server's batches; 0 = derived from seed */
+    char server_init[FKD_COORD_PATH_MAX]; /* server_init: a training state (fkd_trainer's) its
+                                            optimizer starts from while state_dir holds none;
+                                            read, never written; empty: a fresh optimizer */
     int eval_side;                       /* eval_side: public|private|all (corpus folders) */
     int64_t eval_tokens;                 /* held-out tokens evaluated per round */
 } fkd_coord_config;

@@ -280,7 +280,9 @@ typedef struct {
     int n_rounds;
     double *client_acc;    /* per evaluated client */
     int n_client_acc;
-    fkd_params final;      /* the trained model (students) */
+    fkd_params final;      /* the trained model: fedkd's, for the files written at the end;
+                              every other student's is freed once evaluated */
+    uint32_t final_crc;    /* CRC-32 of the trained model's weights (students), kept */
     double peak_client_bytes;      /* federated: the largest training plan of a client */
     int class_ok[FKD_SIM_CLASS_COUNT]; /* devices per class that could take part: train and
                                       run (federated), run (the others) */

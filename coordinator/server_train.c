@@ -10,13 +10,16 @@
  * on the same text for the rest (server_alpha = 0 is plain cross-entropy,
  * a server without a teacher).
  *
- * The optimizer's moments and step live in a training state file in the
- * state directory (train/'s fkd_trainer_run with carry_optimizer): the
- * trainer saves it atomically after each round's steps and resumes it at
- * the next, keeping the master's weights, which the aggregation moved in
- * between. The batches are a pure function of (seed, step), so a
- * coordinator restarted between rounds trains exactly as one never
- * interrupted. The model borrows the master: it trains it in place. */
+ * The optimizer's moments and step stay in memory from round to round
+ * (train/'s fkd_trainer_carry): the trainer goes on with them, keeping the
+ * master's weights, which the aggregation moved in between. What a restart
+ * needs, the moments and steps without the weights (the checkpoint holds
+ * those), is written once per round, atomically, to the state directory:
+ * to a .next file ahead of the round's checkpoint, renamed over the
+ * committed one after it. Only a coordinator restarted reads it back. The
+ * batches are a pure function of (seed, step), so a coordinator restarted
+ * between rounds trains exactly as one never interrupted. The model
+ * borrows the master: it trains it in place. */
 #include "server_train.h"
 
 #include <stdio.h>
@@ -25,7 +28,6 @@
 #include <sys/stat.h>
 
 #define SERVER_SEED_TAG 0x7365727665724b44ULL /* "serverKD" */
-#define STATE_MAX_BYTES ((size_t)1 << 34)     /* a training state: weights and two moments */
 
 /* The shards back to back, as one transfer set (the first shard's k,
  * vocabulary and temperature; the others must agree). */
@@ -94,7 +96,8 @@ int fkd_coord_server_init(fkd_coord_server *s, const fkd_coord_config *cfg,
     return 0;
 }
 
-static fkd_trainer_config trainer_config(const fkd_coord_config *cfg, const char *state_path)
+static fkd_trainer_config trainer_config(const fkd_coord_config *cfg, fkd_trainer_carry *carry,
+                                         const char *start_from)
 {
     fkd_trainer_config tc = fkd_trainer_defaults();
     tc.steps = cfg->server_steps;
@@ -109,21 +112,27 @@ static fkd_trainer_config trainer_config(const fkd_coord_config *cfg, const char
     tc.transfer_share = 1.0f;
     tc.eval_every = 0;
     tc.ckpt_every = 0;
-    tc.state_path = state_path;
+    tc.state_path = start_from;
     tc.carry_optimizer = 1;
+    tc.carry = carry;
     tc.seed = cfg->server_seed ? cfg->server_seed : cfg->seed ^ SERVER_SEED_TAG;
     tc.label = "server";
     return tc;
 }
 
-int fkd_coord_server_copy_state(const char *dst, const char *src, fkd_error *err)
+static int exists(const char *path)
 {
-    uint8_t *data;
-    size_t bytes;
-    if (fkd_file_read_all(&data, &bytes, src, STATE_MAX_BYTES, err) != 0) return -1;
-    int rc = fkd_file_write_atomic(dst, data, bytes, err);
-    free(data);
-    return rc;
+    struct stat st;
+    return path[0] && stat(path, &st) == 0;
+}
+
+/* Where the optimizer starts when it is not going yet: the committed state
+ * (a restart), else the configured one (read, never written), else none. */
+static const char *start_from(const fkd_coord_server *s, const fkd_coord_config *cfg)
+{
+    if (s->opt.ready) return NULL;
+    if (exists(s->path)) return s->path;
+    return exists(cfg->server_init) ? cfg->server_init : NULL;
 }
 
 int fkd_coord_server_train(double *loss, fkd_coord_server *s, const fkd_coord_config *cfg,
@@ -131,17 +140,11 @@ int fkd_coord_server_train(double *loss, fkd_coord_server *s, const fkd_coord_co
 {
     *loss = 0;
     if (!s->ready || cfg->server_steps <= 0) return 0;
-    struct stat st;
-    if (stat(s->path, &st) == 0) {
-        if (fkd_coord_server_copy_state(s->next, s->path, err) != 0) return -1;
-    } else {
-        remove(s->next); /* the first round: a fresh optimizer */
-    }
-    fkd_trainer_config tc = trainer_config(cfg, s->next);
+    fkd_trainer_config tc = trainer_config(cfg, &s->opt, start_from(s, cfg));
     fkd_trainer_result res;
     if (fkd_trainer_run(&res, &s->model, NULL, &s->stream, NULL, &tc, err) != 0) return -1;
     *loss = res.train_loss;
-    return 0;
+    return fkd_trainer_carry_save(s->next, &s->opt, err);
 }
 
 int fkd_coord_server_commit(fkd_coord_server *s, fkd_error *err)
@@ -156,6 +159,7 @@ int fkd_coord_server_commit(fkd_coord_server *s, fkd_error *err)
 void fkd_coord_server_free(fkd_coord_server *s)
 {
     if (s->ready) {
+        fkd_trainer_carry_free(&s->opt);
         fkd_model_free(&s->model);
         fkd_softlabels_free(&s->text);
     }

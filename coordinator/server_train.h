@@ -8,7 +8,8 @@
 typedef struct {
     fkd_softlabel_shard text;  /* every shard back to back: the public transfer set */
     fkd_token_stream stream;   /* view of text */
-    fkd_model model;           /* (batch, seq) training buffers over a copy of the master */
+    fkd_model model;           /* (batch, seq) training buffers over the master */
+    fkd_trainer_carry opt;     /* the optimizer, from round to round while the process lives */
     char path[FKD_COORD_PATH_MAX + 64];  /* the optimizer's state: FKD_COORD_SERVER_TRAIN_FILE */
     char next[FKD_COORD_PATH_MAX + 72];  /* this round's, until the round's checkpoint is written */
     int ready;                 /* 1 once init allocated the above (server_steps > 0) */
@@ -21,18 +22,18 @@ typedef struct {
 int fkd_coord_server_init(fkd_coord_server *s, const fkd_coord_config *cfg,
                           const fkd_params *master, uint8_t *const *encoded, const size_t *len,
                           int n, fkd_error *err);
-/* master += cfg->server_steps optimizer steps on the transfer set, the
- * optimizer resumed from the committed state; its new state waits in
- * s->next for fkd_coord_server_commit. *loss is the steps' mean training
- * loss. A no-op (loss 0) when the server does not train. */
+/* master += cfg->server_steps optimizer steps on the transfer set. The
+ * optimizer is kept in s from round to round; the first round after init
+ * starts it from the committed state (s->path), else from cfg->server_init,
+ * else fresh. Its new state (moments and steps, no weights) is written once,
+ * to s->next, where it waits for fkd_coord_server_commit. *loss is the
+ * steps' mean training loss. A no-op (loss 0) when the server does not train. */
 int fkd_coord_server_train(double *loss, fkd_coord_server *s, const fkd_coord_config *cfg,
                            fkd_error *err);
 /* After the round's checkpoint: the round's state becomes the one resumed
  * (one rename), so a restart never resumes an optimizer a round ahead of
  * the master. */
 int fkd_coord_server_commit(fkd_coord_server *s, fkd_error *err);
-/* dst = a copy of src, written atomically (seeds the server's optimizer). */
-int fkd_coord_server_copy_state(const char *dst, const char *src, fkd_error *err);
 void fkd_coord_server_free(fkd_coord_server *s);
 
 #endif

@@ -20,10 +20,11 @@
  *      of the round.
  * Each takes its steps in round-sized chunks so every method has a
  * per-round curve. The server phase's optimizer states are kept
- * (server-kd.state, server-ce.state): the federated methods' coordinators
- * and central go on from them, so every server's distillation is the one
- * public-only distillation runs. */
-#include "server_train.h"
+ * (server-kd.state, server-ce.state) and from then on only read: public-only
+ * distillation, the federated methods' coordinators and central start their
+ * optimizers from them, in place, and carry them in memory from round to
+ * round, so every server's distillation is the one public-only distillation
+ * runs. */
 #include "sim_internal.h"
 
 #include <stdio.h>
@@ -39,6 +40,7 @@ int sim_run_teacher(sim_ctx *x, fkd_error *err)
     double t0 = fkd_time_ms();
     sim_progress(x, 0, "evaluating the teacher");
     if (sim_eval_final(m, x, &x->teacher, err) != 0) return -1;
+    fkd_params_free(&x->teacher); /* its soft labels are made: nothing reads it any more */
     m->ran = 1;
     m->wall_seconds = (fkd_time_ms() - t0) / 1e3;
     return 0;
@@ -86,7 +88,8 @@ uint64_t sim_server_seed(const sim_ctx *x, int method)
 }
 
 /* kd: distillation on the transfer set (alpha of the run) or, without a
- * teacher, cross-entropy on the same text. */
+ * teacher, cross-entropy on the same text. state: the state file the run
+ * resumes from (the server's phase writes it). */
 static fkd_trainer_config trainer_for(const sim_ctx *x, int method, const char *state)
 {
     const fkd_sim_config *cfg = &x->cfg;
@@ -120,17 +123,16 @@ static int model_from(fkd_model *model, const fkd_params *src, const fkd_sim_con
 }
 
 /* server_steps on the public text from the initial student, into *out and
- * its checkpoint. The states are kept: public-only distillation continues
- * the distilling run's (public-kd.state), the other servers a copy of it
- * (server-kd.state), FedAvg's coordinator the cross-entropy one's. */
+ * its checkpoint. The state is kept, read-only from now on: public-only
+ * distillation and the other distilling servers go on from the distilling
+ * run's (server-kd.state), FedAvg's coordinator from the cross-entropy
+ * one's (server-ce.state). */
 static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     char state[FKD_SIM_PATH_MAX + 64], path[FKD_SIM_PATH_MAX + 64], what[96];
-    state_path(state, sizeof state, x, method == FKD_SIM_FEDAVG ? "server-ce" : "public-kd");
+    sim_server_state_path(state, sizeof state, x, method);
     remove(state);
-    sim_server_state_path(path, sizeof path, x, method);
-    remove(path);
     fkd_model model;
     if (model_from(&model, &x->init, cfg, err) != 0) return -1;
     fkd_trainer_config tc = trainer_for(x, method == FKD_SIM_FEDAVG ? method : FKD_SIM_PUBLIC_KD,
@@ -144,8 +146,6 @@ static int server_train(sim_ctx *x, fkd_params *out, int method, fkd_error *err)
                                             err)
                           : 0;
     if (rc == 0 && tc.steps > 0) sim_progress(x, tres.tokens, what);
-    if (rc == 0 && tc.steps > 0 && method != FKD_SIM_FEDAVG)
-        rc = fkd_coord_server_copy_state(path, state, err);
     if (rc == 0) rc = sim_params_copy(out, &model.params, err);
     fkd_model_free(&model);
     sim_server_path(path, sizeof path, x, method);
@@ -169,6 +169,7 @@ int sim_run_server(sim_ctx *x, fkd_error *err)
             rc = sim_eval_ppl(&s->server_ce_ppl, NULL, &x->server_ce, &x->test,
                               x->cfg.eval_tokens_round, err);
     }
+    fkd_params_free(&x->server_ce); /* FedAvg's coordinator starts from its checkpoint */
     return rc;
 }
 
@@ -176,20 +177,6 @@ void sim_server_free(sim_ctx *x)
 {
     fkd_params_free(&x->server_kd);
     fkd_params_free(&x->server_ce);
-}
-
-/* Central's server: a copy of the server phase's distillation state, so its
- * steps are those the federated methods' servers take. */
-static int central_server_state(char *out, size_t cap, const sim_ctx *x, fkd_error *err)
-{
-    char from[FKD_SIM_PATH_MAX + 64];
-    state_path(out, cap, x, "central-kd");
-    remove(out);
-    sim_server_state_path(from, sizeof from, x, FKD_SIM_CENTRAL);
-    FILE *f = fopen(from, "rb");
-    if (!f) return 0; /* no server phase: a fresh optimizer */
-    fclose(f);
-    return fkd_coord_server_copy_state(out, from, err);
 }
 
 /* Round r's factor on lr: the federated methods' schedule (coord.c's), so
@@ -204,26 +191,30 @@ float sim_round_lr_scale(const fkd_sim_config *cfg, int r)
     return fkd_coord_lr_scale(&c, (uint64_t)r);
 }
 
-/* One round of a central method: public-only distillation's steps (its one
- * run goes on), or central's pooled steps then the server's distillation. */
-static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int method, int r,
-                         const char *state, const char *kd_state, fkd_error *err)
+/* One round of a central method, its optimizers carried in memory (own; kd
+ * for central's server): public-only distillation's steps (its one run goes
+ * on from the server phase's), or central's pooled steps then the server's
+ * distillation of the round, which starts from the server phase's state. */
+static int central_round(int64_t *tokens, fkd_model *model, sim_ctx *x, int method,
+                         int r, fkd_trainer_carry *own, fkd_trainer_carry *kd_opt,
+                         fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     int public_kd = method == FKD_SIM_PUBLIC_KD;
-    fkd_trainer_config tc = trainer_for(x, method, state);
+    char server[FKD_SIM_PATH_MAX + 64];
+    sim_server_state_path(server, sizeof server, x, FKD_SIM_PUBLIC_KD); /* read, never written */
+    fkd_trainer_config tc = trainer_for(x, method, public_kd ? server : NULL);
     fkd_trainer_result tres;
-    tc.carry_optimizer = !public_kd; /* the server's steps move central's weights in between */
+    tc.carry = own; /* the server's steps move central's weights in between */
     tc.opt.lr *= sim_round_lr_scale(cfg, r);
-    tc.steps = public_kd ? sim_server_steps(cfg) + sim_matched_steps(cfg) * r
-                         : sim_matched_steps(cfg);
+    tc.steps = sim_matched_steps(cfg);
     if (fkd_trainer_run(&tres, model, public_kd ? &x->transfer : &x->pooled, &x->transfer, NULL,
                         &tc, err) != 0)
         return -1;
     *tokens = tres.tokens;
     if (public_kd || sim_server_round_steps(cfg) == 0) return 0;
-    fkd_trainer_config kd = trainer_for(x, FKD_SIM_PUBLIC_KD, kd_state);
-    kd.carry_optimizer = 1;
+    fkd_trainer_config kd = trainer_for(x, FKD_SIM_PUBLIC_KD, server);
+    kd.carry = kd_opt;
     kd.opt.lr *= sim_round_lr_scale(cfg, r);
     kd.steps = sim_server_round_steps(cfg);
     if (fkd_trainer_run(&tres, model, NULL, &x->transfer, NULL, &kd, err) != 0) return -1;
@@ -235,11 +226,7 @@ int sim_run_central(sim_ctx *x, int method, fkd_error *err)
 {
     const fkd_sim_config *cfg = &x->cfg;
     fkd_sim_method *m = &x->res->m[method];
-    int public_kd = method == FKD_SIM_PUBLIC_KD;
-    char state[FKD_SIM_PATH_MAX + 64], kd_state[FKD_SIM_PATH_MAX + 64];
-    state_path(state, sizeof state, x, m->key);
-    if (!public_kd) remove(state); /* public-only distillation resumes the server's run */
-    if (!public_kd && central_server_state(kd_state, sizeof kd_state, x, err) != 0) return -1;
+    fkd_trainer_carry own = {0}, kd = {0};
     fkd_model model;
     if (model_from(&model, &x->server_kd, cfg, err) != 0) return -1;
     double t0 = fkd_time_ms();
@@ -250,7 +237,7 @@ int sim_run_central(sim_ctx *x, int method, fkd_error *err)
         sim_progress(x, 0, what);
         double tr = fkd_time_ms();
         int64_t tokens = 0;
-        rc = central_round(&tokens, &model, x, method, r, state, kd_state, err);
+        rc = central_round(&tokens, &model, x, method, r, &own, &kd, err);
         if (rc != 0) break;
         m->train_tokens += tokens;
         sim_progress(x, tokens, what);
@@ -259,8 +246,8 @@ int sim_run_central(sim_ctx *x, int method, fkd_error *err)
         rr.wall_seconds = (fkd_time_ms() - tr) / 1e3;
         if (rc == 0) rc = sim_method_add_round(m, &rr, err);
     }
-    remove(state);
-    if (!public_kd) remove(kd_state);
+    fkd_trainer_carry_free(&own);
+    fkd_trainer_carry_free(&kd);
     m->wall_seconds = (fkd_time_ms() - t0) / 1e3;
     if (rc == 0) rc = sim_params_copy(&m->final, &model.params, err);
     fkd_model_free(&model);

@@ -598,7 +598,7 @@ static int file_teacher_soft(sim_ctx *x, fkd_error *err)
 }
 
 /* The shards back to back: the same transfer set the federation sees over
- * its rounds, for the methods that train in one place. */
+ * its rounds, for the methods that train in one place; the shards go. */
 static int shards_concat(sim_ctx *x, fkd_error *err)
 {
     int64_t n = 0;
@@ -618,6 +618,11 @@ static int shards_concat(sim_ctx *x, fkd_error *err)
     }
     fkd_token_stream_from_shard(&x->transfer, &x->all_soft);
     x->res->sum.public_transfer_tokens = (uint64_t)n;
+    /* The coordinators read the shards' files: the set is the one copy kept. */
+    for (int i = 0; i < x->n_shards; i++) fkd_softlabels_free(&x->shards[i]);
+    free(x->shards);
+    x->shards = NULL;
+    x->n_shards = 0;
     return 0;
 }
 

@@ -201,3 +201,10 @@ int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, f
     }
     return 0;
 }
+
+void sim_method_release(fkd_sim_method *m, int keep)
+{
+    if (!m->final.memory) return;
+    m->final_crc = fkd_crc32(0, m->final.memory, m->final.n_params * sizeof(float));
+    if (!keep) fkd_params_free(&m->final); /* the figures are taken: the weights are done */
+}

@@ -16,7 +16,6 @@
  * Idle agents hold their keys, a socket and a few counters; their
  * error-feedback residuals live on disk in per-client folders. */
 #define _XOPEN_SOURCE 700 /* nftw */
-#include "server_train.h"
 #include "sim_internal.h"
 
 #include <errno.h>
@@ -437,18 +436,19 @@ static int finish_round(fed_run *f, round_state *rs, fkd_error *err)
     return sim_method_add_round(f->m, &rs->r, err);
 }
 
-/* The coordinator's server optimizer starts as the server phase's ends. */
+/* The coordinator's server optimizer starts as the server phase's ends: it
+ * reads that state in place (server_init) and writes its own only into its
+ * state_dir, so every method starts from the same one. */
 static int fed_server_state(fed_run *f, fkd_error *err)
 {
+    f->cc.server_init[0] = 0;
     if (f->cc.server_steps <= 0) return 0;
-    char from[FKD_SIM_PATH_MAX + 64], to[FKD_COORD_PATH_MAX + 64];
+    char from[FKD_SIM_PATH_MAX + 64];
     sim_server_state_path(from, sizeof from, f->x, f->method);
-    FILE *fp = fopen(from, "rb");
-    if (!fp) return 0; /* no server phase: a fresh optimizer */
-    fclose(fp);
-    snprintf(to, sizeof to, "%s/%s", f->cc.state_dir, FKD_COORD_SERVER_TRAIN_FILE);
-    if (fkd_mkdir_p(f->cc.state_dir, err) != 0) return -1;
-    return fkd_coord_server_copy_state(to, from, err);
+    if (strlen(from) >= sizeof f->cc.server_init)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "path too long: %s", from);
+    memcpy(f->cc.server_init, from, strlen(from) + 1);
+    return 0; /* no server phase, no file: a fresh optimizer */
 }
 
 static void progress_line(fed_run *f, const round_state *rs, int64_t tokens)

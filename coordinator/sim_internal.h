@@ -16,7 +16,8 @@ typedef struct {
     fkd_model_config student_cfg;
     fkd_params init;                   /* the one initial student every method starts from */
     fkd_params server_kd;              /* init after the server's distillation on public data */
-    fkd_params server_ce;              /* init after the server's cross-entropy on public text */
+    fkd_params server_ce;              /* init after the server's cross-entropy on public text
+                                          (its checkpoint only, after the server's phase) */
     /* private side */
     fkd_eval_set es;                   /* corpus, federation, test documents, known words */
     fkd_token_stream *client_train;    /* (n_clients) */
@@ -27,8 +28,8 @@ typedef struct {
     fkd_token_stream test;             /* private test text, eval_tokens_final tokens */
     fkd_token_stream test_t;           /* file teacher: the same documents, teacher tokens */
     /* public side */
-    fkd_params teacher;
-    fkd_softlabel_shard *shards;
+    fkd_params teacher;                /* freed once evaluated (its soft labels made) */
+    fkd_softlabel_shard *shards;       /* until shards_concat (sim_data.c), then NULL */
     int n_shards;
     fkd_softlabel_shard all_soft;      /* the shards back to back (central methods) */
     fkd_token_stream transfer;         /* view of all_soft */
@@ -59,13 +60,17 @@ int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_
                  int64_t max_tokens, fkd_error *err);
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
 int sim_eval_clients(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);
+/* After a method's evaluations: m->final_crc of its student, whose weights
+ * are freed unless keep (fedkd's, written at the end). */
+void sim_method_release(fkd_sim_method *m, int keep);
 /* A student's perplexity per own token as perplexity per teacher token. */
 double sim_ppl_per_teacher_token(const sim_ctx *x, double ppl_own);
 
 /* sim_baselines.c */
 int sim_run_teacher(sim_ctx *x, fkd_error *err);
-/* The server's phase on public data (server_kd, server_ce and their
- * checkpoints); every student but the teacher starts from one of them. */
+/* The server's phase on public data (server_kd, and the checkpoints of
+ * both: server_ce is freed once evaluated); every student but the teacher
+ * starts from one of them. */
 int sim_run_server(sim_ctx *x, fkd_error *err);
 void sim_server_free(sim_ctx *x);
 /* The checkpoint a method's federation starts from. */

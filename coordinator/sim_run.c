@@ -526,6 +526,7 @@ static int run_method(sim_ctx *x, int id, fkd_error *err)
     }
     x->res->m[id].cpu_seconds = (fkd_cpu_time_ms() - t0) / 1e3;
     fkd_train_set_threads(x->cfg.threads);
+    if (rc == 0) sim_method_release(&x->res->m[id], id == FKD_SIM_FEDKD);
     return rc;
 }
 
@@ -553,6 +554,7 @@ static int run_methods(sim_ctx *x, fkd_error *err)
     int rc = sim_run_server(x, err);
     for (size_t i = 0; rc == 0 && i < sizeof order / sizeof order[0]; i++)
         if (fkd_sim_runs_method(c, order[i])) rc = run_method(x, order[i], err);
+    sim_server_free(x); /* every student has started from it */
     if (c->progress) fkd_progress_end(&x->bar);
     rounds_per_teacher_token(x);
     return rc;

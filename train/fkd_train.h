@@ -855,6 +855,24 @@ int fkd_softlabel_pass_window(const fkd_softlabel_pass *ps); /* tokens per windo
 void fkd_softlabel_pass_label(fkd_softlabel_pass *ps, int64_t first, const float *logits,
                               int rows);
 
+/* ---- an optimizer carried in memory ---------------------------------------
+ * What a run that goes on across fkd_trainer_run calls keeps between them,
+ * owned by the caller (a coordinator between its rounds): the optimizer's
+ * moments and step, and where the batches go on. Kept here, nothing is read
+ * or written per call; fkd_trainer_carry_save writes it for a restart. */
+typedef struct {
+    fkd_optimizer opt;         /* moments and step */
+    int64_t step;              /* trainer steps done: the next batches' index */
+    uint64_t seed;             /* of the batches, checked at every call */
+    int ready;                 /* 0: the next run starts it (fresh, or from state_path) */
+} fkd_trainer_carry;
+
+/* The carry as a state file at path, atomically: the header and the moments
+ * but no weights (a carried run keeps the model's), a third less than a full
+ * state; state_path (with carry_optimizer or carry) resumes from it. */
+int fkd_trainer_carry_save(const char *path, const fkd_trainer_carry *c, fkd_error *err);
+void fkd_trainer_carry_free(fkd_trainer_carry *c);
+
 /* ---- the training loop ----------------------------------------------------
  * Steps of accum micro-batches of (m->B, m->T) random windows; a share of the
  * micro-batches may come from a transfer stream with soft labels. Validation
@@ -876,6 +894,10 @@ typedef struct {
      * as a coordinator's aggregation does) and runs `steps` more steps after
      * the state's; the batches go on from the state's step. */
     int carry_optimizer;
+    /* non-NULL: carry_optimizer in memory. The optimizer lives in *carry
+     * from call to call; state_path is read only to start it (when
+     * !carry->ready) and never written: the caller saves the carry. */
+    fkd_trainer_carry *carry;
     uint64_t seed;             /* of the batches */
     double time_limit_s;       /* stop (after saving) once exceeded; 0 = none */
     int progress;              /* draw a progress line on a terminal */
@@ -892,7 +914,7 @@ typedef struct {
     double train_loss;         /* mean over the last eval interval */
     double val_loss, val_ppl, val_bpb, val_accuracy; /* last validation; 0 without val */
     double seconds;
-    int resumed;               /* 1: continued from state_path */
+    int resumed;               /* 1: continued from state_path or a going carry */
     int stopped_early;         /* 1: time_limit_s ended the run */
 } fkd_trainer_result;
 

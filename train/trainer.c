@@ -13,7 +13,9 @@
  *   optimizer step i64, moment floats u64, checkpoint bytes u64,
  *   the weights as a checkpoint (fkd_checkpoint_encode; a LoRA model's
  *   adapters as fkd_lora_encode instead), the moments (f32), CRC-32 of
- *   everything before it.
+ *   everything before it. A carried optimizer's file (fkd_trainer_carry_save)
+ *   has no weights (checkpoint bytes 0): it resumes only a run that keeps the
+ *   model's (carry_optimizer), and its shape is checked by the moments' count.
  *
  * A LoRA model (fkd_model_init_lora) trains its adapters only: the optimizer,
  * its moments and the state file cover the adapter arena; prox_ref is then
@@ -142,6 +144,27 @@ static int same_shape(const fkd_model_config *a, const fkd_model_config *b)
            a->ffn_hidden == b->ffn_hidden && a->tie_embeddings == b->tie_embeddings;
 }
 
+/* The state's weights (bytes at w) into m, unless keep_weights; *ok = 0
+ * when they are of another shape than m's. */
+static int weights_apply(int *ok, const uint8_t *w, size_t bytes, fkd_model *m, int keep_weights,
+                         fkd_error *err)
+{
+    if (m->lora) {
+        fkd_lora l;
+        if (fkd_lora_decode(&l, &m->params.cfg, w, bytes, err) != 0) return -1;
+        *ok = l.n == m->lora->n && l.cfg.rank == m->lora->cfg.rank;
+        if (*ok && !keep_weights) memcpy(m->lora->params, l.params, l.n * sizeof(float));
+        fkd_lora_free(&l);
+        return 0;
+    }
+    fkd_params p;
+    if (fkd_checkpoint_decode(&p, w, bytes, err) != 0) return -1;
+    *ok = same_shape(&p.cfg, &m->params.cfg) && p.n_params == m->params.n_params;
+    if (*ok && !keep_weights) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
+    fkd_params_free(&p);
+    return 0;
+}
+
 /* Validates the state in data and copies it into m and opt. */
 /* keep_weights: check the state's shape but leave the model's weights. */
 static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model *m,
@@ -165,21 +188,13 @@ static int state_apply(int64_t *step, const uint8_t *d, size_t bytes, fkd_model 
         return fkd_error_set(err, FKD_E_MISMATCH, "training state was made with seed %llu, "
                              "not %llu: use the same seed or delete it",
                              (unsigned long long)get_u64(d + 24), (unsigned long long)seed);
-    int ok;
-    if (m->lora) {
-        fkd_lora l;
-        if (fkd_lora_decode(&l, &m->params.cfg, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0)
-            return -1;
-        ok = l.n == m->lora->n && l.cfg.rank == m->lora->cfg.rank;
-        if (ok && !keep_weights) memcpy(m->lora->params, l.params, l.n * sizeof(float));
-        fkd_lora_free(&l);
-    } else {
-        fkd_params p;
-        if (fkd_checkpoint_decode(&p, d + STATE_HEADER_BYTES, ckpt_bytes, err) != 0) return -1;
-        ok = same_shape(&p.cfg, &m->params.cfg) && p.n_params == m->params.n_params;
-        if (ok && !keep_weights) memcpy(m->params.memory, p.memory, p.n_params * sizeof(float));
-        fkd_params_free(&p);
-    }
+    if (ckpt_bytes == 0 && !keep_weights)
+        return fkd_error_set(err, FKD_E_MISMATCH, "training state holds no weights (an optimizer "
+                             "carried between runs): it resumes only with carry_optimizer");
+    int ok = 1; /* no weights: the moments' count above is the shape's check */
+    if (ckpt_bytes > 0 &&
+        weights_apply(&ok, d + STATE_HEADER_BYTES, ckpt_bytes, m, keep_weights, err) != 0)
+        return -1;
     if (!ok)
         return fkd_error_set(err, FKD_E_MISMATCH, "training state holds another model shape: "
                              "delete it to start over");
@@ -214,7 +229,7 @@ typedef struct {
     fkd_model *m;
     const fkd_trainer_config *cfg;
     const fkd_token_stream *train, *transfer, *val;
-    fkd_optimizer opt;
+    fkd_optimizer *opt;       /* the run's own, or the caller's carry */
     fkd_batch batch;
     double loss_sum;
     int64_t loss_count;
@@ -270,7 +285,7 @@ static void log_line(const run *r, const fkd_trainer_result *res, int64_t step, 
             (long long)step, (long long)r->cfg->steps, res->train_loss);
     if (r->val) fprintf(r->cfg->log, "  val %.4f ppl %.3f bpb %.4f acc %.3f", res->val_loss,
                         res->val_ppl, res->val_bpb, res->val_accuracy);
-    fprintf(r->cfg->log, "  lr %.2e  %.1fs  %.0f tok/s\n", fkd_optimizer_lr(&r->opt), s,
+    fprintf(r->cfg->log, "  lr %.2e  %.1fs  %.0f tok/s\n", fkd_optimizer_lr(r->opt), s,
             s > 0 ? (double)res->tokens / s : 0.0);
     fflush(r->cfg->log);
 }
@@ -308,7 +323,7 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
         for (int k = 0; k < c->accum && rc == 0; k++)
             rc = micro_step(r, step * c->accum + k, 1.0f / (float)c->accum, err);
         if (rc != 0) break;
-        fkd_optimizer_step(&r->opt, trained_params(m), trained_grads(m));
+        fkd_optimizer_step(r->opt, trained_params(m), trained_grads(m));
         step++;
         res->steps_run++;
         res->tokens += (int64_t)c->accum * m->B * m->T;
@@ -324,9 +339,9 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
             if (rc == 0) log_line(r, res, step, t0);
             if (c->progress && !last) fkd_progress_begin(&prog, label, c->steps);
         }
-        if (rc == 0 && c->state_path &&
+        if (rc == 0 && c->state_path && !c->carry &&
             ((c->ckpt_every > 0 && step % c->ckpt_every == 0) || last || out_of_time))
-            rc = state_save(c->state_path, m, &r->opt, step, c->seed, err);
+            rc = state_save(c->state_path, m, r->opt, step, c->seed, err);
         if (c->progress && rc == 0) {
             char extra[96];
             snprintf(extra, sizeof extra, "loss %.3f", r->loss_count ? r->loss_sum / r->loss_count
@@ -343,6 +358,44 @@ static int loop(fkd_trainer_result *res, run *r, int64_t step, fkd_error *err)
     return rc;
 }
 
+/* The run's optimizer: the carry's when it is going (its step is where the
+ * run goes on), else a fresh one, resumed from state_path when present. */
+static int optimizer_start(int64_t *step, int *resumed, fkd_optimizer *opt, fkd_model *m,
+                           const fkd_trainer_config *cfg, fkd_error *err)
+{
+    fkd_optimizer_config oc = cfg->opt;
+    if (oc.total_steps == 0) oc.total_steps = (int)cfg->steps;
+    fkd_trainer_carry *carry = cfg->carry;
+    *step = 0;
+    *resumed = 0;
+    if (carry && carry->ready) {
+        size_t n = m->lora ? m->lora->n : m->params.n_params;
+        if (carry->seed != cfg->seed || carry->opt.n != n || carry->opt.cfg.kind != oc.kind)
+            return fkd_error_set(err, FKD_E_MISMATCH, "trainer: the carried optimizer is for "
+                                 "another seed, model size or optimizer");
+        carry->opt.cfg = oc; /* this call's learning rate and schedule */
+        *step = carry->step;
+        *resumed = 1;
+        return 0;
+    }
+    if ((m->lora ? fkd_lora_optimizer_init(opt, &oc, m->lora, err)
+                 : fkd_optimizer_init(opt, &oc, &m->params, err)) != 0)
+        return -1;
+    int rc = cfg->state_path ? state_resume(step, resumed, cfg->state_path, m, opt, cfg->seed,
+                                            cfg->carry_optimizer || carry, err)
+                             : 0;
+    if (rc != 0) {
+        fkd_optimizer_free(opt);
+        return -1;
+    }
+    if (carry) {
+        carry->step = *step;
+        carry->seed = cfg->seed;
+        carry->ready = 1;
+    }
+    return 0;
+}
+
 int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_stream *train,
                     const fkd_token_stream *transfer, const fkd_token_stream *val,
                     const fkd_trainer_config *cfg, fkd_error *err)
@@ -350,27 +403,70 @@ int fkd_trainer_run(fkd_trainer_result *res, fkd_model *m, const fkd_token_strea
     memset(res, 0, sizeof *res);
     if (check_args(m, train, transfer, val, cfg, err) != 0) return -1;
     fkd_trainer_config run_cfg = *cfg; /* carry_optimizer: steps become the resumed step + steps */
-    run r = {.m = m, .cfg = &run_cfg, .train = train, .transfer = transfer, .val = val};
+    fkd_optimizer own;
+    run r = {.m = m, .cfg = &run_cfg, .train = train, .transfer = transfer, .val = val,
+             .opt = cfg->carry ? &cfg->carry->opt : &own};
     if (train && train->n < 2) r.train = NULL;
-    fkd_optimizer_config oc = cfg->opt;
-    if (oc.total_steps == 0) oc.total_steps = (int)cfg->steps;
-    if ((m->lora ? fkd_lora_optimizer_init(&r.opt, &oc, m->lora, err)
-                 : fkd_optimizer_init(&r.opt, &oc, &m->params, err)) != 0)
-        return -1;
-    r.opt.prox_ref = cfg->prox_ref;
-    r.opt.mask = cfg->mask;
-    r.opt.frozen = m->lora ? NULL : m->frozen;
+    int64_t step;
+    if (optimizer_start(&step, &res->resumed, r.opt, m, cfg, err) != 0) return -1;
+    r.opt->prox_ref = cfg->prox_ref;
+    r.opt->mask = cfg->mask;
+    r.opt->frozen = m->lora ? NULL : m->frozen;
     int k = transfer && cfg->transfer_share > 0 ? transfer->soft_k : 0;
     int rc = fkd_batch_init(&r.batch, m->B, m->T, k, err);
-    int64_t step = 0;
-    if (rc == 0 && cfg->state_path)
-        rc = state_resume(&step, &res->resumed, cfg->state_path, m, &r.opt, cfg->seed,
-                          cfg->carry_optimizer, err);
-    if (cfg->carry_optimizer) run_cfg.steps = step + cfg->steps;
+    if (cfg->carry_optimizer || cfg->carry) run_cfg.steps = step + cfg->steps;
     res->step = step;
     if (rc == 0) rc = loop(res, &r, step, err);
     if (rc == 0 && res->steps_run == 0) rc = validate(res, &r, err); /* already done */
+    if (cfg->carry) cfg->carry->step = res->step; /* each step moved both it and the moments */
     fkd_batch_free(&r.batch);
-    fkd_optimizer_free(&r.opt);
+    if (!cfg->carry) fkd_optimizer_free(&own);
     return rc;
+}
+
+/* ---- the carried optimizer ------------------------------------------------------------------ */
+
+int fkd_trainer_carry_save(const char *path, const fkd_trainer_carry *c, fkd_error *err)
+{
+    if (!c->ready) return fkd_error_set(err, FKD_E_INVALID_ARG, "trainer: no carried optimizer");
+    enum { CHUNK = 1 << 16 }; /* floats: the moments go out in pieces, not in one more copy */
+    size_t nm = moment_floats(&c->opt);
+    uint8_t head[STATE_HEADER_BYTES] = {0}, *buf = malloc(4 * (size_t)CHUNK);
+    if (!buf) return fkd_error_set(err, FKD_E_NOMEM, "out of memory saving the training state");
+    memcpy(head, STATE_MAGIC, 8);
+    put_u32(head + 8, STATE_VERSION);
+    put_u32(head + 12, (uint32_t)c->opt.cfg.kind);
+    put_u64(head + 16, (uint64_t)c->step);
+    put_u64(head + 24, c->seed);
+    put_u64(head + 32, (uint64_t)c->opt.step);
+    put_u64(head + 40, nm);
+    put_u64(head + 48, 0); /* no weights */
+    fkd_atomic_file af;
+    if (fkd_atomic_open(&af, path, err) != 0) {
+        free(buf);
+        return -1;
+    }
+    uint32_t crc = fkd_crc32(0, head, sizeof head);
+    int rc = fkd_atomic_write(&af, head, sizeof head, err);
+    for (size_t i = 0; i < nm && rc == 0; i += CHUNK) {
+        size_t n = nm - i < CHUNK ? nm - i : CHUNK;
+        put_floats(buf, c->opt.m + i, n);
+        crc = fkd_crc32(crc, buf, 4 * n);
+        rc = fkd_atomic_write(&af, buf, 4 * n, err);
+    }
+    free(buf);
+    uint8_t tail[4];
+    put_u32(tail, crc);
+    if (rc == 0) rc = fkd_atomic_write(&af, tail, sizeof tail, err);
+    if (rc != 0) {
+        fkd_atomic_abort(&af);
+        return -1;
+    }
+    return fkd_atomic_commit(&af, err);
+}
+
+void fkd_trainer_carry_free(fkd_trainer_carry *c)
+{
+    if (c->ready) fkd_optimizer_free(&c->opt);
+    memset(c, 0, sizeof *c);
 }

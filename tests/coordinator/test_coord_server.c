@@ -2,7 +2,10 @@
  * rounds (server_train.c): it lowers the master's distillation loss on the
  * shards, its optimizer state persists across rounds and restarts (the same
  * weights as a run never interrupted, even when a round's training was lost
- * before its checkpoint), and the configuration keys that drive it. */
+ * before its checkpoint), lives in memory between rounds (the state file is
+ * written for a restart, never read back by a running server, and holds no
+ * weights), starts from server_init without writing it, and the
+ * configuration keys that drive it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,6 +149,8 @@ static void test_lowers_kd_loss(void **unused)
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, FKD_COORD_SERVER_TRAIN_FILE);
     assert_int_equal(stat(path, &st), 0);
+    /* the optimizer only: header, two moments, checksum (the master is the checkpoint's) */
+    assert_int_equal((size_t)st.st_size, 56 + 2 * master.n_params * sizeof(float) + 4);
     snprintf(path, sizeof path, "%s/%s.next", dir, FKD_COORD_SERVER_TRAIN_FILE);
     assert_int_not_equal(stat(path, &st), 0);
     fkd_coord_server_free(&s);
@@ -159,12 +164,19 @@ static void aggregate_like(fkd_params *p, int round)
     for (size_t i = 0; i < p->n_params; i += 3) p->memory[i] += 1e-3f * (float)round;
 }
 
+static void state_file(char *out, size_t cap, const char *dir)
+{
+    snprintf(out, cap, "%s/%s", dir, FKD_COORD_SERVER_TRAIN_FILE);
+}
+
 /* Three rounds, the server restarted as given: restart[r] = 1 frees and
  * re-creates it before round r; lost[r] = 1 trains round r once more
  * without committing first (a crash before the round's checkpoint: the
- * master goes back to the last checkpoint's, the state is not resumed). */
+ * master goes back to the last checkpoint's, the state is not resumed);
+ * damage[r] = 1 ruins the committed state file before round r, which a
+ * server that keeps its optimizer in memory never reads. */
 static void three_rounds(fkd_params *master, const char *name, const int *restart,
-                         const int *lost, const shards *sh)
+                         const int *lost, const int *damage, const shards *sh)
 {
     char dir[512];
     state_dir(dir, sizeof dir, name);
@@ -185,6 +197,11 @@ static void three_rounds(fkd_params *master, const char *name, const int *restar
             memcpy(master->memory, saved, master->n_params * sizeof *saved);
             free(saved);
         }
+        if (damage[r]) {
+            char path[700];
+            state_file(path, sizeof path, dir);
+            assert_int_equal(fkd_file_write_atomic(path, "ruined", 6, &err), 0);
+        }
         if (restart[r] || lost[r]) {
             fkd_coord_server_free(&s);
             assert_int_equal(
@@ -202,13 +219,16 @@ static void test_resume_is_bit_identical(void **unused)
     (void)unused;
     shards sh;
     make_shards(&sh);
-    static const int none[3] = {0}, restarts[3] = {0, 1, 1}, lost[3] = {0, 0, 1};
-    fkd_params a, b, c, fresh;
-    three_rounds(&a, "straight", none, none, &sh);
-    three_rounds(&b, "restarted", restarts, none, &sh);
-    three_rounds(&c, "lost", none, lost, &sh);
+    static const int none[3] = {0}, restarts[3] = {0, 1, 1}, lost[3] = {0, 0, 1},
+                     damage[3] = {0, 1, 1};
+    fkd_params a, b, c, d, fresh;
+    three_rounds(&a, "straight", none, none, none, &sh);
+    three_rounds(&b, "restarted", restarts, none, none, &sh);
+    three_rounds(&c, "lost", none, lost, none, &sh);
+    three_rounds(&d, "in-memory", none, none, damage, &sh);
     assert_memory_equal(a.memory, b.memory, a.n_params * sizeof(float));
     assert_memory_equal(a.memory, c.memory, a.n_params * sizeof(float));
+    assert_memory_equal(a.memory, d.memory, a.n_params * sizeof(float));
     /* The state carried something: a server that forgot its optimizer
      * before every round ends elsewhere. */
     char dir[512];
@@ -229,6 +249,87 @@ static void test_resume_is_bit_identical(void **unused)
     fkd_params_free(&a);
     fkd_params_free(&b);
     fkd_params_free(&c);
+    fkd_params_free(&d);
+    fkd_params_free(&fresh);
+    free_shards(&sh);
+}
+
+/* Two rounds on a copy of start, in dir, its config as given. */
+static void two_rounds(fkd_params *out, const fkd_params *start, const fkd_coord_config *c,
+                       const shards *sh)
+{
+    fkd_error err = {0};
+    assert_int_equal(fkd_params_init(out, &start->cfg, &err), 0);
+    memcpy(out->memory, start->memory, start->n_params * sizeof(float));
+    fkd_coord_server s;
+    double loss;
+    assert_int_equal(fkd_coord_server_init(&s, c, out, sh->data, sh->len, N_SHARDS, &err), 0);
+    for (int r = 0; r < 2; r++) {
+        aggregate_like(out, r + 2);
+        assert_int_equal(fkd_coord_server_train(&loss, &s, c, &err), 0);
+        assert_int_equal(fkd_coord_server_commit(&s, &err), 0);
+    }
+    fkd_coord_server_free(&s);
+}
+
+/* server_init: a server whose state_dir holds no state starts from that
+ * file as if it were its own committed one (the simulation hands every
+ * method the server phase's state this way), and never writes it. */
+static void test_starts_from_server_init(void **unused)
+{
+    (void)unused;
+    shards sh;
+    make_shards(&sh);
+    char dir[512], seed[700], own[700];
+    fkd_coord_config c;
+    fkd_error err = {0};
+    /* one round makes the seed state; start is the master after it */
+    state_dir(dir, sizeof dir, "seed");
+    state_file(seed, sizeof seed, dir);
+    config(&c, dir, 5);
+    fkd_params start, restarted, seeded, fresh;
+    master_new(&start);
+    fkd_coord_server s;
+    double loss;
+    assert_int_equal(fkd_coord_server_init(&s, &c, &start, sh.data, sh.len, N_SHARDS, &err), 0);
+    aggregate_like(&start, 1);
+    assert_int_equal(fkd_coord_server_train(&loss, &s, &c, &err), 0);
+    assert_int_equal(fkd_coord_server_commit(&s, &err), 0);
+    fkd_coord_server_free(&s);
+    uint8_t *before, *after;
+    size_t before_len, after_len;
+    assert_int_equal(fkd_file_read_all(&before, &before_len, seed, (size_t)1 << 30, &err), 0);
+    /* the reference: the seed as the server's own committed state (a restart) */
+    state_dir(dir, sizeof dir, "restart");
+    state_file(own, sizeof own, dir);
+    assert_int_equal(fkd_file_write_atomic(own, before, before_len, &err), 0);
+    config(&c, dir, 5);
+    two_rounds(&restarted, &start, &c, &sh);
+    /* the seed read in place, from an empty state_dir */
+    state_dir(dir, sizeof dir, "from-init");
+    state_file(own, sizeof own, dir);
+    config(&c, dir, 5);
+    snprintf(c.server_init, sizeof c.server_init, "%s", seed);
+    two_rounds(&seeded, &start, &c, &sh);
+    assert_memory_equal(seeded.memory, restarted.memory, start.n_params * sizeof(float));
+    struct stat st;
+    assert_int_equal(stat(own, &st), 0); /* it wrote its own state, */
+    assert_int_equal(fkd_file_read_all(&after, &after_len, seed, (size_t)1 << 30, &err), 0);
+    assert_int_equal(after_len, before_len); /* not into the seed */
+    assert_memory_equal(after, before, before_len);
+    /* the seed mattered: a fresh optimizer ends elsewhere */
+    state_dir(dir, sizeof dir, "no-init");
+    config(&c, dir, 5);
+    two_rounds(&fresh, &start, &c, &sh);
+    assert_true(memcmp(fresh.memory, restarted.memory, start.n_params * sizeof(float)) != 0);
+    /* and the key is a configuration key like the others */
+    assert_int_equal(fkd_coord_config_override(&c, "server_init=/srv/phase.state", &err), 0);
+    assert_string_equal(c.server_init, "/srv/phase.state");
+    free(before);
+    free(after);
+    fkd_params_free(&start);
+    fkd_params_free(&restarted);
+    fkd_params_free(&seeded);
     fkd_params_free(&fresh);
     free_shards(&sh);
 }
@@ -370,6 +471,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lowers_kd_loss),
         cmocka_unit_test(test_resume_is_bit_identical),
+        cmocka_unit_test(test_starts_from_server_init),
         cmocka_unit_test(test_off_is_a_no_op),
         cmocka_unit_test(test_bad_shards_refused),
         cmocka_unit_test(test_config_keys),

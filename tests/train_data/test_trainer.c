@@ -1,6 +1,8 @@
 /* test_trainer.c — the training loop learns real text, and a run stopped
  * and resumed from its state file ends with exactly the weights of an
- * uninterrupted run with the same seed; a damaged state file is refused. */
+ * uninterrupted run with the same seed; a damaged state file is refused; an
+ * optimizer carried in memory across calls (and saved without weights)
+ * trains exactly as one carried through a state file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -176,6 +178,101 @@ static void test_resume_is_exact(void **state)
     fkd_token_stream_free(&s);
 }
 
+/* What a coordinator does between two calls: moves the weights. */
+static void nudge(fkd_model *m, int call)
+{
+    for (size_t i = 0; i < m->params.n_params; i += 5) m->params.memory[i] += 1e-3f * (float)call;
+}
+
+/* Three calls of 6 steps with the weights nudged in between: the optimizer
+ * carried through a state file (carry_optimizer) and carried in memory end
+ * bit-identical, and so does one carried in memory, saved without weights
+ * after the second call and resumed from that file by a fresh carry. */
+static void test_carry_in_memory(void **state)
+{
+    fkd_train_set_threads(1);
+    fkd_token_stream s;
+    prose_stream(&s);
+    char path[1024], saved[1024];
+    state_path(path, sizeof path, "carry_file");
+    state_path(saved, sizeof saved, "carry_saved");
+    unlink(path);
+    unlink(saved);
+    fkd_error err;
+    fkd_trainer_result res;
+    fkd_model by_file, in_mem, restarted;
+    make_model(&by_file, 21);
+    make_model(&in_mem, 21);
+    make_model(&restarted, 21);
+    fkd_trainer_carry carry = {0}, carry2 = {0};
+    for (int call = 1; call <= 3; call++) {
+        fkd_trainer_config tc = config(6);
+        tc.carry_optimizer = 1;
+        tc.state_path = path;
+        assert_int_equal(fkd_trainer_run(&res, &by_file, &s, NULL, NULL, &tc, &err), 0);
+        tc.state_path = NULL;
+        tc.carry = &carry;
+        assert_int_equal(fkd_trainer_run(&res, &in_mem, &s, NULL, NULL, &tc, &err), 0);
+        assert_int_equal(res.step, 6 * call);
+        assert_int_equal(carry.step, 6 * call);
+        assert_int_equal(carry.opt.step, 6 * call);
+        /* the restarted one loses its carry after call 2 and reads the save */
+        tc.carry = &carry2;
+        tc.state_path = saved;
+        assert_int_equal(fkd_trainer_run(&res, &restarted, &s, NULL, NULL, &tc, &err), 0);
+        assert_int_equal(res.resumed, call > 1); /* the carry, then the file */
+        if (call == 2) {
+            assert_int_equal(fkd_trainer_carry_save(saved, &carry2, &err), 0);
+            fkd_trainer_carry_free(&carry2);
+            assert_int_equal(carry2.ready, 0);
+        }
+        nudge(&by_file, call);
+        nudge(&in_mem, call);
+        nudge(&restarted, call);
+    }
+    size_t bytes = by_file.params.n_params * sizeof(float);
+    assert_memory_equal(in_mem.params.memory, by_file.params.memory, bytes);
+    assert_memory_equal(restarted.params.memory, by_file.params.memory, bytes);
+    /* the carried state is the moments and a header, no weights */
+    uint8_t *data;
+    size_t n;
+    assert_int_equal(fkd_file_read_all(&data, &n, saved, (size_t)1 << 30, &err), 0);
+    assert_int_equal(n, 56 + 2 * by_file.params.n_params * sizeof(float) + 4);
+    free(data);
+    /* and the carry mattered: a fresh optimizer at every call ends elsewhere */
+    fkd_model forgetful;
+    make_model(&forgetful, 21);
+    for (int call = 1; call <= 3; call++) {
+        fkd_trainer_carry once = {0};
+        fkd_trainer_config tc = config(6);
+        tc.carry = &once;
+        assert_int_equal(fkd_trainer_run(&res, &forgetful, &s, NULL, NULL, &tc, &err), 0);
+        fkd_trainer_carry_free(&once);
+        nudge(&forgetful, call);
+    }
+    assert_memory_not_equal(forgetful.params.memory, by_file.params.memory, bytes);
+    /* a weightless state restores no weights: refused without carry_optimizer;
+     * a carry made with another seed is refused */
+    fkd_trainer_config tc = config(12);
+    tc.state_path = saved;
+    assert_int_equal(fkd_trainer_run(&res, &forgetful, &s, NULL, NULL, &tc, &err), -1);
+    assert_int_equal(err.code, FKD_E_MISMATCH);
+    tc = config(6);
+    tc.carry = &carry;
+    tc.seed = 12;
+    assert_int_equal(fkd_trainer_run(&res, &in_mem, &s, NULL, NULL, &tc, &err), -1);
+    assert_int_equal(err.code, FKD_E_MISMATCH);
+    fkd_trainer_carry_free(&carry);
+    fkd_trainer_carry_free(&carry2);
+    unlink(path);
+    unlink(saved);
+    fkd_model_free(&by_file);
+    fkd_model_free(&in_mem);
+    fkd_model_free(&restarted);
+    fkd_model_free(&forgetful);
+    fkd_token_stream_free(&s);
+}
+
 /* Distillation batches: a transfer stream with soft labels is used. */
 static void test_transfer_share(void **state)
 {
@@ -211,6 +308,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_carry_in_memory),
         cmocka_unit_test(test_transfer_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

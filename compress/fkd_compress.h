@@ -82,6 +82,21 @@ void fkd_q4_1_dequantize_row(float *x, const uint8_t *blocks, size_t n);
  * -1 for an invalid type or n. */
 int fkd_quantize_row(uint8_t *out, int type, const float *x, size_t n);
 int fkd_dequantize_row(float *x, int type, const uint8_t *data, size_t n);
+/* Q4_0 / Q4_1 blocks whose scale (and minimum) minimise the squared error
+ * sum_j weights[j] * (x[j] - decoded[j])^2 (compress/quant_mse.c): a grid of
+ * candidate scales around round-to-nearest's, each refitted by least squares
+ * on its codes, then refined on the fp16 scale as stored. Same layouts (any
+ * Q4 reader decodes them); a block's error is never above the one
+ * fkd_q4_*_quantize_row gives it; returns the weighted squared error of the
+ * blocks written (what decoding them gives). weights (n, may be NULL = all 1): e.g.
+ * the mean square of each input channel's activation (fkd_qimatrix); a
+ * block whose weights are all 0 (or negative, or not finite) counts every
+ * value alike. */
+double fkd_q4_0_quantize_row_mse(uint8_t *blocks, const float *x, const float *weights, size_t n);
+double fkd_q4_1_quantize_row_mse(uint8_t *blocks, const float *x, const float *weights, size_t n);
+/* Any format: Q4_0 / Q4_1 as above, the others as fkd_quantize_row
+ * (weights ignored). */
+int fkd_quantize_row_mse(uint8_t *out, int type, const float *x, const float *weights, size_t n);
 
 /* ======================================================================== *
  * Quantized kernels

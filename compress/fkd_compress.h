@@ -158,8 +158,9 @@ typedef struct {
 
 /* Quantizes params with `type` for the block matrices and the policy above
  * for the rest. mask (n_params, may be NULL) is copied into the model.
- * Q4_0 / Q4_1 blocks take the least-squares codes and scales
- * (fkd_q4_*_quantize_row_mse, unweighted); Q8_0 is round-to-nearest. */
+ * Every block is ggml's round-to-nearest (FKD_QRULE_RTN): without
+ * calibration text it measured best (docs/benchmarks.md, "int4 quality");
+ * fkd_qmodel_quantize_with takes the least-squares rule and importances. */
 int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, const uint8_t *mask,
                         fkd_error *err);
 /* Per-tensor formats chosen by the caller (types[FKD_T_COUNT]); a format the
@@ -176,7 +177,7 @@ void fkd_qmodel_policy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg
 int fkd_qmodel_parse_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, const char *list,
                            fkd_error *err);
 
-/* How int4 codes are chosen: least squares (the default), or ggml's
+/* How int4 codes are chosen: least squares (weighted as below), or ggml's
  * round-to-nearest rules bit for bit (fkd_q4_*_quantize_row). */
 enum fkd_qrule { FKD_QRULE_MSE = 0, FKD_QRULE_RTN = 1 };
 
@@ -201,8 +202,11 @@ int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_t
 void fkd_qimatrix_free(fkd_qimatrix *im);
 
 /* fkd_qmodel_quantize_types with the int4 rule (enum fkd_qrule) and an
- * optional importance matrix of the same model shape (NULL = unweighted;
- * it weights Q4_0 / Q4_1 block matrices only). */
+ * optional importance matrix of the same model shape (NULL = none). Under
+ * FKD_QRULE_MSE each Q4_0 / Q4_1 block matrix's error is weighted per
+ * weight by imp[channel] * (w^2 + 1e-3 * the row's mean square): the w^2
+ * keeps the large weights near-exact, as round-to-nearest's extremes are
+ * (unweighted least squares lost 17 % perplexity on SmolLM2's student). */
 int fkd_qmodel_quantize_with(fkd_qmodel *qm, const fkd_params *params, const int *types,
                              const uint8_t *mask, int rule, const fkd_qimatrix *imatrix,
                              fkd_error *err);

@@ -88,10 +88,11 @@ static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
     if (o->tensor_types && fkd_qmodel_parse_types(types, &p->cfg, o->tensor_types, err) != 0)
         return -1;
     fkd_qimatrix im = {0};
-    if (o->imatrix_tokens > 0 && imatrix(&im, o, p, tables, err) != 0) return -1;
+    int use_im = o->imatrix_tokens > 0 && tables && rule == FKD_QRULE_MSE; /* a byte model has no text to measure */
+    if (use_im && imatrix(&im, o, p, tables, err) != 0) return -1;
     fkd_qmodel qm;
     double t0 = fkd_time_ms();
-    int rc = fkd_qmodel_quantize_with(&qm, p, types, NULL, rule, o->imatrix_tokens > 0 ? &im : NULL, err);
+    int rc = fkd_qmodel_quantize_with(&qm, p, types, NULL, rule, use_im ? &im : NULL, err);
     *quant_ms = fkd_time_ms() - t0;
     if (rc == 0) {
         rc = fkd_gguf_llama_save_qmodel(o->out, &qm, tables, g, o->name, err);
@@ -147,7 +148,7 @@ static int export_model(const export_opts *o, int scheme)
 int cmd_export(int argc, char **argv)
 {
     export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "mse", NULL,
-                     "/usr/share/games/fortunes", 0, 0, 256};
+                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS, 256};
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &o.model, "the student: fedkd checkpoint or GGUF file (required)"},
         {"tokenizer", FKD_OPT_STR, &o.tokenizer, "GGUF file whose tokenizer the model uses (default: the model's own; none for a byte model)"},
@@ -155,9 +156,9 @@ int cmd_export(int argc, char **argv)
         {"out", FKD_OPT_STR, &o.out, "the GGUF file to write (atomically)"},
         {"name", FKD_OPT_STR, &o.name, "general.name of the file"},
         {"context", FKD_OPT_INT, &o.context, "context length the file declares (0 = the model's)"},
-        {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: mse (least-squares scales) | rtn (ggml's round-to-nearest)"},
+        {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: mse (least-squares scales, errors weighted by w^2 and the importances) | rtn (ggml's round-to-nearest)"},
         {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than --type: TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; e.g. w2=q8_0)"},
-        {"imatrix-tokens", FKD_OPT_INT, &o.imatrix_tokens, "weight int4 errors by input-channel importance measured on this many public tokens (0 = unweighted)"},
+        {"imatrix-tokens", FKD_OPT_INT, &o.imatrix_tokens, "with --rule mse: weight int4 errors by each input channel's mean square activation on this many public tokens (0 = none; a byte model without tokenizer has none)"},
         {"imatrix-seq", FKD_OPT_INT, &o.imatrix_seq, "tokens per window of the importance pass"},
         {"data", FKD_OPT_STR, &o.data, "corpus directory of the importance pass (its public training split)"},
     };

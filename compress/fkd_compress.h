@@ -157,13 +157,59 @@ typedef struct {
 #define FKD_QMODEL_VERSION 1
 
 /* Quantizes params with `type` for the block matrices and the policy above
- * for the rest. mask (n_params, may be NULL) is copied into the model. */
+ * for the rest. mask (n_params, may be NULL) is copied into the model.
+ * Every block is ggml's round-to-nearest (FKD_QRULE_RTN): without
+ * calibration text it measured best (docs/benchmarks.md, "int4 quality");
+ * fkd_qmodel_quantize_with takes the least-squares rule and importances. */
 int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, const uint8_t *mask,
                         fkd_error *err);
 /* Per-tensor formats chosen by the caller (types[FKD_T_COUNT]); a format the
  * tensor's rows cannot take (row length not a multiple of 32) is an error. */
 int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
                               const uint8_t *mask, fkd_error *err);
+/* The formats fkd_qmodel_quantize(scheme) gives each tensor of cfg, for a
+ * caller that changes a few (mixed precision) before _types / _with. */
+void fkd_qmodel_policy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, int scheme);
+/* Overrides types from a list "TENSOR=TYPE,..." (tensor names of
+ * fkd_param_layout's matrices: wq wk wv wo w1 w3 w2 tok_emb head; formats
+ * as fkd_qtype_from_name), e.g. "w2=q8_0" keeps w2 at 8 bits in a Q4_1
+ * model. types is unchanged on an error. */
+int fkd_qmodel_parse_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, const char *list,
+                           fkd_error *err);
+
+/* How int4 codes are chosen: least squares (weighted as below), or ggml's
+ * round-to-nearest rules bit for bit (fkd_q4_*_quantize_row). */
+enum fkd_qrule { FKD_QRULE_MSE = 0, FKD_QRULE_RTN = 1 };
+
+/* An importance matrix (what llama.cpp calls imatrix): per block matrix and
+ * layer, the mean square of each input channel's activation over
+ * calibration text, so int4 error on the channels the matrix hears loudest
+ * costs more (compress/qimatrix.c). */
+typedef struct {
+    fkd_model_config cfg;      /* the model it was measured on */
+    int64_t tokens;            /* calibration positions */
+    float *w[FKD_T_COUNT];     /* block matrices (wq..w2): (L, row_len); NULL for the rest */
+    float *memory;             /* one allocation for the arrays */
+} fkd_qimatrix;
+
+/* Runs params over n_tokens / seq_len windows of seq_len tokens spread
+ * evenly over text (train's kernels, one window and layer at a time) and
+ * measures the mean squares: wq/wk/wv and w1/w3 see their norm's output,
+ * wo the attention output, w2 the SwiGLU output. */
+#define FKD_QIMATRIX_DEFAULT_TOKENS 4096
+int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_token_stream *text,
+                         int n_tokens, int seq_len, fkd_error *err);
+void fkd_qimatrix_free(fkd_qimatrix *im);
+
+/* fkd_qmodel_quantize_types with the int4 rule (enum fkd_qrule) and an
+ * optional importance matrix of the same model shape (NULL = none). Under
+ * FKD_QRULE_MSE each Q4_0 / Q4_1 block matrix's error is weighted per
+ * weight by imp[channel] * (w^2 + 1e-3 * the row's mean square): the w^2
+ * keeps the large weights near-exact, as round-to-nearest's extremes are
+ * (unweighted least squares lost 17 % perplexity on SmolLM2's student). */
+int fkd_qmodel_quantize_with(fkd_qmodel *qm, const fkd_params *params, const int *types,
+                             const uint8_t *mask, int rule, const fkd_qimatrix *imatrix,
+                             fkd_error *err);
 /* An empty model of cfg in these formats (blocks zeroed, no mask), for a
  * reader that fills q[t].data itself (fkd_gguf_llama_load_qmodel). */
 int fkd_qmodel_init(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types, fkd_error *err);

@@ -104,15 +104,78 @@ int fkd_qmodel_init(fkd_qmodel *qm, const fkd_model_config *cfg, const int *type
     return 0;
 }
 
-int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
-                              const uint8_t *mask, fkd_error *err)
+/* The weights of one row's int4 error: the importance of each input
+ * channel (NULL: 1) times the weight's own square (plus a floor of 1e-3 of
+ * the row's mean square, so small weights still count). Why the square:
+ * measured on the healed SmolLM2 student (docs/benchmarks.md, "int4
+ * quality"), plain least squares lowers the weights' squared error by 30 %
+ * yet raises perplexity by 17 %, since it gives up the exact extremes that
+ * round-to-nearest keeps; weighting by x^2 keeps them. */
+static void row_weights(float *w, const float *x, const float *imp, size_t n)
 {
+    double ms = 0.0;
+    for (size_t i = 0; i < n; i++) ms += (double)x[i] * x[i];
+    float floor = (float)(1e-3 * ms / (double)n);
+    for (size_t i = 0; i < n; i++) w[i] = (x[i] * x[i] + floor) * (imp ? imp[i] : 1.0f);
+}
+
+/* Quantizes one tensor (rows of row_len, L layers stacked) in its format:
+ * int4 by rule, each layer's rows weighted as row_weights says with that
+ * layer's importances (imp (L, row_len), may be NULL); every other format
+ * as quant.c does. scratch holds row_len floats. */
+static void quantize_tensor(uint8_t *out, const fkd_qtensor *q, const float *src, int n_layers,
+                            int rule, const float *imp, float *scratch)
+{
+    int int4 = q->type == FKD_QTYPE_Q4_0 || q->type == FKD_QTYPE_Q4_1;
+    if (!int4 || rule == FKD_QRULE_RTN) {
+        fkd_quantize_row(out, q->type, src, q->count);
+        return;
+    }
+    size_t rows = q->count / q->row_len, per_layer = rows / (size_t)n_layers;
+    size_t row_bytes = fkd_qtype_row_bytes(q->type, q->row_len);
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = src + r * q->row_len;
+        row_weights(scratch, x, imp ? imp + (r / per_layer) * q->row_len : NULL, q->row_len);
+        fkd_quantize_row_mse(out + r * row_bytes, q->type, x, scratch, q->row_len);
+    }
+}
+
+static size_t qm_max_row(const fkd_qmodel *qm)
+{
+    size_t n = 1;
+    for (int t = 0; t < FKD_T_COUNT; t++) n = qm->q[t].row_len > n ? qm->q[t].row_len : n;
+    return n;
+}
+
+static int imatrix_check(const fkd_qimatrix *im, const fkd_model_config *cfg, fkd_error *err)
+{
+    const fkd_model_config *a = &im->cfg;
+    if (a->vocab != cfg->vocab || a->dim != cfg->dim || a->n_layers != cfg->n_layers ||
+        a->n_heads != cfg->n_heads || a->n_kv_heads != cfg->n_kv_heads || a->ffn_hidden != cfg->ffn_hidden)
+        return fkd_error_set(err, FKD_E_MISMATCH, "the importance matrix was computed for another "
+                             "model shape (dim %d, %d blocks) than this one (dim %d, %d blocks)",
+                             a->dim, a->n_layers, cfg->dim, cfg->n_layers);
+    return 0;
+}
+
+int fkd_qmodel_quantize_with(fkd_qmodel *qm, const fkd_params *params, const int *types,
+                             const uint8_t *mask, int rule, const fkd_qimatrix *imatrix,
+                             fkd_error *err)
+{
+    memset(qm, 0, sizeof *qm);
+    if (rule != FKD_QRULE_MSE && rule != FKD_QRULE_RTN)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "unknown int4 rounding rule %d", rule);
+    if (imatrix && imatrix_check(imatrix, &params->cfg, err) < 0) return -1;
     if (qmodel_layout(qm, &params->cfg, types, err) < 0 || qmodel_alloc(qm, mask != NULL, err) < 0) {
         fkd_qmodel_free(qm);
         return -1;
     }
     if (mask) memcpy(qm->mask, mask, qm->n_params);
-    float *masked = NULL;
+    float *masked = NULL, *scratch = malloc(qm_max_row(qm) * sizeof *scratch);
+    if (!scratch) {
+        fkd_qmodel_free(qm);
+        return fkd_error_set(err, FKD_E_NOMEM, "out of memory quantizing");
+    }
     for (int t = 0; t < FKD_T_COUNT; t++) {
         const fkd_tensor_info *ti = &qm->tensors[t];
         if (!ti->count) continue;
@@ -122,6 +185,7 @@ int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const in
             float *tmp = realloc(masked, ti->count * sizeof *tmp);
             if (!tmp) {
                 free(masked);
+                free(scratch);
                 fkd_error_set(err, FKD_E_NOMEM, "out of memory quantizing tensor %s", ti->name);
                 fkd_qmodel_free(qm);
                 return -1;
@@ -131,9 +195,52 @@ int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const in
             fkd_prune_apply(masked, mask + ti->offset, ti->count);
             src = masked;
         }
-        fkd_quantize_row(qm->q[t].data, qm->q[t].type, src, ti->count);
+        const float *imp = imatrix && fkd_tensor_is_block_matrix(t) ? imatrix->w[t] : NULL;
+        quantize_tensor(qm->q[t].data, &qm->q[t], src, params->cfg.n_layers, rule, imp, scratch);
     }
     free(masked);
+    free(scratch);
+    return 0;
+}
+
+int fkd_qmodel_quantize_types(fkd_qmodel *qm, const fkd_params *params, const int *types,
+                              const uint8_t *mask, fkd_error *err)
+{
+    return fkd_qmodel_quantize_with(qm, params, types, mask, FKD_QRULE_RTN, NULL, err);
+}
+
+void fkd_qmodel_policy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, int scheme)
+{
+    fkd_tensor_info infos[FKD_T_COUNT];
+    fkd_param_layout(infos, cfg);
+    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = policy_type(t, &infos[t], scheme);
+}
+
+int fkd_qmodel_parse_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, const char *list,
+                           fkd_error *err)
+{
+    fkd_tensor_info infos[FKD_T_COUNT];
+    int out[FKD_T_COUNT];
+    fkd_param_layout(infos, cfg);
+    memcpy(out, types, sizeof out);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ","), eq = strcspn(p, "=");
+        char kind[32], type[16];
+        if (eq >= len || eq >= sizeof kind || len - eq - 1 >= sizeof type)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "tensor types '%s': '%.*s' is not "
+                                 "TENSOR=TYPE (e.g. w2=q8_0)", list, (int)len, p);
+        memcpy(kind, p, eq), kind[eq] = 0;
+        memcpy(type, p + eq + 1, len - eq - 1), type[len - eq - 1] = 0;
+        int t = 0, q = fkd_qtype_from_name(type);
+        while (t < FKD_T_COUNT && strcmp(infos[t].name, kind) != 0) t++;
+        if (t == FKD_T_COUNT || !infos[t].is_matrix || q < 0)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "tensor types '%s': '%s' is not a matrix "
+                                 "(wq wk wv wo w1 w3 w2 tok_emb head) or '%s' not a format (f32 f16 "
+                                 "q8_0 q4_0 q4_1)", list, kind, type);
+        out[t] = q;
+        p += len + (p[len] == ',');
+    }
+    memcpy(types, out, sizeof out);
     return 0;
 }
 
@@ -145,7 +252,7 @@ int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, cons
         return fkd_error_set(err, FKD_E_INVALID_ARG, "unknown quantization format %d", type);
     }
     int types[FKD_T_COUNT];
-    for (int t = 0; t < FKD_T_COUNT; t++) types[t] = policy_type(t, &params->tensors[t], type);
+    fkd_qmodel_policy_types(types, &params->cfg, type);
     return fkd_qmodel_quantize_types(qm, params, types, mask, err);
 }
 

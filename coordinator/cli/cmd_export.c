@@ -7,8 +7,15 @@
  * file; its tokenizer comes from a GGUF file with the same vocabulary (the
  * pruned student's, or the teacher's when the vocabulary was not trimmed),
  * the model's own when it is GGUF, or is the byte vocabulary of a 256-token
- * model. */
+ * model.
+ *
+ * int4 blocks take the least-squares rule by default (--rule rtn: ggml's
+ * round-to-nearest, for comparison); --tensor-types keeps chosen matrices
+ * in another format (mixed precision); --imatrix-tokens weights the int4
+ * error by each input channel's mean square activation on the public
+ * corpus's training split (docs/benchmarks.md, "int4 quality"). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -16,8 +23,8 @@
 #include "fkd_compress.h"
 
 typedef struct {
-    const char *model, *tokenizer, *out, *type_name, *name;
-    int context;
+    const char *model, *tokenizer, *out, *type_name, *name, *rule_name, *tensor_types, *data;
+    int context, imatrix_tokens, imatrix_seq;
 } export_opts;
 
 static int load_weights(fkd_params *p, const char *path, fkd_error *err)
@@ -42,19 +49,73 @@ static int set_context(fkd_params *p, int context, fkd_error *err)
     return 0;
 }
 
+/* The importance matrix of p on --imatrix-tokens of the public training
+ * split, encoded with the tables' tokenizer. */
+static int imatrix(fkd_qimatrix *im, const export_opts *o, const fkd_params *p,
+                   const fkd_bpe_tables *tables, fkd_error *err)
+{
+    fkd_tokenizer tok;
+    fkd_corpus c;
+    fkd_federation fed;
+    fkd_token_stream ts = {0};
+    if (!tables)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "--imatrix-tokens needs the model's BPE "
+                             "tokenizer (a GGUF model or --tokenizer)");
+    if (fkd_bpe_tables_tokenizer(&tok, tables, err) != 0) return -1;
+    int rc = fkd_data_load_public(&c, &fed, o->data, NULL, 1, err);
+    if (rc == 0) {
+        rc = fkd_token_stream_from_split(&ts, &c, &fed, 0, FKD_SPLIT_TRAIN, &tok, err);
+        int seq = o->imatrix_seq < p->cfg.max_seq ? o->imatrix_seq : p->cfg.max_seq;
+        if (rc == 0) rc = fkd_qimatrix_compute(im, p, &ts, o->imatrix_tokens, seq, err);
+        fkd_token_stream_free(&ts);
+        fkd_federation_free(&fed);
+        fkd_corpus_free(&c);
+    }
+    fkd_tokenizer_free(&tok);
+    return rc;
+}
+
+/* Quantizes p (the scheme's policy, --tensor-types over it, --rule, the
+ * importance matrix when asked) and writes the file; *quant_ms is the time
+ * the quantization took. */
+static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
+                        const fkd_bpe_tables *tables, const fkd_gguf *g, double *quant_ms,
+                        fkd_error *err)
+{
+    int types[FKD_T_COUNT];
+    int rule = strcmp(o->rule_name, "rtn") == 0 ? FKD_QRULE_RTN : FKD_QRULE_MSE;
+    fkd_qmodel_policy_types(types, &p->cfg, scheme);
+    if (o->tensor_types && fkd_qmodel_parse_types(types, &p->cfg, o->tensor_types, err) != 0)
+        return -1;
+    fkd_qimatrix im = {0};
+    int use_im = o->imatrix_tokens > 0 && tables && rule == FKD_QRULE_MSE; /* a byte model has no text to measure */
+    if (use_im && imatrix(&im, o, p, tables, err) != 0) return -1;
+    fkd_qmodel qm;
+    double t0 = fkd_time_ms();
+    int rc = fkd_qmodel_quantize_with(&qm, p, types, NULL, rule, use_im ? &im : NULL, err);
+    *quant_ms = fkd_time_ms() - t0;
+    if (rc == 0) {
+        rc = fkd_gguf_llama_save_qmodel(o->out, &qm, tables, g, o->name, err);
+        fkd_qmodel_free(&qm);
+    }
+    fkd_qimatrix_free(&im);
+    return rc;
+}
+
 /* The tokenizer's GGUF file is opened into g (the tables' strings and the
  * copied keys point into it); NULL tokenizer: a byte model needs none. */
-static int write_file(const export_opts *o, const fkd_params *p, int scheme, fkd_error *err)
+static int write_file(const export_opts *o, const fkd_params *p, int scheme, double *quant_ms,
+                      fkd_error *err)
 {
     const char *tok_path = o->tokenizer ? o->tokenizer
                          : fkd_gguf_is_gguf(o->model) ? o->model : NULL;
-    if (!tok_path) return fkd_gguf_llama_export(o->out, p, scheme, NULL, NULL, o->name, err);
+    if (!tok_path) return write_qmodel(o, p, scheme, NULL, NULL, quant_ms, err);
     fkd_gguf g;
     fkd_bpe_tables tables;
     if (fkd_gguf_open(&g, tok_path, err) != 0) return -1;
     int rc = fkd_bpe_tables_from_gguf(&tables, &g, err);
     if (rc == 0) {
-        rc = fkd_gguf_llama_export(o->out, p, scheme, &tables, &g, o->name, err);
+        rc = write_qmodel(o, p, scheme, &tables, &g, quant_ms, err);
         fkd_bpe_tables_free(&tables);
     }
     fkd_gguf_close(&g);
@@ -65,15 +126,18 @@ static int export_model(const export_opts *o, int scheme)
 {
     fkd_error err = {0};
     fkd_params p = {0};
+    double quant_ms = 0.0;
     int rc = load_weights(&p, o->model, &err);
     if (rc == 0) rc = set_context(&p, o->context, &err);
-    if (rc == 0) rc = write_file(o, &p, scheme, &err);
+    if (rc == 0) rc = write_file(o, &p, scheme, &quant_ms, &err);
     if (rc == 0) {
         struct stat st;
         long long bytes = stat(o->out, &st) == 0 ? (long long)st.st_size : -1;
-        printf("export=%s type=%s bytes=%lld params=%zu layers=%d dim=%d vocab=%d context=%d\n",
-               o->out, fkd_qtype_name(scheme), bytes, p.n_params,
-               p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
+        printf("export=%s type=%s rule=%s tensor_types=%s imatrix_tokens=%d bytes=%lld "
+               "quant_seconds=%.2f params=%zu layers=%d dim=%d vocab=%d context=%d\n",
+               o->out, fkd_qtype_name(scheme), o->rule_name,
+               o->tensor_types ? o->tensor_types : "-", o->imatrix_tokens, bytes,
+               quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
     } else {
         fprintf(stderr, "fedkd export: %s\n", err.msg);
     }
@@ -83,7 +147,8 @@ static int export_model(const export_opts *o, int scheme)
 
 int cmd_export(int argc, char **argv)
 {
-    export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", 0};
+    export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "mse", NULL,
+                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS, 256};
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &o.model, "the student: fedkd checkpoint or GGUF file (required)"},
         {"tokenizer", FKD_OPT_STR, &o.tokenizer, "GGUF file whose tokenizer the model uses (default: the model's own; none for a byte model)"},
@@ -91,6 +156,11 @@ int cmd_export(int argc, char **argv)
         {"out", FKD_OPT_STR, &o.out, "the GGUF file to write (atomically)"},
         {"name", FKD_OPT_STR, &o.name, "general.name of the file"},
         {"context", FKD_OPT_INT, &o.context, "context length the file declares (0 = the model's)"},
+        {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: mse (least-squares scales, errors weighted by w^2 and the importances) | rtn (ggml's round-to-nearest)"},
+        {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than --type: TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; e.g. w2=q8_0)"},
+        {"imatrix-tokens", FKD_OPT_INT, &o.imatrix_tokens, "with --rule mse: weight int4 errors by each input channel's mean square activation on this many public tokens (0 = none; a byte model without tokenizer has none)"},
+        {"imatrix-seq", FKD_OPT_INT, &o.imatrix_seq, "tokens per window of the importance pass"},
+        {"data", FKD_OPT_STR, &o.data, "corpus directory of the importance pass (its public training split)"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd export --model M [--tokenizer FILE.gguf] [--type q4_1] "
@@ -100,10 +170,14 @@ int cmd_export(int argc, char **argv)
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
     int scheme = fkd_qtype_from_name(o.type_name);
-    if (!o.model || scheme < 0 || o.context < 0) {
+    int rule_ok = strcmp(o.rule_name, "mse") == 0 || strcmp(o.rule_name, "rtn") == 0;
+    if (!o.model || scheme < 0 || o.context < 0 || !rule_ok || o.imatrix_tokens < 0 ||
+        o.imatrix_seq < 1) {
         fprintf(stderr, "fedkd export: %s\n", !o.model ? "--model is required"
                 : scheme < 0 ? "--type takes f32, f16, q8_0, q4_0 or q4_1"
-                : "--context must not be negative");
+                : o.context < 0 ? "--context must not be negative"
+                : !rule_ok ? "--rule takes mse or rtn"
+                : "--imatrix-tokens must not be negative and --imatrix-seq must be positive");
         return 2;
     }
     return export_model(&o, scheme);

@@ -222,7 +222,8 @@ typedef struct {
     int client_mode;                 /* enum fkd_sim_client_mode */
     int lora_rank;
     float lora_alpha;                /* adapter scale numerator (alpha / rank) */
-    int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink */
+    int dense_reference;             /* 1: also run fedkd with a dense fp32 uplink (off:
+                                      * it is the compression cost's reference, 1/6 of the run) */
     unsigned methods;                /* bit (1 << id) per method to run; 0 = all */
     float server_lr;                 /* the federated servers' step on the aggregate (1: FedAvg) */
     /* teacher and soft labels */
@@ -251,7 +252,7 @@ int fkd_sim_config_validate(const fkd_sim_config *cfg, fkd_error *err);
  * The keys are those of summary.json: teacher public-kd fedavg fedkd
  * central fedkd-dense. 0 on success. */
 int fkd_sim_methods_parse(unsigned *methods, const char *list, fkd_error *err);
-/* Whether a run of cfg takes method id (its --methods and --no-dense-reference). */
+/* Whether a run of cfg takes method id (its --methods and --dense-reference). */
 int fkd_sim_runs_method(const fkd_sim_config *cfg, int id);
 
 /* One method's per-round figures. */

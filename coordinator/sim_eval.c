@@ -15,6 +15,8 @@
 #include "sim_internal.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,15 +38,6 @@ int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_
     *ppl = r.perplexity;
     if (acc) *acc = r.accuracy;
     return 0;
-}
-
-/* One token at a time is too little work to share between threads: the
- * synchronisation would cost more than it saves. */
-static int single_thread(void)
-{
-    int before = fkd_train_get_threads();
-    fkd_train_set_threads(1);
-    return before;
 }
 
 static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_token_stream *s,
@@ -95,6 +88,66 @@ static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p,
                             x->es.known, &ec, err) != 0)
         return -1;
     *rate = r.halluc_rate;
+    return 0;
+}
+
+/* ---- the one-token-at-a-time figures, side by side ---------------------------------------- */
+/* One token at a time is too little work to share between threads (the
+ * synchronisation would cost more than it saves), but the four figures are
+ * independent: each runs on one thread, as many at once as the run has
+ * cores. Every figure is the same whichever thread takes it. */
+enum { JOB_HALLUC, JOB_FP32, JOB_INT8, JOB_INT4, JOB_COUNT };
+
+typedef struct {
+    const sim_ctx *x;
+    const fkd_params *p;
+    const fkd_tokenizer *tok;
+    const fkd_token_stream *test;
+    int64_t n;
+    atomic_int next; /* the next job to take */
+    double value[JOB_COUNT];
+    int rc[JOB_COUNT];
+    fkd_error err[JOB_COUNT];
+} step_jobs;
+
+static int step_job_run(step_jobs *j, int job)
+{
+    fkd_error *err = &j->err[job];
+    switch (job) {
+    case JOB_HALLUC: return eval_halluc(&j->value[job], j->x, j->p, j->tok, err);
+    case JOB_FP32: return eval_fp32_steps(&j->value[job], j->p, j->test, j->n, err);
+    case JOB_INT8: return eval_quant(&j->value[job], j->p, FKD_QTYPE_Q8_0, j->test, j->n, err);
+    default: return eval_quant(&j->value[job], j->p, FKD_QTYPE_Q4_0, j->test, j->n, err);
+    }
+}
+
+static void *step_jobs_worker(void *arg)
+{
+    step_jobs *j = arg;
+    fkd_train_set_threads(1); /* OpenMP's thread count is per thread */
+    for (int job; (job = atomic_fetch_add(&j->next, 1)) < JOB_COUNT;) {
+        /* without test tokens there is nothing to run one at a time */
+        if (job != JOB_HALLUC && j->n < 2) continue;
+        j->rc[job] = step_job_run(j, job);
+    }
+    return NULL;
+}
+
+static int step_jobs_run(step_jobs *j, fkd_error *err)
+{
+    int threads = fkd_train_get_threads(), helpers = 0;
+    pthread_t tid[JOB_COUNT - 1];
+    while (helpers < threads - 1 && helpers < JOB_COUNT - 1 &&
+           pthread_create(&tid[helpers], NULL, step_jobs_worker, j) == 0)
+        helpers++; /* a thread that cannot start leaves its jobs to the others */
+    step_jobs_worker(j);
+    for (int i = 0; i < helpers; i++) pthread_join(tid[i], NULL);
+    fkd_train_set_threads(threads);
+    for (int job = 0; job < JOB_COUNT; job++)
+        if (j->rc[job] != 0) {
+            *err = j->err[job];
+            return -1;
+        }
     return 0;
 }
 
@@ -169,16 +222,15 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     int64_t qn = x->cfg.quant_eval_tokens;
     n = n < qn ? n : qn;
     m->quant_tokens = n;
-    int threads = single_thread();
-    double f32 = 0, q8 = 0, q4 = 0;
-    int rc = eval_halluc(&m->halluc, x, p, tok, err) != 0 ||
-             (n >= 2 && (eval_fp32_steps(&f32, p, test, n, err) != 0 ||
-                         eval_quant(&q8, p, FKD_QTYPE_Q8_0, test, n, err) != 0 ||
-                         eval_quant(&q4, p, FKD_QTYPE_Q4_0, test, n, err) != 0)) ? -1 : 0;
-    fkd_train_set_threads(threads);
-    m->ppl_fp32_steps = per_teacher_token(x, teacher, f32);
-    m->ppl_int8 = per_teacher_token(x, teacher, q8);
-    m->ppl_int4 = per_teacher_token(x, teacher, q4);
+    step_jobs *j = calloc(1, sizeof *j);
+    if (!j) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the evaluation's jobs");
+    *j = (step_jobs){.x = x, .p = p, .tok = tok, .test = test, .n = n};
+    int rc = step_jobs_run(j, err);
+    m->halluc = j->value[JOB_HALLUC];
+    m->ppl_fp32_steps = per_teacher_token(x, teacher, j->value[JOB_FP32]);
+    m->ppl_int8 = per_teacher_token(x, teacher, j->value[JOB_INT8]);
+    m->ppl_int4 = per_teacher_token(x, teacher, j->value[JOB_INT4]);
+    free(j);
     m->eval_seconds = (fkd_time_ms() - t0) / 1e3;
     if (rc == 0 && teacher) teacher_eval_save(m, x);
     return rc;

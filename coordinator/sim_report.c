@@ -440,6 +440,8 @@ void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
         if (dense->ran && dense->ppl > 0)
             fprintf(f, "; perplexity %+.2f%% against the dense-uplink run",
                     100.0 * (kd->ppl / dense->ppl - 1.0));
+        else
+            fprintf(f, " (--dense-reference measures what the compression costs)");
         fprintf(f, ". int8 %+.2f%%, int4 %+.2f%% against fp32 on the same tokens.\n",
                 100.0 * (kd->ppl_int8 / kd->ppl_fp32_steps - 1.0),
                 100.0 * (kd->ppl_int4 / kd->ppl_fp32_steps - 1.0));

@@ -60,7 +60,7 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
      * (docs/simulation.md, "The uplink"). */
     c->up_fraction = 0.05f;
     c->up_format = FKD_UVAL_SIGN;
-    c->dense_reference = 1;
+    c->dense_reference = 0;        /* a diagnostic run: --dense-reference */
     c->methods = 0;                /* all */
     c->server_lr = 1.0f;
     c->teacher_steps = 256;        /* docs/data.md: ahead of every student budget here */
@@ -470,7 +470,9 @@ int fkd_sim_methods_parse(unsigned *methods, const char *list, fkd_error *err)
 
 int fkd_sim_runs_method(const fkd_sim_config *cfg, int id)
 {
-    if (id == FKD_SIM_FEDKD_DENSE && !cfg->dense_reference) return 0;
+    /* the dense-uplink reference runs when asked for, by flag or by name */
+    if (id == FKD_SIM_FEDKD_DENSE)
+        return cfg->dense_reference || (cfg->methods >> id & 1u);
     if (id == FKD_SIM_PRUNED) return cfg->teacher[0] != 0;
     return cfg->methods == 0 || (cfg->methods >> id & 1u);
 }

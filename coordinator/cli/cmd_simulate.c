@@ -36,7 +36,7 @@ int cmd_simulate(int argc, char **argv)
     int64_t student_params = cfg.student_params;
     int64_t eval_final = cfg.eval_tokens_final, eval_round = cfg.eval_tokens_round;
     float deadline = (float)cfg.deadline_s;
-    int no_dense = 0, quiet = 0;
+    int dense = 0, quiet = 0;
     const char *methods = "all", *schedule = cfg.lr_schedule == FKD_LR_COSINE ? "cosine" : "constant";
     const fkd_opt opts[] = {
         {"data", FKD_OPT_STR, &data, "private corpus: a folder, one file or sub-folder per natural client"},
@@ -73,7 +73,7 @@ int cmd_simulate(int argc, char **argv)
         {"transfer-share", FKD_OPT_FLOAT, &cfg.transfer_share, "share of micro-batches from the transfer set (KD methods)"},
         {"up-fraction", FKD_OPT_FLOAT, &cfg.up_fraction, "top-k share of the uplink update"},
         {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary | sign"},
-        {"no-dense-reference", FKD_OPT_FLAG, &no_dense, "skip the fedkd run with a dense fp32 uplink"},
+        {"dense-reference", FKD_OPT_FLAG, &dense, "also run fedkd with a dense fp32 uplink: the reference for the compression cost"},
         {"methods", FKD_OPT_STR, &methods, "methods to run, comma-separated: teacher,public-kd,fedavg,fedkd,central,fedkd-dense (or all)"},
         {"server-lr", FKD_OPT_FLOAT, &cfg.server_lr, "the federated servers' step on the clients' mean update (1: FedAvg)"},
         {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
@@ -138,7 +138,7 @@ int cmd_simulate(int argc, char **argv)
     cfg.eval_tokens_final = eval_final;
     cfg.eval_tokens_round = eval_round;
     cfg.deadline_s = deadline;
-    cfg.dense_reference = !no_dense;
+    cfg.dense_reference = dense;
     cfg.progress = !quiet;
     fkd_error err = {0};
     if (fkd_sim_methods_parse(&cfg.methods, methods, &err) != 0) {

@@ -209,7 +209,11 @@ static void test_methods_parse(void **state)
     fkd_sim_config_defaults(&cfg);
     fkd_error err = {0};
     assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "all", &err), 0);
-    for (int i = 0; i < FKD_SIM_PRUNED; i++) assert_true(fkd_sim_runs_method(&cfg, i));
+    for (int i = 0; i < FKD_SIM_PRUNED; i++)
+        assert_int_equal(fkd_sim_runs_method(&cfg, i), i != FKD_SIM_FEDKD_DENSE);
+    cfg.dense_reference = 1; /* --dense-reference adds it */
+    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
+    cfg.dense_reference = 0;
     assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_PRUNED)); /* no file teacher */
     assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "fedkd,public-kd", &err), 0);
     assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD));
@@ -217,9 +221,8 @@ static void test_methods_parse(void **state)
     assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDAVG));
     assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
     assert_int_equal(fkd_sim_methods_parse(&cfg.methods, "fedkd-dense", &err), 0);
-    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
-    cfg.dense_reference = 0; /* --no-dense-reference wins */
-    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE));
+    assert_true(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD_DENSE)); /* named: runs */
+    assert_false(fkd_sim_runs_method(&cfg, FKD_SIM_FEDKD));
     static const char *bad[] = {"", "fedkd,", "fedk", "fedkd,,central", "pruned", ",fedkd"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err.msg[0] = 0;
@@ -413,6 +416,7 @@ static void test_end_to_end(void **state)
     make_corpus(tmp_dir);
     fkd_sim_config cfg;
     tiny_config(&cfg, tmp_dir);
+    cfg.dense_reference = 1; /* the compression's reference and its row */
     fkd_sim_result res;
     fkd_error err = {0};
     int rc = fkd_sim_run(&res, &cfg, &err);
@@ -606,7 +610,6 @@ static void tiny_gguf_config(fkd_sim_config *c, const char *root)
     c->quant_eval_tokens = 64;
     c->halluc_prompts = 1;
     c->client_eval_max = 2;
-    c->dense_reference = 0;
 }
 
 /* QLoRA int4 clients (from the cache of the full run before): they train

@@ -589,10 +589,13 @@ int sim_run_federated(sim_ctx *x, int method, fkd_error *err)
     if (rc == 0) rc = pool_start(&f.pool, f.vc, f.n, x->cfg.threads, err);
     double rss0 = sim_rss_bytes();
     for (int v = 0; rc == 0 && v < f.n; v++) rc = client_open(&f, v, err);
-    if (rc == 0) rc = pump(&f, 0, err); /* HELLOs in, WELCOMEs out: every agent idle */
-    for (int v = 0; rc == 0 && v < f.n; v++) rc = fkd_client_poll(f.vc[v].cl, 0, err);
+    /* Measured before the coordinator reads a HELLO: once it has, it may
+     * start the first round, and its TASKs (the student, queued for each
+     * selected client) are not an idle client's memory. */
     if (rc == 0 && x->res->sum.idle_client_bytes == 0)
         x->res->sum.idle_client_bytes = (sim_rss_bytes() - rss0) / f.n;
+    if (rc == 0) rc = pump(&f, 0, err); /* HELLOs in, WELCOMEs out: every agent idle */
+    for (int v = 0; rc == 0 && v < f.n; v++) rc = fkd_client_poll(f.vc[v].cl, 0, err);
     if (rc == 0) rc = drive(&f, err);
     if (rc == 0) rc = sim_params_copy(&f.m->final, fkd_coord_master(f.coord), err);
     close_all(&f);

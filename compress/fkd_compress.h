@@ -306,6 +306,13 @@ int fkd_qsoftlabels_compare(fkd_qsoft_agreement *out, const fkd_softlabel_shard 
 int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
                             fkd_reset_fn reset, int vocab, const int32_t *tokens,
                             int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
+/* fkd_compress_eval_steps's protocol (windows of `window` tokens, state
+ * reset at each, every next token scored) with each window fed as one
+ * prompt (fkd_qinfer_prompt_each): matrix products, threaded, instead of a
+ * matrix-vector product per token. The same figures within float rounding,
+ * in a fraction of the time. */
+int fkd_qinfer_eval_windows(fkd_eval_result *res, fkd_qinfer *st, const int32_t *tokens,
+                            int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err);
 /* llama.cpp's llama-perplexity on the blocks (what it computes on the same
  * GGUF file: block weights times 8-bit activations): chunks of n_ctx
  * tokens (bos_id >= 0 replaces each chunk's first), each one prompt from

@@ -444,6 +444,59 @@ int fkd_compress_eval_steps(fkd_eval_result *res, void *state, fkd_step_fn step,
     return 0;
 }
 
+/* ---- the steps' protocol in batches ---- */
+#define EVAL_CHUNK_ROWS 64 /* rows of logits held at once: 64 x V floats */
+
+typedef struct {
+    const int32_t *targets; /* the window's next tokens: targets[t] follows position t */
+    int n_targets;          /* positions of the window that have a next token */
+    int vocab;
+    double nll;
+    int64_t counted, correct;
+} window_score;
+
+static void score_rows(void *ctx, const float *logits, int first, int rows)
+{
+    window_score *w = ctx;
+    for (int r = 0; r < rows && first + r < w->n_targets; r++) {
+        int ok;
+        w->nll += token_nll(logits + (size_t)r * w->vocab, w->vocab, w->targets[first + r], &ok);
+        w->correct += ok;
+        w->counted++;
+    }
+}
+
+int fkd_qinfer_eval_windows(fkd_eval_result *res, fkd_qinfer *st, const int32_t *tokens,
+                            int64_t n_tokens, int64_t text_bytes, int window, fkd_error *err)
+{
+    memset(res, 0, sizeof *res);
+    int V = st->qm->cfg.vocab;
+    if (window < 1 || window > st->qm->cfg.max_seq || n_tokens < 2)
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "evaluation needs a window of 1 to %d and "
+                             "at least 2 tokens (window %d, %lld tokens)", st->qm->cfg.max_seq,
+                             window, (long long)n_tokens);
+    for (int64_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return fkd_error_set(err, FKD_E_INVALID_ARG, "token %lld is outside the vocabulary",
+                                 (long long)i);
+    window_score w = {.vocab = V};
+    int rc = 0;
+    for (int64_t w0 = 0; rc == 0 && w0 + 1 < n_tokens; w0 += window) {
+        int n = n_tokens - w0 < window ? (int)(n_tokens - w0) : window;
+        w.targets = tokens + w0 + 1;
+        w.n_targets = w0 + n < n_tokens ? n : n - 1; /* the stream's last token predicts none */
+        fkd_qinfer_reset(st);
+        rc = fkd_qinfer_prompt_each(st, tokens + w0, n, EVAL_CHUNK_ROWS, score_rows, &w, err);
+    }
+    if (rc != 0) return -1;
+    res->tokens = w.counted;
+    res->mean_loss = w.nll / (double)w.counted;
+    res->perplexity = exp(res->mean_loss);
+    res->bits_per_byte = text_bytes > 0 ? w.nll / log(2.0) / (double)text_bytes : 0.0;
+    res->accuracy = (double)w.correct / (double)w.counted;
+    return 0;
+}
+
 /* One chunk's second half: positions from n_ctx/2 to n_ctx-2 predict the
  * next token of the chunk (the last position has none inside it). */
 static void score_chunk(double *nll, int64_t *counted, int64_t *correct, const float *logits,

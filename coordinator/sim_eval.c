@@ -3,8 +3,9 @@
  * eval_tokens_final tokens), the hallucination rate (sampled continuations
  * of held-out openings, train's fkd_eval_report_run), and the perplexity of
  * the student as a device runs it, quantized to int8 (Q8_0) and int4
- * (Q4_0), through compress/'s one-token-at-a-time forward pass. The fp32
- * model is scored the same way on the same tokens, so the quantization
+ * (Q4_0): compress/'s quantized forward pass on the blocks with 8-bit
+ * activations, each window of the text fed as one prompt. The fp32 model
+ * is scored on the same windows of the same tokens, so the quantization
  * cost is a like-for-like ratio.
  *
  * With a file teacher, the teacher reads the test text in its own tokens
@@ -15,8 +16,6 @@
 #include "sim_internal.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,8 +48,7 @@ static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_toke
     int rc = fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, err);
     fkd_eval_result r;
     if (rc == 0) {
-        rc = fkd_compress_eval_steps(&r, &st, fkd_qinfer_step_fn, fkd_qinfer_reset_fn,
-                                     p->cfg.vocab, s->tokens, n, 0, p->cfg.max_seq, err);
+        rc = fkd_qinfer_eval_windows(&r, &st, s->tokens, n, 0, p->cfg.max_seq, err);
         fkd_qinfer_free(&st);
     }
     fkd_qmodel_free(&qm);
@@ -58,17 +56,13 @@ static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_toke
     return rc;
 }
 
-static int eval_fp32_steps(double *ppl, const fkd_params *p, const fkd_token_stream *s, int64_t n,
-                           fkd_error *err)
+/* One token at a time is too little work to share between threads: the
+ * synchronisation would cost more than it saves. */
+static int single_thread(void)
 {
-    fkd_infer st;
-    if (fkd_infer_init(&st, p, err) != 0) return -1;
-    fkd_eval_result r;
-    int rc = fkd_compress_eval_steps(&r, &st, fkd_infer_step_fn, fkd_infer_reset_fn,
-                                     p->cfg.vocab, s->tokens, n, 0, p->cfg.max_seq, err);
-    fkd_infer_free(&st);
-    if (rc == 0) *ppl = r.perplexity;
-    return rc;
+    int before = fkd_train_get_threads();
+    fkd_train_set_threads(1);
+    return before;
 }
 
 /* The hallucination rate alone: the report's loss part is given 2 tokens,
@@ -91,66 +85,6 @@ static int eval_halluc(double *rate, const sim_ctx *x, const fkd_params *p,
     return 0;
 }
 
-/* ---- the one-token-at-a-time figures, side by side ---------------------------------------- */
-/* One token at a time is too little work to share between threads (the
- * synchronisation would cost more than it saves), but the four figures are
- * independent: each runs on one thread, as many at once as the run has
- * cores. Every figure is the same whichever thread takes it. */
-enum { JOB_HALLUC, JOB_FP32, JOB_INT8, JOB_INT4, JOB_COUNT };
-
-typedef struct {
-    const sim_ctx *x;
-    const fkd_params *p;
-    const fkd_tokenizer *tok;
-    const fkd_token_stream *test;
-    int64_t n;
-    atomic_int next; /* the next job to take */
-    double value[JOB_COUNT];
-    int rc[JOB_COUNT];
-    fkd_error err[JOB_COUNT];
-} step_jobs;
-
-static int step_job_run(step_jobs *j, int job)
-{
-    fkd_error *err = &j->err[job];
-    switch (job) {
-    case JOB_HALLUC: return eval_halluc(&j->value[job], j->x, j->p, j->tok, err);
-    case JOB_FP32: return eval_fp32_steps(&j->value[job], j->p, j->test, j->n, err);
-    case JOB_INT8: return eval_quant(&j->value[job], j->p, FKD_QTYPE_Q8_0, j->test, j->n, err);
-    default: return eval_quant(&j->value[job], j->p, FKD_QTYPE_Q4_0, j->test, j->n, err);
-    }
-}
-
-static void *step_jobs_worker(void *arg)
-{
-    step_jobs *j = arg;
-    fkd_train_set_threads(1); /* OpenMP's thread count is per thread */
-    for (int job; (job = atomic_fetch_add(&j->next, 1)) < JOB_COUNT;) {
-        /* without test tokens there is nothing to run one at a time */
-        if (job != JOB_HALLUC && j->n < 2) continue;
-        j->rc[job] = step_job_run(j, job);
-    }
-    return NULL;
-}
-
-static int step_jobs_run(step_jobs *j, fkd_error *err)
-{
-    int threads = fkd_train_get_threads(), helpers = 0;
-    pthread_t tid[JOB_COUNT - 1];
-    while (helpers < threads - 1 && helpers < JOB_COUNT - 1 &&
-           pthread_create(&tid[helpers], NULL, step_jobs_worker, j) == 0)
-        helpers++; /* a thread that cannot start leaves its jobs to the others */
-    step_jobs_worker(j);
-    for (int i = 0; i < helpers; i++) pthread_join(tid[i], NULL);
-    fkd_train_set_threads(threads);
-    for (int job = 0; job < JOB_COUNT; job++)
-        if (j->rc[job] != 0) {
-            *err = j->err[job];
-            return -1;
-        }
-    return 0;
-}
-
 static double per_teacher_token(const sim_ctx *x, int teacher, double ppl)
 {
     return teacher ? ppl : sim_ppl_per_teacher_token(x, ppl);
@@ -166,7 +100,7 @@ static void teacher_eval_path(char *out, size_t cap, const sim_ctx *x)
 {
     const fkd_sim_config *c = &x->cfg;
     char key[4 * FKD_SIM_PATH_MAX];
-    snprintf(key, sizeof key, "teacher-eval v1|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
+    snprintf(key, sizeof key, "teacher-eval v2|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
              "ctx=%d|test=%lld|quant=%lld|halluc=%d", x->res->sum.teacher_crc, c->data,
              c->public_dir, c->words, (unsigned long long)c->seed, c->clients, c->partition,
              (double)c->dirichlet_alpha, x->teacher.cfg.max_seq, (long long)x->test_t.n,
@@ -222,15 +156,21 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     int64_t qn = x->cfg.quant_eval_tokens;
     n = n < qn ? n : qn;
     m->quant_tokens = n;
-    step_jobs *j = calloc(1, sizeof *j);
-    if (!j) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the evaluation's jobs");
-    *j = (step_jobs){.x = x, .p = p, .tok = tok, .test = test, .n = n};
-    int rc = step_jobs_run(j, err);
-    m->halluc = j->value[JOB_HALLUC];
-    m->ppl_fp32_steps = per_teacher_token(x, teacher, j->value[JOB_FP32]);
-    m->ppl_int8 = per_teacher_token(x, teacher, j->value[JOB_INT8]);
-    m->ppl_int4 = per_teacher_token(x, teacher, j->value[JOB_INT4]);
-    free(j);
+    /* fp32 on the quantized figures' tokens: the same run when they are all */
+    fkd_eval_result f32 = lm;
+    int rc = 0;
+    if (n >= 2 && n < test->n)
+        rc = fkd_eval_tokens(&f32, p, test->tokens, n, 0, p->cfg.max_seq, err);
+    double q8 = 0, q4 = 0;
+    if (rc == 0 && n >= 2)
+        rc = eval_quant(&q8, p, FKD_QTYPE_Q8_0, test, n, err) != 0 ||
+             eval_quant(&q4, p, FKD_QTYPE_Q4_0, test, n, err) != 0 ? -1 : 0;
+    int threads = single_thread();
+    if (rc == 0) rc = eval_halluc(&m->halluc, x, p, tok, err);
+    fkd_train_set_threads(threads);
+    m->ppl_fp32_steps = per_teacher_token(x, teacher, n >= 2 ? f32.perplexity : 0);
+    m->ppl_int8 = per_teacher_token(x, teacher, q8);
+    m->ppl_int4 = per_teacher_token(x, teacher, q4);
     m->eval_seconds = (fkd_time_ms() - t0) / 1e3;
     if (rc == 0 && teacher) teacher_eval_save(m, x);
     return rc;

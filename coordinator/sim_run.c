@@ -23,7 +23,7 @@
 #define FILE_STUDENT_LAYERS 0
 /* The quantized pass scores one token at a time: this many tokens keep it
  * to seconds per model. */
-#define QUANT_EVAL_TOKENS_DEFAULT 4096
+#define QUANT_EVAL_TOKENS_DEFAULT 16384 /* all of the final evaluation's test tokens */
 /* q8_0 holds 32 weights in 34 bytes. */
 #define Q8_BYTES_PER_WEIGHT (34.0 / 32.0)
 
@@ -106,7 +106,7 @@ void fkd_sim_config_file_defaults(fkd_sim_config *c)
     c->eval_tokens_final = 2048;
     c->eval_tokens_round = 256;
     c->halluc_prompts = 4;
-    c->quant_eval_tokens = 256;
+    c->quant_eval_tokens = 2048;
     c->client_eval_tokens = 256;
     c->client_eval_max = 8;
     c->student_layers = FILE_STUDENT_LAYERS;

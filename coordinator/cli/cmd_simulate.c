@@ -83,7 +83,7 @@ int cmd_simulate(int argc, char **argv)
         {"eval-tokens", FKD_OPT_I64, &eval_final, "test tokens of the final evaluation"},
         {"eval-tokens-round", FKD_OPT_I64, &eval_round, "test tokens evaluated after each round"},
         {"halluc-prompts", FKD_OPT_INT, &cfg.halluc_prompts, "held-out openings sampled for the hallucination rate"},
-        {"quant-eval-tokens", FKD_OPT_I64, &quant_tokens, "test tokens of the int8 / int4 perplexity (one token at a time)"},
+        {"quant-eval-tokens", FKD_OPT_I64, &quant_tokens, "test tokens of the int8 / int4 perplexity (on the blocks, 8-bit activations, as a device runs them)"},
         {"client-eval-max", FKD_OPT_INT, &cfg.client_eval_max, "clients in the per-client accuracy distribution"},
         {"quiet", FKD_OPT_FLAG, &quiet, "no progress line"},
         {"verbose", FKD_OPT_FLAG, &cfg.verbose, "coordinator and agent logs on stderr"},

@@ -503,6 +503,55 @@ static void test_eval_steps(void **state)
     fkd_params_free(&p);
 }
 
+/* The batched windows score what the steps score: same positions, same
+ * figures within float rounding, for every window length. */
+static void test_eval_windows(void **state)
+{
+    (void)state;
+    fkd_params p;
+    make_params(&p, 0, 10);
+    scale_up_head(&p);
+    enum { N = 100 };
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (i * 7 + i / 5) % p.cfg.vocab;
+    static const int types[] = {FKD_QTYPE_F32, FKD_QTYPE_Q8_0, FKD_QTYPE_Q4_0};
+    int windows[] = {1, 7, 32, p.cfg.max_seq};
+    fkd_error err;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        fkd_qmodel qm;
+        assert_int_equal(fkd_qmodel_quantize(&qm, &p, types[t], NULL, &err), 0);
+        fkd_qinfer qs;
+        assert_int_equal(fkd_qinfer_init(&qs, &qm, FKD_QKERNEL_AUTO, &err), 0);
+        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+            if (windows[w] > qm.cfg.max_seq) continue;
+            fkd_eval_result steps, batched;
+            assert_int_equal(fkd_compress_eval_steps(&steps, &qs, fkd_qinfer_step_fn,
+                                                     fkd_qinfer_reset_fn, qm.cfg.vocab, tokens, N,
+                                                     N, windows[w], &err), 0);
+            assert_int_equal(fkd_qinfer_eval_windows(&batched, &qs, tokens, N, N, windows[w],
+                                                     &err), 0);
+            assert_int_equal(batched.tokens, N - 1);
+            assert_int_equal(batched.tokens, steps.tokens);
+            assert_true(fabs(batched.mean_loss - steps.mean_loss) < 1e-4 * steps.mean_loss);
+            assert_true(fabs(batched.accuracy - steps.accuracy) <= 1.5 / N);
+            assert_true(fabs(batched.bits_per_byte - steps.bits_per_byte) <
+                        1e-4 * steps.bits_per_byte);
+        }
+        /* refused, not overflowed: a window beyond max_seq, a token outside
+         * the vocabulary, a text of one token */
+        fkd_eval_result r;
+        assert_int_equal(fkd_qinfer_eval_windows(&r, &qs, tokens, N, N, qm.cfg.max_seq + 1, &err),
+                         -1);
+        assert_int_equal(fkd_qinfer_eval_windows(&r, &qs, tokens, 1, 1, 8, &err), -1);
+        int32_t bad[4] = {1, 2, qm.cfg.vocab, 3};
+        assert_int_equal(fkd_qinfer_eval_windows(&r, &qs, bad, 4, 4, 8, &err), -1);
+        assert_non_null(strstr(err.msg, "vocabulary"));
+        fkd_qinfer_free(&qs);
+        fkd_qmodel_free(&qm);
+    }
+    fkd_params_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_forward_matches_train),
         cmocka_unit_test(test_forward_kernels_identical),
         cmocka_unit_test(test_eval_steps),
+        cmocka_unit_test(test_eval_windows),
         cmocka_unit_test(test_prompt_matches_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

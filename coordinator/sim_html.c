@@ -392,7 +392,7 @@ int fkd_sim_write_html(const char *path, const fkd_sim_result *res, fkd_error *e
             FKD_PARTITION_IID ? "IID split" : "Dirichlet split",
             c->rounds, c->per_round, (double)c->over_select, c->local_steps, c->batch, c->seq,
             c->deadline_s, (unsigned long long)c->seed, s->wall_seconds,
-            s->teacher_cached ? ", teacher from cache" : "");
+            s->teacher_cached && !s->teacher_from_file ? ", teacher from cache" : "");
     fprintf(f, "<h2>Comparison on the private clients' test text</h2>\n");
     table_methods(f, res);
     if (p.v) charts(f, res, &p);

@@ -453,7 +453,7 @@ void fkd_sim_print_table(FILE *f, const fkd_sim_result *res)
     fprintf(f, "\nscale: %.1f KB resident per idle virtual client (+ %.1f KB of its text), "
                "aggregation %.0f updates/s; wall time %.1f s%s\n",
             s->idle_client_bytes / 1e3, s->client_data_bytes / 1e3, s->agg_updates_per_s,
-            s->wall_seconds, s->teacher_cached ? " (teacher from cache)" : "");
+            s->wall_seconds, s->teacher_cached && !s->teacher_from_file ? " (teacher from cache)" : "");
     fprintf(f, "client modes (least training memory; devices that could train and run):");
     for (int m = 0; m < FKD_SIM_CLIENT_MODE_COUNT; m++)
         fprintf(f, " %s %.0f MB %d/%d;", fkd_sim_client_mode_name(m),

@@ -3,9 +3,11 @@
  * eval_tokens_final tokens), the hallucination rate (sampled continuations
  * of held-out openings, train's fkd_eval_report_run), and the perplexity of
  * the student as a device runs it, quantized to int8 (Q8_0) and int4
- * (Q4_0), through compress/'s one-token-at-a-time forward pass. The fp32
- * model is scored the same way on the same tokens, so the quantization
- * cost is a like-for-like ratio.
+ * (SIM_INT4_QTYPE by compress's deploy recipe, with an importance matrix
+ * measured on the public transfer text: the model of student-q4_1.gguf),
+ * through compress/'s one-token-at-a-time forward pass. The fp32 model is
+ * scored the same way on the same tokens, so the quantization cost is a
+ * like-for-like ratio.
  *
  * With a file teacher, the teacher reads the test text in its own tokens
  * and the students in theirs (a trimmed vocabulary cuts text differently),
@@ -47,11 +49,11 @@ static int single_thread(void)
     return before;
 }
 
-static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_token_stream *s,
-                      int64_t n, fkd_error *err)
+static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_qimatrix *im,
+                      const fkd_token_stream *s, int64_t n, fkd_error *err)
 {
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize(&qm, p, type, NULL, err) != 0) return -1;
+    if (fkd_qmodel_quantize_deploy(&qm, p, type, NULL, im, err) != 0) return -1;
     fkd_qinfer st;
     int rc = fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, err);
     fkd_eval_result r;
@@ -62,6 +64,35 @@ static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_toke
     }
     fkd_qmodel_free(&qm);
     if (rc == 0) *ppl = r.perplexity;
+    return rc;
+}
+
+const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m)
+{
+    return m->imatrix.memory ? &m->imatrix : NULL;
+}
+
+/* The importance matrix of p on the first SIM_IMATRIX_TOKENS of the public
+ * transfer set (public text: no client's data reaches the deployed file),
+ * in the teacher's ids for a file teacher whose student was trimmed. im is
+ * left empty when the set is shorter than one window. */
+static int transfer_imatrix(fkd_qimatrix *im, const sim_ctx *x, const fkd_params *p, int teacher,
+                            fkd_error *err)
+{
+    memset(im, 0, sizeof *im);
+    fkd_token_stream text = x->transfer;
+    int seq = p->cfg.max_seq < SIM_IMATRIX_SEQ ? p->cfg.max_seq : SIM_IMATRIX_SEQ;
+    if (text.n > SIM_IMATRIX_TOKENS) text.n = SIM_IMATRIX_TOKENS;
+    if (text.n < seq) return 0;
+    int32_t *ids = NULL;
+    if (teacher && x->have_vmap) {
+        ids = malloc((size_t)text.n * sizeof *ids);
+        if (!ids) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the teacher's calibration text");
+        for (int64_t i = 0; i < text.n; i++) ids[i] = x->vmap.new_to_old[text.tokens[i]];
+        text.tokens = ids;
+    }
+    int rc = fkd_qimatrix_compute(im, p, &text, (int)text.n, seq, err);
+    free(ids);
     return rc;
 }
 
@@ -113,11 +144,12 @@ static void teacher_eval_path(char *out, size_t cap, const sim_ctx *x)
 {
     const fkd_sim_config *c = &x->cfg;
     char key[4 * FKD_SIM_PATH_MAX];
-    snprintf(key, sizeof key, "teacher-eval v1|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
-             "ctx=%d|test=%lld|quant=%lld|halluc=%d", x->res->sum.teacher_crc, c->data,
+    /* v2: the int4 figure is the deploy recipe's, named in the key */
+    snprintf(key, sizeof key, "teacher-eval v2|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
+             "ctx=%d|test=%lld|quant=%lld|halluc=%d|int4=%s", x->res->sum.teacher_crc, c->data,
              c->public_dir, c->words, (unsigned long long)c->seed, c->clients, c->partition,
              (double)c->dirichlet_alpha, x->teacher.cfg.max_seq, (long long)x->test_t.n,
-             (long long)c->quant_eval_tokens, c->halluc_prompts);
+             (long long)c->quant_eval_tokens, c->halluc_prompts, x->res->sum.int4_recipe);
     snprintf(out, cap, "%s/teacher-eval-%08x.txt", c->cache, fkd_crc32(0, key, strlen(key)));
 }
 
@@ -152,6 +184,11 @@ static void teacher_eval_save(const fkd_sim_method *m, const sim_ctx *x)
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
 {
     double t0 = fkd_time_ms();
+    /* One recipe for every method: the imatrix reads the same public tokens
+     * (before the teacher's cache key, which names it). */
+    int64_t im_tokens = x->transfer.n < SIM_IMATRIX_TOKENS ? x->transfer.n : SIM_IMATRIX_TOKENS;
+    fkd_qmodel_deploy_recipe(x->res->sum.int4_recipe, sizeof x->res->sum.int4_recipe,
+                             SIM_INT4_QTYPE, im_tokens >= SIM_IMATRIX_SEQ ? im_tokens : 0);
     int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
     if (teacher && teacher_eval_load(m, x) == 0) {
         x->res->sum.teacher_eval_cached = 1;
@@ -169,12 +206,16 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     int64_t qn = x->cfg.quant_eval_tokens;
     n = n < qn ? n : qn;
     m->quant_tokens = n;
+    /* The importance pass is batched: it runs before the single thread. */
+    fkd_qimatrix_free(&m->imatrix);
+    if (n >= 2 && transfer_imatrix(&m->imatrix, x, p, teacher, err) != 0) return -1;
+    const fkd_qimatrix *im = sim_method_imatrix(m);
     int threads = single_thread();
     double f32 = 0, q8 = 0, q4 = 0;
     int rc = eval_halluc(&m->halluc, x, p, tok, err) != 0 ||
              (n >= 2 && (eval_fp32_steps(&f32, p, test, n, err) != 0 ||
-                         eval_quant(&q8, p, FKD_QTYPE_Q8_0, test, n, err) != 0 ||
-                         eval_quant(&q4, p, FKD_QTYPE_Q4_0, test, n, err) != 0)) ? -1 : 0;
+                         eval_quant(&q8, p, FKD_QTYPE_Q8_0, NULL, test, n, err) != 0 ||
+                         eval_quant(&q4, p, SIM_INT4_QTYPE, im, test, n, err) != 0)) ? -1 : 0;
     fkd_train_set_threads(threads);
     m->ppl_fp32_steps = per_teacher_token(x, teacher, f32);
     m->ppl_int8 = per_teacher_token(x, teacher, q8);
@@ -206,5 +247,7 @@ void sim_method_release(fkd_sim_method *m, int keep)
 {
     if (!m->final.memory) return;
     m->final_crc = fkd_crc32(0, m->final.memory, m->final.n_params * sizeof(float));
-    if (!keep) fkd_params_free(&m->final); /* the figures are taken: the weights are done */
+    if (keep) return;
+    fkd_params_free(&m->final); /* the figures are taken: the weights are done */
+    fkd_qimatrix_free(&m->imatrix);
 }

@@ -198,8 +198,15 @@ typedef struct {
  * measures the mean squares: wq/wk/wv and w1/w3 see their norm's output,
  * wo the attention output, w2 the SwiGLU output. */
 #define FKD_QIMATRIX_DEFAULT_TOKENS 4096
+#define FKD_QIMATRIX_DEFAULT_SEQ 256
 int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_token_stream *text,
                          int n_tokens, int seq_len, fkd_error *err);
+/* The deploy recipe's calibration (fkd_qmodel_quantize_deploy): the first
+ * FKD_QIMATRIX_DEFAULT_TOKENS of text in windows of FKD_QIMATRIX_DEFAULT_SEQ
+ * (at most the model's context). A text shorter than one window gives 0
+ * and an empty im (memory NULL: quantize without importances). */
+int fkd_qimatrix_compute_deploy(fkd_qimatrix *im, const fkd_params *params,
+                                const fkd_token_stream *text, fkd_error *err);
 void fkd_qimatrix_free(fkd_qimatrix *im);
 
 /* fkd_qmodel_quantize_types with the int4 rule (enum fkd_qrule) and an

@@ -224,8 +224,7 @@ static int requantize(fkd_coord *c, fkd_error *err)
 
 /* The importance matrix of the master on the first transfer shard's public
  * tokens, for an int4 student.qmdl (compress's deploy recipe); im is left
- * empty (no importances) without a shard of one window. */
-#define DEPLOY_IMATRIX_SEQ 256
+ * empty (no importances) without a shard. */
 static int deploy_imatrix(fkd_qimatrix *im, const fkd_coord *c, fkd_error *err)
 {
     memset(im, 0, sizeof *im);
@@ -235,10 +234,7 @@ static int deploy_imatrix(fkd_qimatrix *im, const fkd_coord *c, fkd_error *err)
     if (fkd_softlabels_decode(&sh, c->shards[0], c->shard_len[0], err) != 0) return -1;
     fkd_token_stream text;
     fkd_token_stream_from_shard(&text, &sh);
-    int seq = c->master.cfg.max_seq < DEPLOY_IMATRIX_SEQ ? c->master.cfg.max_seq
-                                                         : DEPLOY_IMATRIX_SEQ;
-    if (text.n > FKD_QIMATRIX_DEFAULT_TOKENS) text.n = FKD_QIMATRIX_DEFAULT_TOKENS;
-    int rc = text.n < seq ? 0 : fkd_qimatrix_compute(im, &c->master, &text, (int)text.n, seq, err);
+    int rc = fkd_qimatrix_compute_deploy(im, &c->master, &text, err);
     fkd_softlabels_free(&sh);
     return rc;
 }

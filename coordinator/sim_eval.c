@@ -72,26 +72,22 @@ const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m)
     return m->imatrix.memory ? &m->imatrix : NULL;
 }
 
-/* The importance matrix of p on the first SIM_IMATRIX_TOKENS of the public
- * transfer set (public text: no client's data reaches the deployed file),
- * in the teacher's ids for a file teacher whose student was trimmed. im is
- * left empty when the set is shorter than one window. */
+/* The importance matrix of p on the public transfer set (public text: no
+ * client's data reaches the deployed file), in the teacher's ids for a
+ * file teacher whose student was trimmed. */
 static int transfer_imatrix(fkd_qimatrix *im, const sim_ctx *x, const fkd_params *p, int teacher,
                             fkd_error *err)
 {
-    memset(im, 0, sizeof *im);
     fkd_token_stream text = x->transfer;
-    int seq = p->cfg.max_seq < SIM_IMATRIX_SEQ ? p->cfg.max_seq : SIM_IMATRIX_SEQ;
-    if (text.n > SIM_IMATRIX_TOKENS) text.n = SIM_IMATRIX_TOKENS;
-    if (text.n < seq) return 0;
     int32_t *ids = NULL;
     if (teacher && x->have_vmap) {
-        ids = malloc((size_t)text.n * sizeof *ids);
+        if (text.n > FKD_QIMATRIX_DEFAULT_TOKENS) text.n = FKD_QIMATRIX_DEFAULT_TOKENS;
+        ids = malloc((size_t)(text.n ? text.n : 1) * sizeof *ids);
         if (!ids) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the teacher's calibration text");
         for (int64_t i = 0; i < text.n; i++) ids[i] = x->vmap.new_to_old[text.tokens[i]];
         text.tokens = ids;
     }
-    int rc = fkd_qimatrix_compute(im, p, &text, (int)text.n, seq, err);
+    int rc = fkd_qimatrix_compute_deploy(im, p, &text, err);
     free(ids);
     return rc;
 }
@@ -186,9 +182,10 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     double t0 = fkd_time_ms();
     /* One recipe for every method: the imatrix reads the same public tokens
      * (before the teacher's cache key, which names it). */
-    int64_t im_tokens = x->transfer.n < SIM_IMATRIX_TOKENS ? x->transfer.n : SIM_IMATRIX_TOKENS;
+    int64_t im_tokens = x->transfer.n < FKD_QIMATRIX_DEFAULT_TOKENS ? x->transfer.n
+                                                                   : FKD_QIMATRIX_DEFAULT_TOKENS;
     fkd_qmodel_deploy_recipe(x->res->sum.int4_recipe, sizeof x->res->sum.int4_recipe,
-                             SIM_INT4_QTYPE, im_tokens >= SIM_IMATRIX_SEQ ? im_tokens : 0);
+                             SIM_INT4_QTYPE, im_tokens >= FKD_QIMATRIX_DEFAULT_SEQ ? im_tokens : 0);
     int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
     if (teacher && teacher_eval_load(m, x) == 0) {
         x->res->sum.teacher_eval_cached = 1;

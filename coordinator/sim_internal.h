@@ -58,10 +58,9 @@ int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err);
 /* sim_eval.c */
 /* The int4 column, student-int4.qmdl and student-q4_1.gguf: one model,
  * quantized by compress's deploy recipe (fkd_qmodel_quantize_deploy) with
- * an importance matrix of SIM_IMATRIX_TOKENS of the public transfer set. */
+ * an importance matrix of the public transfer set's first tokens
+ * (fkd_qimatrix_compute_deploy). */
 #define SIM_INT4_QTYPE FKD_QTYPE_Q4_1
-#define SIM_IMATRIX_TOKENS FKD_QIMATRIX_DEFAULT_TOKENS
-#define SIM_IMATRIX_SEQ 256
 /* m's importance matrix, or NULL when it has none. */
 const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m);
 int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_stream *s,

@@ -139,7 +139,8 @@ static int export_model(const export_opts *o, int scheme)
         printf("export=%s type=%s rule=%s tensor_types=%s imatrix_tokens=%d bytes=%lld "
                "quant_seconds=%.2f params=%zu layers=%d dim=%d vocab=%d context=%d\n",
                o->out, fkd_qtype_name(scheme), o->rule_name,
-               o->tensor_types ? o->tensor_types : "-", o->imatrix_tokens, bytes,
+               o->tensor_types ? o->tensor_types : "-",
+               strcmp(o->rule_name, "mse") == 0 ? o->imatrix_tokens : 0, bytes, /* rtn reads none */
                quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
     } else {
         fprintf(stderr, "fedkd export: %s\n", err.msg);
@@ -151,7 +152,8 @@ static int export_model(const export_opts *o, int scheme)
 int cmd_export(int argc, char **argv)
 {
     export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "mse", NULL,
-                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS, 256};
+                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS,
+                     FKD_QIMATRIX_DEFAULT_SEQ};
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &o.model, "the student: fedkd checkpoint or GGUF file (required)"},
         {"tokenizer", FKD_OPT_STR, &o.tokenizer, "GGUF file whose tokenizer the model uses (default: the model's own; none for a byte model)"},

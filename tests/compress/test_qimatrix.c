@@ -236,6 +236,16 @@ static void test_deploy_recipe(void **state)
     assert_int_equal(err.code, FKD_E_INVALID_ARG);
     assert_null(dep.memory);
 
+    /* the recipe's calibration: windows of the context (32 < 256) over the
+     * whole short text; a text shorter than a window gives no importances */
+    fkd_qimatrix cal;
+    assert_int_equal(fkd_qimatrix_compute_deploy(&cal, &f->p, &f->text, &err), 0);
+    assert_int_equal(cal.tokens, N_TOKENS);
+    fkd_qimatrix_free(&cal);
+    fkd_token_stream few = {.tokens = f->tokens, .n = 31};
+    assert_int_equal(fkd_qimatrix_compute_deploy(&cal, &f->p, &few, &err), 0);
+    assert_null(cal.memory);
+
     char r[FKD_QDEPLOY_RECIPE_MAX];
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q4_1, 4096);
     assert_string_equal(r, "q4_1 mse, imatrix 4096 tokens, wo w2 q8_0");

@@ -158,9 +158,10 @@ typedef struct {
 
 /* Quantizes params with `type` for the block matrices and the policy above
  * for the rest. mask (n_params, may be NULL) is copied into the model.
- * Every block is ggml's round-to-nearest (FKD_QRULE_RTN): without
- * calibration text it measured best (docs/benchmarks.md, "int4 quality");
- * fkd_qmodel_quantize_with takes the least-squares rule and importances. */
+ * Every block is ggml's round-to-nearest (FKD_QRULE_RTN), every matrix in
+ * the scheme: the TASK's weights and the plain file. A student for a device
+ * takes fkd_qmodel_quantize_deploy; fkd_qmodel_quantize_with takes any
+ * rule, formats and importances. */
 int fkd_qmodel_quantize(fkd_qmodel *qm, const fkd_params *params, int type, const uint8_t *mask,
                         fkd_error *err);
 /* Per-tensor formats chosen by the caller (types[FKD_T_COUNT]); a format the
@@ -197,8 +198,15 @@ typedef struct {
  * measures the mean squares: wq/wk/wv and w1/w3 see their norm's output,
  * wo the attention output, w2 the SwiGLU output. */
 #define FKD_QIMATRIX_DEFAULT_TOKENS 4096
+#define FKD_QIMATRIX_DEFAULT_SEQ 256
 int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_token_stream *text,
                          int n_tokens, int seq_len, fkd_error *err);
+/* The deploy recipe's calibration (fkd_qmodel_quantize_deploy): the first
+ * FKD_QIMATRIX_DEFAULT_TOKENS of text in windows of FKD_QIMATRIX_DEFAULT_SEQ
+ * (at most the model's context). A text shorter than one window gives 0
+ * and an empty im (memory NULL: quantize without importances). */
+int fkd_qimatrix_compute_deploy(fkd_qimatrix *im, const fkd_params *params,
+                                const fkd_token_stream *text, fkd_error *err);
 void fkd_qimatrix_free(fkd_qimatrix *im);
 
 /* fkd_qmodel_quantize_types with the int4 rule (enum fkd_qrule) and an
@@ -210,6 +218,25 @@ void fkd_qimatrix_free(fkd_qimatrix *im);
 int fkd_qmodel_quantize_with(fkd_qmodel *qm, const fkd_params *params, const int *types,
                              const uint8_t *mask, int rule, const fkd_qimatrix *imatrix,
                              fkd_error *err);
+/* The deployment recipe: what a student is quantized with for a device
+ * (the simulation's int4 column and student-q4_1.gguf, `fedkd export`'s
+ * default, the coordinator's student.qmdl). For an int4 scheme it is the
+ * best measured in docs/benchmarks.md ("int4 quality": +1.96 % perplexity
+ * for Q4_1 on a healed SmolLM2 student, against +15 % for round-to-nearest):
+ * the scheme's policy with wo and w2 at Q8_0, and least-squares codes
+ * (FKD_QRULE_MSE) weighted by the importance matrix when one is given;
+ * without one (NULL) the codes are round-to-nearest (FKD_QRULE_RTN, which
+ * least squares did not beat without calibration: +15.0 % against +15.3 %).
+ * Any other scheme is fkd_qmodel_quantize's, and imatrix is not used. */
+int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int scheme,
+                               const uint8_t *mask, const fkd_qimatrix *imatrix, fkd_error *err);
+/* The formats fkd_qmodel_quantize_deploy(scheme) gives each tensor of cfg. */
+void fkd_qmodel_deploy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, int scheme);
+/* The recipe in words for reports, e.g. "q4_1 mse, imatrix 4096 tokens, wo
+ * w2 q8_0" (imatrix_tokens 0: "q4_1 rtn, wo w2 q8_0"); any other scheme:
+ * its name. */
+#define FKD_QDEPLOY_RECIPE_MAX 96
+void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t imatrix_tokens);
 /* An empty model of cfg in these formats (blocks zeroed, no mask), for a
  * reader that fills q[t].data itself (fkd_gguf_llama_load_qmodel). */
 int fkd_qmodel_init(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types, fkd_error *err);
@@ -678,12 +705,13 @@ int fkd_gguf_llama_save_bpe(const char *path, const fkd_params *params, int matr
 int fkd_gguf_llama_save_qmodel(const char *path, const fkd_qmodel *qm,
                                const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
                                const char *name, fkd_error *err);
-/* The deployment file of params in one call: fkd_qmodel_quantize(scheme)
- * (the format policy at the top of this header) written as above. What
- * `fedkd export` and the simulation's student-<scheme>.gguf write. */
+/* The deployment file of params in one call: fkd_qmodel_quantize_deploy
+ * (scheme, imatrix: NULL = none) written as above. What the simulation's
+ * student-<scheme>.gguf is (`fedkd export` makes the same file, with its
+ * options over the recipe). */
 int fkd_gguf_llama_export(const char *path, const fkd_params *params, int scheme,
-                          const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
-                          const char *name, fkd_error *err);
+                          const fkd_qimatrix *imatrix, const fkd_bpe_tables *tables,
+                          const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
 
 /* Which teacher structures the student keeps (indices ascending). */
 typedef struct {

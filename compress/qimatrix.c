@@ -155,3 +155,15 @@ int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_t
     free(p.memory);
     return 0;
 }
+
+int fkd_qimatrix_compute_deploy(fkd_qimatrix *im, const fkd_params *params,
+                                const fkd_token_stream *text, fkd_error *err)
+{
+    memset(im, 0, sizeof *im);
+    int seq = params->cfg.max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? params->cfg.max_seq
+                                                             : FKD_QIMATRIX_DEFAULT_SEQ;
+    fkd_token_stream head = *text;
+    if (head.n > FKD_QIMATRIX_DEFAULT_TOKENS) head.n = FKD_QIMATRIX_DEFAULT_TOKENS;
+    if (head.n < seq) return 0; /* no window: the recipe goes without importances */
+    return fkd_qimatrix_compute(im, params, &head, (int)head.n, seq, err);
+}

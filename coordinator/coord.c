@@ -222,14 +222,36 @@ static int requantize(fkd_coord *c, fkd_error *err)
     return rc;
 }
 
+/* The importance matrix of the master on the first transfer shard's public
+ * tokens, for an int4 student.qmdl (compress's deploy recipe); im is left
+ * empty (no importances) without a shard. */
+static int deploy_imatrix(fkd_qimatrix *im, const fkd_coord *c, fkd_error *err)
+{
+    memset(im, 0, sizeof *im);
+    int q = c->cfg.deploy_quant;
+    if ((q != FKD_QTYPE_Q4_0 && q != FKD_QTYPE_Q4_1) || c->n_shards == 0) return 0;
+    fkd_softlabel_shard sh;
+    if (fkd_softlabels_decode(&sh, c->shards[0], c->shard_len[0], err) != 0) return -1;
+    fkd_token_stream text;
+    fkd_token_stream_from_shard(&text, &sh);
+    int rc = fkd_qimatrix_compute_deploy(im, &c->master, &text, err);
+    fkd_softlabels_free(&sh);
+    return rc;
+}
+
 static int save_deployment(fkd_coord *c, fkd_error *err)
 {
     char path[PATH_BYTES];
     if (path_in(path, c, FKD_COORD_DEPLOY_FILE) != 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "state_dir too long");
+    fkd_qimatrix im;
+    if (deploy_imatrix(&im, c, err) != 0) return -1;
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize(&qm, &c->master, c->cfg.deploy_quant, NULL, err) != 0) return -1;
-    int rc = fkd_qmodel_save(path, &qm, err);
+    int rc = fkd_qmodel_quantize_deploy(&qm, &c->master, c->cfg.deploy_quant, NULL,
+                                        im.memory ? &im : NULL, err);
+    fkd_qimatrix_free(&im);
+    if (rc != 0) return -1;
+    rc = fkd_qmodel_save(path, &qm, err);
     fkd_qmodel_free(&qm);
     if (rc == 0 && path_in(path, c, FKD_COORD_MASTER_FILE) == 0)
         rc = fkd_checkpoint_save(path, &c->master, err);

@@ -283,6 +283,8 @@ typedef struct {
     int n_client_acc;
     fkd_params final;      /* the trained model: fedkd's, for the files written at the end;
                               every other student's is freed once evaluated */
+    fkd_qimatrix imatrix;  /* final's on the public transfer text, for its int4 deploy
+                              recipe (memory NULL: none); kept and freed with final */
     uint32_t final_crc;    /* CRC-32 of the trained model's weights (students), kept */
     double peak_client_bytes;      /* federated: the largest training plan of a client */
     int class_ok[FKD_SIM_CLASS_COUNT]; /* devices per class that could take part: train and
@@ -307,6 +309,7 @@ typedef struct {
     int teacher_cached;
     size_t student_params, teacher_params;
     uint64_t student_q8_bytes;     /* the TASK's weights */
+    char int4_recipe[FKD_QDEPLOY_RECIPE_MAX]; /* the int4 column's, fkd_qmodel_deploy_recipe */
     uint64_t update_bytes;         /* one compressed, sealed update (estimate for the clock) */
     uint64_t private_train_tokens, public_transfer_tokens;
     int64_t test_tokens;

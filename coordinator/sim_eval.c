@@ -3,10 +3,12 @@
  * eval_tokens_final tokens), the hallucination rate (sampled continuations
  * of held-out openings, train's fkd_eval_report_run), and the perplexity of
  * the student as a device runs it, quantized to int8 (Q8_0) and int4
- * (Q4_0): compress/'s quantized forward pass on the blocks with 8-bit
- * activations, each window of the text fed as one prompt. The fp32 model
- * is scored on the same windows of the same tokens, so the quantization
- * cost is a like-for-like ratio.
+ * (SIM_INT4_QTYPE by compress's deploy recipe, with an importance matrix
+ * measured on the public transfer text: the model of student-q4_1.gguf):
+ * compress/'s quantized forward pass on the blocks with 8-bit activations,
+ * each window of the text fed as one prompt. The fp32 model is scored on
+ * the same windows of the same tokens, so the quantization cost is a
+ * like-for-like ratio.
  *
  * With a file teacher, the teacher reads the test text in its own tokens
  * and the students in theirs (a trimmed vocabulary cuts text differently),
@@ -39,11 +41,11 @@ int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_
     return 0;
 }
 
-static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_token_stream *s,
-                      int64_t n, fkd_error *err)
+static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_qimatrix *im,
+                      const fkd_token_stream *s, int64_t n, fkd_error *err)
 {
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize(&qm, p, type, NULL, err) != 0) return -1;
+    if (fkd_qmodel_quantize_deploy(&qm, p, type, NULL, im, err) != 0) return -1;
     fkd_qinfer st;
     int rc = fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, err);
     fkd_eval_result r;
@@ -53,6 +55,31 @@ static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_toke
     }
     fkd_qmodel_free(&qm);
     if (rc == 0) *ppl = r.perplexity;
+    return rc;
+}
+
+const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m)
+{
+    return m->imatrix.memory ? &m->imatrix : NULL;
+}
+
+/* The importance matrix of p on the public transfer set (public text: no
+ * client's data reaches the deployed file), in the teacher's ids for a
+ * file teacher whose student was trimmed. */
+static int transfer_imatrix(fkd_qimatrix *im, const sim_ctx *x, const fkd_params *p, int teacher,
+                            fkd_error *err)
+{
+    fkd_token_stream text = x->transfer;
+    int32_t *ids = NULL;
+    if (teacher && x->have_vmap) {
+        if (text.n > FKD_QIMATRIX_DEFAULT_TOKENS) text.n = FKD_QIMATRIX_DEFAULT_TOKENS;
+        ids = malloc((size_t)(text.n ? text.n : 1) * sizeof *ids);
+        if (!ids) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the teacher's calibration text");
+        for (int64_t i = 0; i < text.n; i++) ids[i] = x->vmap.new_to_old[text.tokens[i]];
+        text.tokens = ids;
+    }
+    int rc = fkd_qimatrix_compute_deploy(im, p, &text, err);
+    free(ids);
     return rc;
 }
 
@@ -100,11 +127,12 @@ static void teacher_eval_path(char *out, size_t cap, const sim_ctx *x)
 {
     const fkd_sim_config *c = &x->cfg;
     char key[4 * FKD_SIM_PATH_MAX];
-    snprintf(key, sizeof key, "teacher-eval v2|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
-             "ctx=%d|test=%lld|quant=%lld|halluc=%d", x->res->sum.teacher_crc, c->data,
+    /* v3: int8/int4 on the blocks by windows; the int4 figure the deploy recipe's, named */
+    snprintf(key, sizeof key, "teacher-eval v3|crc=%08x|%s|%s|%s|seed=%llu|clients=%d|%d|%g|"
+             "ctx=%d|test=%lld|quant=%lld|halluc=%d|int4=%s", x->res->sum.teacher_crc, c->data,
              c->public_dir, c->words, (unsigned long long)c->seed, c->clients, c->partition,
              (double)c->dirichlet_alpha, x->teacher.cfg.max_seq, (long long)x->test_t.n,
-             (long long)c->quant_eval_tokens, c->halluc_prompts);
+             (long long)c->quant_eval_tokens, c->halluc_prompts, x->res->sum.int4_recipe);
     snprintf(out, cap, "%s/teacher-eval-%08x.txt", c->cache, fkd_crc32(0, key, strlen(key)));
 }
 
@@ -139,6 +167,12 @@ static void teacher_eval_save(const fkd_sim_method *m, const sim_ctx *x)
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
 {
     double t0 = fkd_time_ms();
+    /* One recipe for every method: the imatrix reads the same public tokens
+     * (before the teacher's cache key, which names it). */
+    int64_t im_tokens = x->transfer.n < FKD_QIMATRIX_DEFAULT_TOKENS ? x->transfer.n
+                                                                   : FKD_QIMATRIX_DEFAULT_TOKENS;
+    fkd_qmodel_deploy_recipe(x->res->sum.int4_recipe, sizeof x->res->sum.int4_recipe,
+                             SIM_INT4_QTYPE, im_tokens >= FKD_QIMATRIX_DEFAULT_SEQ ? im_tokens : 0);
     int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
     if (teacher && teacher_eval_load(m, x) == 0) {
         x->res->sum.teacher_eval_cached = 1;
@@ -161,10 +195,13 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     int rc = 0;
     if (n >= 2 && n < test->n)
         rc = fkd_eval_tokens(&f32, p, test->tokens, n, 0, p->cfg.max_seq, err);
+    fkd_qimatrix_free(&m->imatrix);
+    if (rc == 0 && n >= 2) rc = transfer_imatrix(&m->imatrix, x, p, teacher, err);
     double q8 = 0, q4 = 0;
     if (rc == 0 && n >= 2)
-        rc = eval_quant(&q8, p, FKD_QTYPE_Q8_0, test, n, err) != 0 ||
-             eval_quant(&q4, p, FKD_QTYPE_Q4_0, test, n, err) != 0 ? -1 : 0;
+        rc = eval_quant(&q8, p, FKD_QTYPE_Q8_0, NULL, test, n, err) != 0 ||
+             eval_quant(&q4, p, SIM_INT4_QTYPE, sim_method_imatrix(m), test, n, err) != 0 ? -1
+                                                                                        : 0;
     int threads = single_thread();
     if (rc == 0) rc = eval_halluc(&m->halluc, x, p, tok, err);
     fkd_train_set_threads(threads);
@@ -198,5 +235,7 @@ void sim_method_release(fkd_sim_method *m, int keep)
 {
     if (!m->final.memory) return;
     m->final_crc = fkd_crc32(0, m->final.memory, m->final.n_params * sizeof(float));
-    if (!keep) fkd_params_free(&m->final); /* the figures are taken: the weights are done */
+    if (keep) return;
+    fkd_params_free(&m->final); /* the figures are taken: the weights are done */
+    fkd_qimatrix_free(&m->imatrix);
 }

@@ -104,7 +104,7 @@ static void json_method(FILE *f, const fkd_sim_method *m)
     fprintf(f, "}}");
 }
 
-static void json_settings(FILE *f, const fkd_sim_config *c)
+static void json_settings(FILE *f, const fkd_sim_config *c, const fkd_sim_summary *s)
 {
     fprintf(f, "  \"settings\": {\"data\": ");
     jstr(f, c->data);
@@ -131,6 +131,8 @@ static void json_settings(FILE *f, const fkd_sim_config *c)
     jstr(f, c->teacher);
     fprintf(f, ", \"student\": ");
     jstr(f, c->student);
+    fprintf(f, ", \"int4_recipe\": ");
+    jstr(f, s->int4_recipe);
     fprintf(f, "},\n");
 }
 
@@ -207,7 +209,7 @@ static int write_summary(const fkd_sim_result *res, fkd_error *err)
         first = 0;
     }
     fprintf(f, "\n  },\n");
-    json_settings(f, &res->cfg);
+    json_settings(f, &res->cfg, s);
     json_devices(f, s);
     json_client_modes(f, s);
     json_teacher(f, s);
@@ -298,10 +300,12 @@ static int write_students(const fkd_sim_result *res, fkd_error *err)
     static const struct {
         int type;
         const char *name;
-    } q[] = {{FKD_QTYPE_Q8_0, "student-int8.qmdl"}, {FKD_QTYPE_Q4_0, "student-int4.qmdl"}};
+    } q[] = {{FKD_QTYPE_Q8_0, "student-int8.qmdl"}, {SIM_INT4_QTYPE, "student-int4.qmdl"}};
     for (int i = 0; i < 2; i++) {
         fkd_qmodel qm;
-        if (fkd_qmodel_quantize(&qm, &m->final, q[i].type, NULL, err) != 0) return -1;
+        if (fkd_qmodel_quantize_deploy(&qm, &m->final, q[i].type, NULL, sim_method_imatrix(m),
+                                       err) != 0)
+            return -1;
         snprintf(path, sizeof path, "%s/%s", res->cfg.out, q[i].name);
         int rc = fkd_qmodel_save(path, &qm, err);
         fkd_qmodel_free(&qm);
@@ -346,7 +350,7 @@ int sim_write_student_gguf(const sim_ctx *x, fkd_error *err)
     static const struct {
         int type;
         const char *name;
-    } q[] = {{FKD_QTYPE_F32, "student-f32.gguf"}, {FKD_QTYPE_Q4_1, "student-q4_1.gguf"}};
+    } q[] = {{FKD_QTYPE_F32, "student-f32.gguf"}, {SIM_INT4_QTYPE, "student-q4_1.gguf"}};
     int file_teacher = x->cfg.teacher[0] && fkd_gguf_is_gguf(x->cfg.teacher);
     fkd_gguf g;
     fkd_bpe_tables tables = {0};
@@ -355,8 +359,9 @@ int sim_write_student_gguf(const sim_ctx *x, fkd_error *err)
     for (size_t i = 0; rc == 0 && i < sizeof q / sizeof q[0]; i++) {
         char path[FKD_SIM_PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/%s", x->cfg.out, q[i].name);
-        rc = fkd_gguf_llama_export(path, &m->final, q[i].type, file_teacher ? &tables : NULL,
-                                   file_teacher ? &g : NULL, "fedkd student", err);
+        rc = fkd_gguf_llama_export(path, &m->final, q[i].type, sim_method_imatrix(m),
+                                   file_teacher ? &tables : NULL, file_teacher ? &g : NULL,
+                                   "fedkd student", err);
     }
     if (file_teacher) {
         fkd_bpe_tables_free(&tables);

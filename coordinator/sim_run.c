@@ -611,6 +611,7 @@ void fkd_sim_result_free(fkd_sim_result *res)
         free(res->m[i].rounds);
         free(res->m[i].client_acc);
         fkd_params_free(&res->m[i].final);
+        fkd_qimatrix_free(&res->m[i].imatrix);
     }
     memset(res, 0, sizeof *res);
 }

@@ -9,11 +9,14 @@
  * the model's own when it is GGUF, or is the byte vocabulary of a 256-token
  * model.
  *
- * int4 blocks take the least-squares rule by default (--rule rtn: ggml's
- * round-to-nearest, for comparison); --tensor-types keeps chosen matrices
- * in another format (mixed precision); --imatrix-tokens weights the int4
- * error by each input channel's mean square activation on the public
- * corpus's training split (docs/benchmarks.md, "int4 quality"). */
+ * By default an int4 file is compress's deploy recipe
+ * (fkd_qmodel_quantize_deploy, docs/benchmarks.md "int4 quality"): wo and
+ * w2 at Q8_0, least-squares codes weighted by an importance matrix of
+ * --imatrix-tokens of the public corpus's training split. The options
+ * change it piece by piece, for comparison: --rule rtn takes ggml's
+ * round-to-nearest codes, --tensor-types other formats for chosen matrices
+ * (w2=q4_1,wo=q4_1 gives the plain Q4_1 file), --imatrix-tokens 0 no
+ * importances. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,16 +78,16 @@ static int imatrix(fkd_qimatrix *im, const export_opts *o, const fkd_params *p,
     return rc;
 }
 
-/* Quantizes p (the scheme's policy, --tensor-types over it, --rule, the
- * importance matrix when asked) and writes the file; *quant_ms is the time
- * the quantization took. */
+/* Quantizes p (the deploy recipe's formats, --tensor-types over them,
+ * --rule, the importance matrix when asked) and writes the file; *quant_ms
+ * is the time the quantization took. */
 static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
                         const fkd_bpe_tables *tables, const fkd_gguf *g, double *quant_ms,
                         fkd_error *err)
 {
     int types[FKD_T_COUNT];
     int rule = strcmp(o->rule_name, "rtn") == 0 ? FKD_QRULE_RTN : FKD_QRULE_MSE;
-    fkd_qmodel_policy_types(types, &p->cfg, scheme);
+    fkd_qmodel_deploy_types(types, &p->cfg, scheme);
     if (o->tensor_types && fkd_qmodel_parse_types(types, &p->cfg, o->tensor_types, err) != 0)
         return -1;
     fkd_qimatrix im = {0};
@@ -136,7 +139,8 @@ static int export_model(const export_opts *o, int scheme)
         printf("export=%s type=%s rule=%s tensor_types=%s imatrix_tokens=%d bytes=%lld "
                "quant_seconds=%.2f params=%zu layers=%d dim=%d vocab=%d context=%d\n",
                o->out, fkd_qtype_name(scheme), o->rule_name,
-               o->tensor_types ? o->tensor_types : "-", o->imatrix_tokens, bytes,
+               o->tensor_types ? o->tensor_types : "-",
+               strcmp(o->rule_name, "mse") == 0 ? o->imatrix_tokens : 0, bytes, /* rtn reads none */
                quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
     } else {
         fprintf(stderr, "fedkd export: %s\n", err.msg);
@@ -148,7 +152,8 @@ static int export_model(const export_opts *o, int scheme)
 int cmd_export(int argc, char **argv)
 {
     export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "mse", NULL,
-                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS, 256};
+                     "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS,
+                     FKD_QIMATRIX_DEFAULT_SEQ};
     const fkd_opt opts[] = {
         {"model", FKD_OPT_STR, &o.model, "the student: fedkd checkpoint or GGUF file (required)"},
         {"tokenizer", FKD_OPT_STR, &o.tokenizer, "GGUF file whose tokenizer the model uses (default: the model's own; none for a byte model)"},
@@ -157,7 +162,7 @@ int cmd_export(int argc, char **argv)
         {"name", FKD_OPT_STR, &o.name, "general.name of the file"},
         {"context", FKD_OPT_INT, &o.context, "context length the file declares (0 = the model's)"},
         {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: mse (least-squares scales, errors weighted by w^2 and the importances) | rtn (ggml's round-to-nearest)"},
-        {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than --type: TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; e.g. w2=q8_0)"},
+        {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than the recipe's (an int4 --type keeps wo and w2 at q8_0): TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; w2=q4_1,wo=q4_1: all int4)"},
         {"imatrix-tokens", FKD_OPT_INT, &o.imatrix_tokens, "with --rule mse: weight int4 errors by each input channel's mean square activation on this many public tokens (0 = none; a byte model without tokenizer has none)"},
         {"imatrix-seq", FKD_OPT_INT, &o.imatrix_seq, "tokens per window of the importance pass"},
         {"data", FKD_OPT_STR, &o.data, "corpus directory of the importance pass (its public training split)"},

@@ -99,21 +99,24 @@ static void export_round_trip(int scheme, int tie, int file_type)
     fkd_params_randomize(&params, 11);
     char path[1024];
     gguf_tmp_path(path, sizeof path, "export.gguf");
-    assert_int_equal(fkd_gguf_llama_export(path, &params, scheme, NULL, NULL, "t", &err), 0);
+    assert_int_equal(fkd_gguf_llama_export(path, &params, scheme, NULL, NULL, NULL, "t", &err), 0);
 
     fkd_gguf g;
     assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
     expect_llama_metadata(&g, &cfg, file_type);
-    /* the quantized student's policy: embedding and head at least Q8_0, norms f32 */
+    /* the deploy recipe: embedding and head at least Q8_0, norms f32, and
+     * w2 (ffn_down) and wo (attn_output) kept at Q8_0 in an int4 file */
     assert_int_equal(tensor_type(&g, "token_embd.weight"), FKD_QTYPE_Q8_0);
     assert_int_equal(tensor_type(&g, "output.weight"), tie ? -1 : FKD_QTYPE_Q8_0);
     assert_int_equal(tensor_type(&g, "blk.1.attn_q.weight"), scheme);
-    assert_int_equal(tensor_type(&g, "blk.0.ffn_down.weight"), scheme);
+    assert_int_equal(tensor_type(&g, "blk.0.ffn_gate.weight"), scheme);
+    assert_int_equal(tensor_type(&g, "blk.0.ffn_down.weight"), FKD_QTYPE_Q8_0);
+    assert_int_equal(tensor_type(&g, "blk.1.attn_output.weight"), FKD_QTYPE_Q8_0);
     assert_int_equal(tensor_type(&g, "blk.1.ffn_norm.weight"), FKD_QTYPE_F32);
     assert_int_equal(tensor_type(&g, "output_norm.weight"), FKD_QTYPE_F32);
 
     fkd_qmodel want, back;
-    assert_int_equal(fkd_qmodel_quantize(&want, &params, scheme, NULL, &err), 0);
+    assert_int_equal(fkd_qmodel_quantize_deploy(&want, &params, scheme, NULL, NULL, &err), 0);
     assert_int_equal(fkd_gguf_llama_load_qmodel(&back, &g, 0, &err), 0);
     assert_memory_equal(&back.cfg, &want.cfg, sizeof want.cfg);
     for (int t = 0; t < FKD_T_COUNT; t++) {
@@ -186,7 +189,7 @@ static void test_mixed_formats_converted(void **state)
     char src[1024], dst[1024];
     gguf_tmp_path(src, sizeof src, "mixed_src.gguf");
     gguf_tmp_path(dst, sizeof dst, "mixed.gguf");
-    assert_int_equal(fkd_gguf_llama_export(src, &params, FKD_QTYPE_Q4_1, NULL, NULL, "m", &err),
+    assert_int_equal(fkd_gguf_llama_export(src, &params, FKD_QTYPE_Q4_1, NULL, NULL, NULL, "m", &err),
                      0);
     write_with_f32_tensor(dst, src, "blk.1.attn_v.weight");
     fkd_gguf g;
@@ -249,7 +252,7 @@ static void test_trimmed_tokenizer(void **state)
     fkd_params_randomize(&params, 3);
     char path[1024];
     gguf_tmp_path(path, sizeof path, "trimmed.gguf");
-    assert_int_equal(fkd_gguf_llama_export(path, &params, FKD_QTYPE_Q4_1, &trimmed, &teacher,
+    assert_int_equal(fkd_gguf_llama_export(path, &params, FKD_QTYPE_Q4_1, NULL, &trimmed, &teacher,
                                            "s", &err), 0);
     assert_int_equal(fkd_gguf_open(&g, path, &err), 0);
     expect_llama_metadata(&g, &cfg, 3);

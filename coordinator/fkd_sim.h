@@ -248,7 +248,8 @@ void fkd_sim_config_defaults(fkd_sim_config *cfg);
  * applied over the defaults before the options. */
 void fkd_sim_config_file_defaults(fkd_sim_config *cfg);
 int fkd_sim_config_validate(const fkd_sim_config *cfg, fkd_error *err);
-/* "fedkd,public-kd" -> the bits of cfg.methods ("all" = 0, every method).
+/* "fedkd,public-kd" -> the bits of cfg.methods ("all" = 0, every method but
+ * the dense-uplink reference, which cfg.dense_reference adds).
  * The keys are those of summary.json: teacher public-kd fedavg fedkd
  * central fedkd-dense. 0 on success. */
 int fkd_sim_methods_parse(unsigned *methods, const char *list, fkd_error *err);

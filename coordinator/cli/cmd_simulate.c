@@ -74,7 +74,7 @@ int cmd_simulate(int argc, char **argv)
         {"up-fraction", FKD_OPT_FLOAT, &cfg.up_fraction, "top-k share of the uplink update"},
         {"up-format", FKD_OPT_STR, &format, "uplink values: f32 | int8 | int4 | ternary | sign"},
         {"dense-reference", FKD_OPT_FLAG, &dense, "also run fedkd with a dense fp32 uplink: the reference for the compression cost"},
-        {"methods", FKD_OPT_STR, &methods, "methods to run, comma-separated: teacher,public-kd,fedavg,fedkd,central,fedkd-dense (or all)"},
+        {"methods", FKD_OPT_STR, &methods, "methods to run, comma-separated: teacher,public-kd,fedavg,fedkd,central,fedkd-dense (or all: every one but fedkd-dense, which --dense-reference adds)"},
         {"server-lr", FKD_OPT_FLOAT, &cfg.server_lr, "the federated servers' step on the clients' mean update (1: FedAvg)"},
         {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
         {"soft-k", FKD_OPT_INT, &cfg.soft_k, "soft-label ids per position"},

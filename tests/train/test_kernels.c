@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -175,6 +176,38 @@ static void test_expf(void **state)
     assert_true(isfinite(fkd_expf(1000.0f)));
 }
 
+/* A subnormal result (1e-30 * 1e-10 = 1e-40) comes out as 0 once the
+ * training threads are set: in this thread and in one it starts. */
+static float subnormal_product(void)
+{
+    volatile float a = 1e-30f, b = 1e-10f;
+    return a * b;
+}
+
+static void *product_in_thread(void *out)
+{
+    *(float *)out = subnormal_product();
+    return NULL;
+}
+
+static void test_subnormals_flushed(void **state)
+{
+    (void)state;
+#if defined(__SSE__) || defined(__x86_64__) || defined(__aarch64__)
+    fkd_train_set_threads(2);
+    assert_true(subnormal_product() == 0.0f);
+    float in_thread = 1.0f;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, product_in_thread, &in_thread), 0);
+    pthread_join(t, NULL);
+    assert_true(in_thread == 0.0f);
+    volatile float normal = 1e-20f;
+    assert_true(normal * 1e-10f > 0.0f); /* normal results are untouched */
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     fkd_train_set_threads(2);
@@ -182,7 +215,7 @@ int main(void)
         cmocka_unit_test(test_matmul),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_embedding), cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_expf),
+        cmocka_unit_test(test_expf),        cmocka_unit_test(test_subnormals_flushed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* test_restart.c — the coordinator killed (SIGKILL) in the middle of round 2
  * and started again with the same state_dir: training resumes from the last
  * completed round, and the final master weights are byte for byte those of
- * an uninterrupted run with the same seed and the same clients. */
+ * an uninterrupted run with the same seed and the same clients. The
+ * deployment file is int4 (deploy_quant = q4_1): compress's deploy recipe,
+ * with the importances of the master on the public transfer shard. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "fkd_compress.h"
 #include "harness.h"
 
 #define N_CLIENTS 3
@@ -46,7 +49,7 @@ static void test_restart_gives_same_weights(void **state)
     snprintf(soft, sizeof soft, "softlabels=%s/soft.bin", e.dir);
     const char *extra[] = {"rounds=3", "min_clients=3", "eval_side=private", "heartbeat_ms=300",
                            "seed=11", "local_steps=15", "aggregator=fedadam", "server_lr=0.01",
-                           soft, NULL};
+                           "deploy_quant=q4_1", soft, NULL};
     pid_t c[N_CLIENTS];
 
     /* A: uninterrupted. */
@@ -85,6 +88,18 @@ static void test_restart_gives_same_weights(void **state)
     h_path(a, &e, "stateA/student.qmdl");
     h_path(b, &e, "stateB/student.qmdl");
     assert_true(h_same_file(a, b));
+    /* the recipe's formats: Q4_1 matrices, wo and w2 at Q8_0 */
+    fkd_qmodel qm;
+    fkd_error err = {0};
+    assert_int_equal(fkd_qmodel_load(&qm, a, &err), 0);
+    int types[FKD_T_COUNT];
+    fkd_qmodel_deploy_types(types, &qm.cfg, FKD_QTYPE_Q4_1);
+    for (int t = 0; t < FKD_T_COUNT; t++)
+        if (qm.q[t].count > 0) assert_int_equal(qm.q[t].type, types[t]);
+    assert_int_equal(qm.q[FKD_T_WQ].type, FKD_QTYPE_Q4_1);
+    assert_int_equal(qm.q[FKD_T_WO].type, FKD_QTYPE_Q8_0);
+    assert_int_equal(qm.q[FKD_T_W2].type, FKD_QTYPE_Q8_0);
+    fkd_qmodel_free(&qm);
 }
 
 int main(void)

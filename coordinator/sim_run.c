@@ -51,7 +51,7 @@ void fkd_sim_config_defaults(fkd_sim_config *c)
     c->batch = 8;
     c->seq = 64;
     c->lr = 3e-3f;
-    c->lr_schedule = FKD_LR_CONSTANT;
+    c->lr_schedule = FKD_LR_COSINE;
     c->min_lr_ratio = 0.1f;
     c->alpha = 0.5f;
     c->transfer_share = 0.5f;

@@ -78,6 +78,7 @@ int cmd_simulate(int argc, char **argv)
         {"server-lr", FKD_OPT_FLOAT, &cfg.server_lr, "the federated servers' step on the clients' mean update (1: FedAvg)"},
         {"teacher-steps", FKD_OPT_INT, &cfg.teacher_steps, "teacher training steps (cached by settings)"},
         {"soft-k", FKD_OPT_INT, &cfg.soft_k, "soft-label ids per position"},
+        {"soft-temperature", FKD_OPT_FLOAT, &cfg.soft_temperature, "temperature of the soft labels and of the distillation loss (cached by it)"},
         {"soft-shards", FKD_OPT_INT, &cfg.soft_shards, "soft-label shards (round r uses shard r mod n)"},
         {"transfer-tokens", FKD_OPT_I64, &transfer, "transfer-set positions labelled by the teacher"},
         {"eval-tokens", FKD_OPT_I64, &eval_final, "test tokens of the final evaluation"},

@@ -246,22 +246,27 @@ static double q4_1_block_mse(uint8_t *block, const float *x, const float *weight
 }
 
 /* ---- rows ------------------------------------------------------------------------ */
-double fkd_q4_0_quantize_row_mse(uint8_t *blocks, const float *x, const float *weights, size_t n)
+typedef double (*block_mse_fn)(uint8_t *block, const float *x, const float *w);
+
+/* Every whole block of the row through one format's block quantizer. */
+static double row_mse(uint8_t *blocks, size_t block_bytes, block_mse_fn block_mse,
+                      const float *x, const float *weights, size_t n)
 {
     double e = 0.0;
     for (size_t b = 0; b < n / FKD_QK; b++)
-        e += q4_0_block_mse(blocks + b * FKD_Q4_0_BLOCK_BYTES, x + b * FKD_QK,
-                            weights ? weights + b * FKD_QK : NULL);
+        e += block_mse(blocks + b * block_bytes, x + b * FKD_QK,
+                       weights ? weights + b * FKD_QK : NULL);
     return e;
+}
+
+double fkd_q4_0_quantize_row_mse(uint8_t *blocks, const float *x, const float *weights, size_t n)
+{
+    return row_mse(blocks, FKD_Q4_0_BLOCK_BYTES, q4_0_block_mse, x, weights, n);
 }
 
 double fkd_q4_1_quantize_row_mse(uint8_t *blocks, const float *x, const float *weights, size_t n)
 {
-    double e = 0.0;
-    for (size_t b = 0; b < n / FKD_QK; b++)
-        e += q4_1_block_mse(blocks + b * FKD_Q4_1_BLOCK_BYTES, x + b * FKD_QK,
-                            weights ? weights + b * FKD_QK : NULL);
-    return e;
+    return row_mse(blocks, FKD_Q4_1_BLOCK_BYTES, q4_1_block_mse, x, weights, n);
 }
 
 int fkd_quantize_row_mse(uint8_t *out, int type, const float *x, const float *weights, size_t n)

@@ -88,6 +88,10 @@ struct fkd_coord {
     uint8_t **shards;
     size_t *shard_len;
     int n_shards;
+    /* The int4 deploy recipe's calibration text: the first shard's first
+     * public tokens, kept from its one decode at the start. */
+    int32_t *calib_tokens;
+    int64_t n_calib;
     fkd_token_stream eval;
     fkd_coord_server server;       /* server-side training between rounds (server_train.c) */
     uint64_t sessions;
@@ -222,21 +226,19 @@ static int requantize(fkd_coord *c, fkd_error *err)
     return rc;
 }
 
-/* The importance matrix of the master on the first transfer shard's public
- * tokens, for an int4 student.qmdl (compress's deploy recipe); im is left
- * empty (no importances) without a shard. */
+/* The importance matrix of the master on the calibration tokens, for an
+ * int4 student.qmdl (compress's deploy recipe); im is left empty (no
+ * importances) without soft labels. */
 static int deploy_imatrix(fkd_qimatrix *im, const fkd_coord *c, fkd_error *err)
 {
     memset(im, 0, sizeof *im);
     int q = c->cfg.deploy_quant;
-    if ((q != FKD_QTYPE_Q4_0 && q != FKD_QTYPE_Q4_1) || c->n_shards == 0) return 0;
-    fkd_softlabel_shard sh;
-    if (fkd_softlabels_decode(&sh, c->shards[0], c->shard_len[0], err) != 0) return -1;
-    fkd_token_stream text;
-    fkd_token_stream_from_shard(&text, &sh);
-    int rc = fkd_qimatrix_compute_deploy(im, &c->master, &text, err);
-    fkd_softlabels_free(&sh);
-    return rc;
+    if ((q != FKD_QTYPE_Q4_0 && q != FKD_QTYPE_Q4_1) || c->n_calib == 0) return 0;
+    fkd_token_stream text = {0};
+    text.tokens = c->calib_tokens;
+    text.n = c->n_calib;
+    text.text_bytes = c->n_calib;
+    return fkd_qimatrix_compute_deploy(im, &c->master, &text, err);
 }
 
 static int save_deployment(fkd_coord *c, fkd_error *err)
@@ -269,6 +271,16 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static int keep_calibration(fkd_coord *c, const fkd_softlabel_shard *sh, fkd_error *err)
+{
+    int64_t n = sh->n < FKD_QIMATRIX_DEFAULT_TOKENS ? sh->n : FKD_QIMATRIX_DEFAULT_TOKENS;
+    c->calib_tokens = malloc((size_t)(n ? n : 1) * sizeof *c->calib_tokens);
+    if (!c->calib_tokens) return fkd_error_set(err, FKD_E_NOMEM, "no memory for calibration text");
+    memcpy(c->calib_tokens, sh->tokens, (size_t)n * sizeof *c->calib_tokens);
+    c->n_calib = n;
+    return 0;
+}
+
 /* Soft-label shards: one file, or every *.soft of a folder in name order.
  * Each is decoded once here so a bad shard stops the start, not a round. */
 static int add_shard(fkd_coord *c, const char *path, fkd_error *err)
@@ -283,7 +295,12 @@ static int add_shard(fkd_coord *c, const char *path, fkd_error *err)
         return -1;
     }
     int vocab = sh.vocab;
+    int rc = c->n_shards == 0 ? keep_calibration(c, &sh, err) : 0;
     fkd_softlabels_free(&sh);
+    if (rc != 0) {
+        free(data);
+        return -1;
+    }
     if (vocab != c->cfg.model.vocab) {
         free(data);
         return fkd_error_set(err, FKD_E_MISMATCH, "soft labels %s are for vocabulary %d, the "
@@ -528,6 +545,7 @@ void fkd_coord_free(fkd_coord **cp)
     for (int i = 0; i < c->n_shards; i++) free(c->shards[i]);
     free(c->shards);
     free(c->shard_len);
+    free(c->calib_tokens);
     fkd_token_stream_free(&c->eval);
     free(c->qweights);
     free(c->history);

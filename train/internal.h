@@ -97,4 +97,11 @@ int fkd_config_same_blocks(const fkd_model_config *a, const fkd_model_config *b)
 size_t fkd_lora_scratch_floats(const fkd_lora_config *cfg, int B, int T);
 size_t fkd_weight_scratch_floats(const fkd_model_config *model);
 
+/* threads.c: subnormal floats flushed to zero (FTZ/DAZ, arm64 FZ) in the
+ * calling thread and the OpenMP pool at its current size. Every model a
+ * training step runs is set up through model.c, which calls this, so a
+ * library user who never calls fkd_train_set_threads trains at full speed
+ * too. */
+void fkd_flush_subnormals(void);
+
 #endif

@@ -207,6 +207,7 @@ int fkd_model_init_lora(fkd_model *m, fkd_params *base, const fkd_weight_source 
 static int model_setup(fkd_model *m, int B, int T, int recompute, int with_grads,
                        fkd_error *err)
 {
+    fkd_flush_subnormals();
     const fkd_model_config *c = &m->params.cfg;
     if (B < 1 || T < 1 || T > c->max_seq) {
         m->owns_params = 0;

@@ -2,6 +2,7 @@
  * and OpenMP's (element-wise kernels), and the floating-point mode they
  * run in. */
 #include "fkd_train.h"
+#include "internal.h"
 
 #include <blis.h>
 #include <omp.h>
@@ -28,14 +29,19 @@ static void flush_subnormals_here(void)
 #endif
 }
 
+void fkd_flush_subnormals(void)
+{
+    flush_subnormals_here();
+#pragma omp parallel
+    flush_subnormals_here();
+}
+
 void fkd_train_set_threads(int n)
 {
     if (n < 1) n = 1;
     omp_set_num_threads(n);
     bli_thread_set_num_threads(n);
-    flush_subnormals_here();
-#pragma omp parallel num_threads(n)
-    flush_subnormals_here();
+    fkd_flush_subnormals();
 }
 
 int fkd_train_get_threads(void) { return omp_get_max_threads(); }

@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "fkd_train.h"
 #include "gradcheck.h"
@@ -208,6 +211,57 @@ static void test_subnormals_flushed(void **state)
 #endif
 }
 
+/* A library user who never calls fkd_train_set_threads: setting up a model
+ * to train flushes subnormals in the thread that sets it up. The thread
+ * judges the products itself: with DAZ on, this one would read a
+ * subnormal as 0. */
+typedef struct {
+    int kept_before, flushed_after, set_up;
+} setup_flush;
+
+static void *model_setup_in_fresh_thread(void *out)
+{
+    setup_flush *r = out;
+#if defined(__SSE__) || defined(__x86_64__)
+    _mm_setcsr(0x1f80u); /* the power-on default: subnormals kept */
+#elif defined(__aarch64__)
+    unsigned long fpcr;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
+    __asm__ volatile("msr fpcr, %0" : : "r"(fpcr & ~(1ul << 24)));
+#endif
+    r->kept_before = subnormal_product() != 0.0f;
+    fkd_model_config cfg = fkd_config_student_s();
+    cfg.n_layers = 1;
+    cfg.vocab = 64;
+    fkd_params params;
+    fkd_model m;
+    fkd_error err;
+    if (fkd_params_init(&params, &cfg, &err) != 0) return NULL;
+    if (fkd_model_init_borrowed(&m, &params, 1, 8, 0, &err) == 0) {
+        r->flushed_after = subnormal_product() == 0.0f;
+        r->set_up = 1;
+        fkd_model_free(&m);
+    }
+    fkd_params_free(&params);
+    return NULL;
+}
+
+static void test_model_setup_flushes_subnormals(void **state)
+{
+    (void)state;
+#if defined(__SSE__) || defined(__x86_64__) || defined(__aarch64__)
+    setup_flush r = {0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, model_setup_in_fresh_thread, &r), 0);
+    pthread_join(t, NULL);
+    assert_true(r.set_up);
+    assert_true(r.kept_before);
+    assert_true(r.flushed_after);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     fkd_train_set_threads(2);
@@ -216,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_embedding), cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_expf),        cmocka_unit_test(test_subnormals_flushed),
+        cmocka_unit_test(test_model_setup_flushes_subnormals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,12 +201,6 @@ typedef struct {
 #define FKD_QIMATRIX_DEFAULT_SEQ 256
 int fkd_qimatrix_compute(fkd_qimatrix *im, const fkd_params *params, const fkd_token_stream *text,
                          int n_tokens, int seq_len, fkd_error *err);
-/* The deploy recipe's calibration (fkd_qmodel_quantize_deploy): the first
- * FKD_QIMATRIX_DEFAULT_TOKENS of text in windows of FKD_QIMATRIX_DEFAULT_SEQ
- * (at most the model's context). A text shorter than one window gives 0
- * and an empty im (memory NULL: quantize without importances). */
-int fkd_qimatrix_compute_deploy(fkd_qimatrix *im, const fkd_params *params,
-                                const fkd_token_stream *text, fkd_error *err);
 void fkd_qimatrix_free(fkd_qimatrix *im);
 
 /* fkd_qmodel_quantize_types with the int4 rule (enum fkd_qrule) and an
@@ -218,25 +212,42 @@ void fkd_qimatrix_free(fkd_qimatrix *im);
 int fkd_qmodel_quantize_with(fkd_qmodel *qm, const fkd_params *params, const int *types,
                              const uint8_t *mask, int rule, const fkd_qimatrix *imatrix,
                              fkd_error *err);
+/* fkd_qmodel_quantize_types's formats, with every Q4_0 / Q4_1 block matrix
+ * quantized by GPTQ (compress/quant_gptq.c): columns rounded in order, each
+ * one's error spread over the columns left through the inverse Hessian of
+ * the layer's inputs on n_tokens / seq_len calibration windows spread over
+ * text (fkd_qimatrix_compute's windows), so the output error on that text
+ * is minimised rather than the weights' error. Same ggml layouts; the other
+ * tensors are round-to-nearest. Costs a forward pass of the calibration
+ * text and O(rows x in²) per matrix. */
+int fkd_qmodel_quantize_gptq(fkd_qmodel *qm, const fkd_params *params, const int *types,
+                             const fkd_token_stream *text, int n_tokens, int seq_len,
+                             fkd_error *err);
 /* The deployment recipe: what a student is quantized with for a device
  * (the simulation's int4 column and student-q4_1.gguf, `fedkd export`'s
- * default, the coordinator's student.qmdl). For an int4 scheme it is the
- * best measured in docs/benchmarks.md ("int4 quality": +1.96 % perplexity
- * for Q4_1 on a healed SmolLM2 student, against +15 % for round-to-nearest):
- * the scheme's policy with wo and w2 at Q8_0, and least-squares codes
- * (FKD_QRULE_MSE) weighted by the importance matrix when one is given;
- * without one (NULL) the codes are round-to-nearest (FKD_QRULE_RTN, which
- * least squares did not beat without calibration: +15.0 % against +15.3 %).
- * Any other scheme is fkd_qmodel_quantize's, and imatrix is not used. */
+ * default, the coordinator's student.qmdl). For an int4 scheme: the
+ * scheme's policy with wo and w2 at Q8_0, the int4 matrices by GPTQ
+ * (fkd_qmodel_quantize_gptq) on the calibration text's first tokens
+ * (fkd_qmodel_deploy_calib_tokens: at most FKD_QIMATRIX_DEFAULT_TOKENS, in
+ * windows of FKD_QIMATRIX_DEFAULT_SEQ or the model's context). Measured on
+ * the simulation's healed SmolLM2 student (docs/benchmarks.md, "int4
+ * quality"): +3.9 % perplexity, against +18.5 % for importance-weighted
+ * least squares and +25.6 % for round-to-nearest. Without calibration text
+ * (calib NULL or shorter than a window), or with a mask, the codes are
+ * round-to-nearest. Any other scheme is fkd_qmodel_quantize's, and calib is
+ * not read. Public text only: the deployed file must not be fitted to a
+ * client's data. */
 int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int scheme,
-                               const uint8_t *mask, const fkd_qimatrix *imatrix, fkd_error *err);
+                               const uint8_t *mask, const fkd_token_stream *calib, fkd_error *err);
+/* The calibration tokens the deploy recipe reads of calib (0: none). */
+int64_t fkd_qmodel_deploy_calib_tokens(const fkd_model_config *cfg, const fkd_token_stream *calib);
 /* The formats fkd_qmodel_quantize_deploy(scheme) gives each tensor of cfg. */
 void fkd_qmodel_deploy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, int scheme);
-/* The recipe in words for reports, e.g. "q4_1 mse, imatrix 4096 tokens, wo
- * w2 q8_0" (imatrix_tokens 0: "q4_1 rtn, wo w2 q8_0"); any other scheme:
- * its name. */
+/* The recipe in words for reports, e.g. "q4_1 gptq, 4096 calibration
+ * tokens, wo w2 q8_0" (calib_tokens 0: "q4_1 rtn, wo w2 q8_0"); any other
+ * scheme: its name. */
 #define FKD_QDEPLOY_RECIPE_MAX 96
-void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t imatrix_tokens);
+void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t calib_tokens);
 /* An empty model of cfg in these formats (blocks zeroed, no mask), for a
  * reader that fills q[t].data itself (fkd_gguf_llama_load_qmodel). */
 int fkd_qmodel_init(fkd_qmodel *qm, const fkd_model_config *cfg, const int *types, fkd_error *err);
@@ -706,11 +717,11 @@ int fkd_gguf_llama_save_qmodel(const char *path, const fkd_qmodel *qm,
                                const fkd_bpe_tables *tables, const fkd_gguf *tokenizer_src,
                                const char *name, fkd_error *err);
 /* The deployment file of params in one call: fkd_qmodel_quantize_deploy
- * (scheme, imatrix: NULL = none) written as above. What the simulation's
+ * (scheme, calib: NULL = none) written as above. What the simulation's
  * student-<scheme>.gguf is (`fedkd export` makes the same file, with its
  * options over the recipe). */
 int fkd_gguf_llama_export(const char *path, const fkd_params *params, int scheme,
-                          const fkd_qimatrix *imatrix, const fkd_bpe_tables *tables,
+                          const fkd_token_stream *calib, const fkd_bpe_tables *tables,
                           const fkd_gguf *tokenizer_src, const char *name, fkd_error *err);
 
 /* Which teacher structures the student keeps (indices ascending). */

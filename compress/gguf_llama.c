@@ -551,11 +551,11 @@ int fkd_gguf_llama_save(const char *path, const fkd_params *params, int matrix_t
 }
 
 int fkd_gguf_llama_export(const char *path, const fkd_params *params, int scheme,
-                          const fkd_qimatrix *imatrix, const fkd_bpe_tables *tables,
+                          const fkd_token_stream *calib, const fkd_bpe_tables *tables,
                           const fkd_gguf *tokenizer_src, const char *name, fkd_error *err)
 {
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize_deploy(&qm, params, scheme, NULL, imatrix, err) != 0) return -1;
+    if (fkd_qmodel_quantize_deploy(&qm, params, scheme, NULL, calib, err) != 0) return -1;
     int rc = fkd_gguf_llama_save_qmodel(path, &qm, tables, tokenizer_src, name, err);
     fkd_qmodel_free(&qm);
     return rc;

@@ -276,8 +276,16 @@ void fkd_qmodel_deploy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg
         if (deploy_keeps_q8(t) && is_int4(types[t])) types[t] = FKD_QTYPE_Q8_0;
 }
 
+int64_t fkd_qmodel_deploy_calib_tokens(const fkd_model_config *cfg, const fkd_token_stream *calib)
+{
+    int seq = cfg->max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? cfg->max_seq : FKD_QIMATRIX_DEFAULT_SEQ;
+    int64_t n = calib ? calib->n : 0;
+    if (n > FKD_QIMATRIX_DEFAULT_TOKENS) n = FKD_QIMATRIX_DEFAULT_TOKENS;
+    return n < seq ? 0 : n / seq * seq;
+}
+
 int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int scheme,
-                               const uint8_t *mask, const fkd_qimatrix *imatrix, fkd_error *err)
+                               const uint8_t *mask, const fkd_token_stream *calib, fkd_error *err)
 {
     if (!fkd_qtype_valid(scheme)) {
         memset(qm, 0, sizeof *qm);
@@ -285,24 +293,27 @@ int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int sch
     }
     int types[FKD_T_COUNT];
     fkd_qmodel_deploy_types(types, &params->cfg, scheme);
-    /* Least squares only with importances: without them it measured no
-     * better than round-to-nearest (+15.3 % against +15.0 %) at 20x the
-     * time. The rule touches int4 blocks only: an int8 or float scheme
-     * comes out as fkd_qmodel_quantize makes it. */
-    if (!is_int4(scheme)) imatrix = NULL;
-    return fkd_qmodel_quantize_with(qm, params, types, mask,
-                                    imatrix ? FKD_QRULE_MSE : FKD_QRULE_RTN, imatrix, err);
+    /* GPTQ only with calibration text and on whole matrices; otherwise
+     * round-to-nearest. An int8 or float scheme needs neither. */
+    int64_t n = fkd_qmodel_deploy_calib_tokens(&params->cfg, calib);
+    if (!is_int4(scheme) || mask || n == 0)
+        return fkd_qmodel_quantize_with(qm, params, types, mask, FKD_QRULE_RTN, NULL, err);
+    int seq = params->cfg.max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? params->cfg.max_seq
+                                                             : FKD_QIMATRIX_DEFAULT_SEQ;
+    fkd_token_stream head = *calib;
+    head.n = n;
+    return fkd_qmodel_quantize_gptq(qm, params, types, &head, (int)n, seq, err);
 }
 
-void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t imatrix_tokens)
+void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t calib_tokens)
 {
     if (!is_int4(scheme)) {
         snprintf(out, cap, "%s", fkd_qtype_name(scheme));
         return;
     }
-    if (imatrix_tokens > 0)
-        snprintf(out, cap, "%s mse, imatrix %lld tokens, wo w2 q8_0", fkd_qtype_name(scheme),
-                 (long long)imatrix_tokens);
+    if (calib_tokens > 0)
+        snprintf(out, cap, "%s gptq, %lld calibration tokens, wo w2 q8_0", fkd_qtype_name(scheme),
+                 (long long)calib_tokens);
     else
         snprintf(out, cap, "%s rtn, wo w2 q8_0", fkd_qtype_name(scheme));
 }

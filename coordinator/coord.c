@@ -226,32 +226,17 @@ static int requantize(fkd_coord *c, fkd_error *err)
     return rc;
 }
 
-/* The importance matrix of the master on the calibration tokens, for an
- * int4 student.qmdl (compress's deploy recipe); im is left empty (no
- * importances) without soft labels. */
-static int deploy_imatrix(fkd_qimatrix *im, const fkd_coord *c, fkd_error *err)
-{
-    memset(im, 0, sizeof *im);
-    int q = c->cfg.deploy_quant;
-    if ((q != FKD_QTYPE_Q4_0 && q != FKD_QTYPE_Q4_1) || c->n_calib == 0) return 0;
-    fkd_token_stream text = {0};
-    text.tokens = c->calib_tokens;
-    text.n = c->n_calib;
-    text.text_bytes = c->n_calib;
-    return fkd_qimatrix_compute_deploy(im, &c->master, &text, err);
-}
-
 static int save_deployment(fkd_coord *c, fkd_error *err)
 {
     char path[PATH_BYTES];
     if (path_in(path, c, FKD_COORD_DEPLOY_FILE) != 0)
         return fkd_error_set(err, FKD_E_INVALID_ARG, "state_dir too long");
-    fkd_qimatrix im;
-    if (deploy_imatrix(&im, c, err) != 0) return -1;
+    /* int4: GPTQ on the first shard's public tokens (none without soft labels) */
+    fkd_token_stream calib = {0};
+    calib.tokens = c->calib_tokens;
+    calib.n = c->n_calib;
     fkd_qmodel qm;
-    int rc = fkd_qmodel_quantize_deploy(&qm, &c->master, c->cfg.deploy_quant, NULL,
-                                        im.memory ? &im : NULL, err);
-    fkd_qimatrix_free(&im);
+    int rc = fkd_qmodel_quantize_deploy(&qm, &c->master, c->cfg.deploy_quant, NULL, &calib, err);
     if (rc != 0) return -1;
     rc = fkd_qmodel_save(path, &qm, err);
     fkd_qmodel_free(&qm);

@@ -284,8 +284,8 @@ typedef struct {
     int n_client_acc;
     fkd_params final;      /* the trained model: fedkd's, for the files written at the end;
                               every other student's is freed once evaluated */
-    fkd_qimatrix imatrix;  /* final's on the public transfer text, for its int4 deploy
-                              recipe (memory NULL: none); kept and freed with final */
+    fkd_token_stream calib; /* the public transfer text's first tokens, in final's ids: its
+                              int4 deploy recipe's calibration (n 0: none); freed with final */
     uint32_t final_crc;    /* CRC-32 of the trained model's weights (students), kept */
     double peak_client_bytes;      /* federated: the largest training plan of a client */
     int class_ok[FKD_SIM_CLASS_COUNT]; /* devices per class that could take part: train and

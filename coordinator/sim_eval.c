@@ -3,8 +3,8 @@
  * eval_tokens_final tokens), the hallucination rate (sampled continuations
  * of held-out openings, train's fkd_eval_report_run), and the perplexity of
  * the student as a device runs it, quantized to int8 (Q8_0) and int4
- * (SIM_INT4_QTYPE by compress's deploy recipe, with an importance matrix
- * measured on the public transfer text: the model of student-q4_1.gguf):
+ * (SIM_INT4_QTYPE by compress's deploy recipe, GPTQ calibrated on the
+ * public transfer text: the model of student-q4_1.gguf):
  * compress/'s quantized forward pass on the blocks with 8-bit activations,
  * each window of the text fed as one prompt. The fp32 model is scored on
  * the same windows of the same tokens, so the quantization cost is a
@@ -41,11 +41,11 @@ int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_
     return 0;
 }
 
-static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_qimatrix *im,
+static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_token_stream *calib,
                       const fkd_token_stream *s, int64_t n, fkd_error *err)
 {
     fkd_qmodel qm;
-    if (fkd_qmodel_quantize_deploy(&qm, p, type, NULL, im, err) != 0) return -1;
+    if (fkd_qmodel_quantize_deploy(&qm, p, type, NULL, calib, err) != 0) return -1;
     fkd_qinfer st;
     int rc = fkd_qinfer_init(&st, &qm, FKD_QKERNEL_AUTO, err);
     fkd_eval_result r;
@@ -58,29 +58,29 @@ static int eval_quant(double *ppl, const fkd_params *p, int type, const fkd_qima
     return rc;
 }
 
-const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m)
+const fkd_token_stream *sim_method_calib(const fkd_sim_method *m)
 {
-    return m->imatrix.memory ? &m->imatrix : NULL;
+    return m->calib.n > 0 ? &m->calib : NULL;
 }
 
-/* The importance matrix of p on the public transfer set (public text: no
- * client's data reaches the deployed file), in the teacher's ids for a
- * file teacher whose student was trimmed. */
-static int transfer_imatrix(fkd_qimatrix *im, const sim_ctx *x, const fkd_params *p, int teacher,
-                            fkd_error *err)
+/* The deploy recipe's calibration text for p: the first tokens of the
+ * public transfer set (no client's data reaches the deployed file), copied,
+ * in the teacher's ids for a file teacher whose student was trimmed. */
+static int transfer_calib(fkd_token_stream *out, const sim_ctx *x, int teacher, fkd_error *err)
 {
-    fkd_token_stream text = x->transfer;
-    int32_t *ids = NULL;
-    if (teacher && x->have_vmap) {
-        if (text.n > FKD_QIMATRIX_DEFAULT_TOKENS) text.n = FKD_QIMATRIX_DEFAULT_TOKENS;
-        ids = malloc((size_t)(text.n ? text.n : 1) * sizeof *ids);
-        if (!ids) return fkd_error_set(err, FKD_E_NOMEM, "no memory for the teacher's calibration text");
-        for (int64_t i = 0; i < text.n; i++) ids[i] = x->vmap.new_to_old[text.tokens[i]];
-        text.tokens = ids;
+    memset(out, 0, sizeof *out);
+    int64_t n = x->transfer.n < FKD_QIMATRIX_DEFAULT_TOKENS ? x->transfer.n
+                                                             : FKD_QIMATRIX_DEFAULT_TOKENS;
+    out->tokens = malloc((size_t)(n ? n : 1) * sizeof *out->tokens);
+    if (!out->tokens) return fkd_error_set(err, FKD_E_NOMEM, "no memory for calibration text");
+    out->owned = 1;
+    out->n = n;
+    out->text_bytes = n;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t t = x->transfer.tokens[i];
+        out->tokens[i] = teacher && x->have_vmap ? x->vmap.new_to_old[t] : t;
     }
-    int rc = fkd_qimatrix_compute_deploy(im, p, &text, err);
-    free(ids);
-    return rc;
+    return 0;
 }
 
 /* One token at a time is too little work to share between threads: the
@@ -167,12 +167,10 @@ static void teacher_eval_save(const fkd_sim_method *m, const sim_ctx *x)
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err)
 {
     double t0 = fkd_time_ms();
-    /* One recipe for every method: the imatrix reads the same public tokens
+    /* One recipe for every method: GPTQ reads the same public tokens
      * (before the teacher's cache key, which names it). */
-    int64_t im_tokens = x->transfer.n < FKD_QIMATRIX_DEFAULT_TOKENS ? x->transfer.n
-                                                                   : FKD_QIMATRIX_DEFAULT_TOKENS;
     fkd_qmodel_deploy_recipe(x->res->sum.int4_recipe, sizeof x->res->sum.int4_recipe,
-                             SIM_INT4_QTYPE, im_tokens >= FKD_QIMATRIX_DEFAULT_SEQ ? im_tokens : 0);
+                             SIM_INT4_QTYPE, fkd_qmodel_deploy_calib_tokens(&p->cfg, &x->transfer));
     int teacher = p == &x->teacher && x->res->sum.teacher_from_file;
     if (teacher && teacher_eval_load(m, x) == 0) {
         x->res->sum.teacher_eval_cached = 1;
@@ -195,12 +193,12 @@ int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd
     int rc = 0;
     if (n >= 2 && n < test->n)
         rc = fkd_eval_tokens(&f32, p, test->tokens, n, 0, p->cfg.max_seq, err);
-    fkd_qimatrix_free(&m->imatrix);
-    if (rc == 0 && n >= 2) rc = transfer_imatrix(&m->imatrix, x, p, teacher, err);
+    fkd_token_stream_free(&m->calib);
+    if (rc == 0 && n >= 2) rc = transfer_calib(&m->calib, x, teacher, err);
     double q8 = 0, q4 = 0;
     if (rc == 0 && n >= 2)
         rc = eval_quant(&q8, p, FKD_QTYPE_Q8_0, NULL, test, n, err) != 0 ||
-             eval_quant(&q4, p, SIM_INT4_QTYPE, sim_method_imatrix(m), test, n, err) != 0 ? -1
+             eval_quant(&q4, p, SIM_INT4_QTYPE, sim_method_calib(m), test, n, err) != 0 ? -1
                                                                                         : 0;
     int threads = single_thread();
     if (rc == 0) rc = eval_halluc(&m->halluc, x, p, tok, err);
@@ -237,5 +235,5 @@ void sim_method_release(fkd_sim_method *m, int keep)
     m->final_crc = fkd_crc32(0, m->final.memory, m->final.n_params * sizeof(float));
     if (keep) return;
     fkd_params_free(&m->final); /* the figures are taken: the weights are done */
-    fkd_qimatrix_free(&m->imatrix);
+    fkd_token_stream_free(&m->calib);
 }

@@ -57,12 +57,11 @@ int sim_params_copy(fkd_params *dst, const fkd_params *src, fkd_error *err);
 
 /* sim_eval.c */
 /* The int4 column, student-int4.qmdl and student-q4_1.gguf: one model,
- * quantized by compress's deploy recipe (fkd_qmodel_quantize_deploy) with
- * an importance matrix of the public transfer set's first tokens
- * (fkd_qimatrix_compute_deploy). */
+ * quantized by compress's deploy recipe (fkd_qmodel_quantize_deploy): GPTQ
+ * calibrated on the public transfer set's first tokens. */
 #define SIM_INT4_QTYPE FKD_QTYPE_Q4_1
-/* m's importance matrix, or NULL when it has none. */
-const fkd_qimatrix *sim_method_imatrix(const fkd_sim_method *m);
+/* m's calibration text, or NULL when it has none. */
+const fkd_token_stream *sim_method_calib(const fkd_sim_method *m);
 int sim_eval_ppl(double *ppl, double *acc, const fkd_params *p, const fkd_token_stream *s,
                  int64_t max_tokens, fkd_error *err);
 int sim_eval_final(fkd_sim_method *m, const sim_ctx *x, const fkd_params *p, fkd_error *err);

@@ -303,7 +303,7 @@ static int write_students(const fkd_sim_result *res, fkd_error *err)
     } q[] = {{FKD_QTYPE_Q8_0, "student-int8.qmdl"}, {SIM_INT4_QTYPE, "student-int4.qmdl"}};
     for (int i = 0; i < 2; i++) {
         fkd_qmodel qm;
-        if (fkd_qmodel_quantize_deploy(&qm, &m->final, q[i].type, NULL, sim_method_imatrix(m),
+        if (fkd_qmodel_quantize_deploy(&qm, &m->final, q[i].type, NULL, sim_method_calib(m),
                                        err) != 0)
             return -1;
         snprintf(path, sizeof path, "%s/%s", res->cfg.out, q[i].name);
@@ -359,7 +359,7 @@ int sim_write_student_gguf(const sim_ctx *x, fkd_error *err)
     for (size_t i = 0; rc == 0 && i < sizeof q / sizeof q[0]; i++) {
         char path[FKD_SIM_PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/%s", x->cfg.out, q[i].name);
-        rc = fkd_gguf_llama_export(path, &m->final, q[i].type, sim_method_imatrix(m),
+        rc = fkd_gguf_llama_export(path, &m->final, q[i].type, sim_method_calib(m),
                                    file_teacher ? &tables : NULL, file_teacher ? &g : NULL,
                                    "fedkd student", err);
     }

@@ -617,7 +617,7 @@ void fkd_sim_result_free(fkd_sim_result *res)
         free(res->m[i].rounds);
         free(res->m[i].client_acc);
         fkd_params_free(&res->m[i].final);
-        fkd_qimatrix_free(&res->m[i].imatrix);
+        fkd_token_stream_free(&res->m[i].calib);
     }
     memset(res, 0, sizeof *res);
 }

@@ -11,12 +11,12 @@
  *
  * By default an int4 file is compress's deploy recipe
  * (fkd_qmodel_quantize_deploy, docs/benchmarks.md "int4 quality"): wo and
- * w2 at Q8_0, least-squares codes weighted by an importance matrix of
- * --imatrix-tokens of the public corpus's training split. The options
- * change it piece by piece, for comparison: --rule rtn takes ggml's
- * round-to-nearest codes, --tensor-types other formats for chosen matrices
- * (w2=q4_1,wo=q4_1 gives the plain Q4_1 file), --imatrix-tokens 0 no
- * importances. */
+ * w2 at Q8_0, the int4 matrices by GPTQ calibrated on --calib-tokens of the
+ * public corpus's training split. The options change it piece by piece,
+ * for comparison: --rule mse takes least-squares codes weighted by the
+ * inputs' mean squares, --rule rtn ggml's round-to-nearest codes,
+ * --tensor-types other formats for chosen matrices (w2=q4_1,wo=q4_1 gives
+ * the plain Q4_1 file), --calib-tokens 0 no calibration. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +27,7 @@
 
 typedef struct {
     const char *model, *tokenizer, *out, *type_name, *name, *rule_name, *tensor_types, *data;
-    int context, imatrix_tokens, imatrix_seq;
+    int context, calib_tokens, calib_seq;
 } export_opts;
 
 static int load_weights(fkd_params *p, const char *path, fkd_error *err)
@@ -52,25 +52,22 @@ static int set_context(fkd_params *p, int context, fkd_error *err)
     return 0;
 }
 
-/* The importance matrix of p on --imatrix-tokens of the public training
- * split, encoded with the tables' tokenizer. */
-static int imatrix(fkd_qimatrix *im, const export_opts *o, const fkd_params *p,
-                   const fkd_bpe_tables *tables, fkd_error *err)
+/* The public training split, encoded with the tables' tokenizer: the
+ * calibration text of --rule gptq and mse. */
+static int public_text(fkd_token_stream *ts, const export_opts *o, const fkd_bpe_tables *tables,
+                       fkd_error *err)
 {
     fkd_tokenizer tok;
     fkd_corpus c;
     fkd_federation fed;
-    fkd_token_stream ts = {0};
+    memset(ts, 0, sizeof *ts);
     if (!tables)
-        return fkd_error_set(err, FKD_E_INVALID_ARG, "--imatrix-tokens needs the model's BPE "
+        return fkd_error_set(err, FKD_E_INVALID_ARG, "--calib-tokens needs the model's BPE "
                              "tokenizer (a GGUF model or --tokenizer)");
     if (fkd_bpe_tables_tokenizer(&tok, tables, err) != 0) return -1;
     int rc = fkd_data_load_public(&c, &fed, o->data, NULL, 1, err);
     if (rc == 0) {
-        rc = fkd_token_stream_from_split(&ts, &c, &fed, 0, FKD_SPLIT_TRAIN, &tok, err);
-        int seq = o->imatrix_seq < p->cfg.max_seq ? o->imatrix_seq : p->cfg.max_seq;
-        if (rc == 0) rc = fkd_qimatrix_compute(im, p, &ts, o->imatrix_tokens, seq, err);
-        fkd_token_stream_free(&ts);
+        rc = fkd_token_stream_from_split(ts, &c, &fed, 0, FKD_SPLIT_TRAIN, &tok, err);
         fkd_federation_free(&fed);
         fkd_corpus_free(&c);
     }
@@ -78,30 +75,48 @@ static int imatrix(fkd_qimatrix *im, const export_opts *o, const fkd_params *p,
     return rc;
 }
 
+/* The int4 matrices of qm by the rule: gptq and mse read calibration text
+ * (a byte model without tokenizer has none: round-to-nearest). */
+static int quantize(fkd_qmodel *qm, const export_opts *o, const fkd_params *p, const int *types,
+                    const fkd_bpe_tables *tables, double *quant_ms, fkd_error *err)
+{
+    int rtn = strcmp(o->rule_name, "rtn") == 0, gptq = strcmp(o->rule_name, "gptq") == 0;
+    fkd_token_stream ts = {0};
+    int use_text = o->calib_tokens > 0 && tables && !rtn;
+    if (use_text && public_text(&ts, o, tables, err) != 0) return -1;
+    int seq = o->calib_seq < p->cfg.max_seq ? o->calib_seq : p->cfg.max_seq;
+    fkd_qimatrix im = {0};
+    double t0 = fkd_time_ms();
+    int rc = 0;
+    if (use_text && gptq)
+        rc = fkd_qmodel_quantize_gptq(qm, p, types, &ts, o->calib_tokens, seq, err);
+    else {
+        if (use_text) rc = fkd_qimatrix_compute(&im, p, &ts, o->calib_tokens, seq, err);
+        if (rc == 0)
+            rc = fkd_qmodel_quantize_with(qm, p, types, NULL, rtn ? FKD_QRULE_RTN : FKD_QRULE_MSE,
+                                          use_text ? &im : NULL, err);
+    }
+    *quant_ms = fkd_time_ms() - t0;
+    fkd_qimatrix_free(&im);
+    fkd_token_stream_free(&ts);
+    return rc;
+}
+
 /* Quantizes p (the deploy recipe's formats, --tensor-types over them,
- * --rule, the importance matrix when asked) and writes the file; *quant_ms
- * is the time the quantization took. */
+ * --rule on --calib-tokens) and writes the file; *quant_ms is the time the
+ * quantization took (calibration included). */
 static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
                         const fkd_bpe_tables *tables, const fkd_gguf *g, double *quant_ms,
                         fkd_error *err)
 {
     int types[FKD_T_COUNT];
-    int rule = strcmp(o->rule_name, "rtn") == 0 ? FKD_QRULE_RTN : FKD_QRULE_MSE;
     fkd_qmodel_deploy_types(types, &p->cfg, scheme);
     if (o->tensor_types && fkd_qmodel_parse_types(types, &p->cfg, o->tensor_types, err) != 0)
         return -1;
-    fkd_qimatrix im = {0};
-    int use_im = o->imatrix_tokens > 0 && tables && rule == FKD_QRULE_MSE; /* a byte model has no text to measure */
-    if (use_im && imatrix(&im, o, p, tables, err) != 0) return -1;
     fkd_qmodel qm;
-    double t0 = fkd_time_ms();
-    int rc = fkd_qmodel_quantize_with(&qm, p, types, NULL, rule, use_im ? &im : NULL, err);
-    *quant_ms = fkd_time_ms() - t0;
-    if (rc == 0) {
-        rc = fkd_gguf_llama_save_qmodel(o->out, &qm, tables, g, o->name, err);
-        fkd_qmodel_free(&qm);
-    }
-    fkd_qimatrix_free(&im);
+    if (quantize(&qm, o, p, types, tables, quant_ms, err) != 0) return -1;
+    int rc = fkd_gguf_llama_save_qmodel(o->out, &qm, tables, g, o->name, err);
+    fkd_qmodel_free(&qm);
     return rc;
 }
 
@@ -136,11 +151,11 @@ static int export_model(const export_opts *o, int scheme)
     if (rc == 0) {
         struct stat st;
         long long bytes = stat(o->out, &st) == 0 ? (long long)st.st_size : -1;
-        printf("export=%s type=%s rule=%s tensor_types=%s imatrix_tokens=%d bytes=%lld "
+        printf("export=%s type=%s rule=%s tensor_types=%s calib_tokens=%d bytes=%lld "
                "quant_seconds=%.2f params=%zu layers=%d dim=%d vocab=%d context=%d\n",
                o->out, fkd_qtype_name(scheme), o->rule_name,
                o->tensor_types ? o->tensor_types : "-",
-               strcmp(o->rule_name, "mse") == 0 ? o->imatrix_tokens : 0, bytes, /* rtn reads none */
+               strcmp(o->rule_name, "rtn") != 0 ? o->calib_tokens : 0, bytes, /* rtn reads none */
                quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
     } else {
         fprintf(stderr, "fedkd export: %s\n", err.msg);
@@ -151,7 +166,7 @@ static int export_model(const export_opts *o, int scheme)
 
 int cmd_export(int argc, char **argv)
 {
-    export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "mse", NULL,
+    export_opts o = {NULL, NULL, "student.gguf", "q4_1", "fedkd student", "gptq", NULL,
                      "/usr/share/games/fortunes", 0, FKD_QIMATRIX_DEFAULT_TOKENS,
                      FKD_QIMATRIX_DEFAULT_SEQ};
     const fkd_opt opts[] = {
@@ -161,11 +176,11 @@ int cmd_export(int argc, char **argv)
         {"out", FKD_OPT_STR, &o.out, "the GGUF file to write (atomically)"},
         {"name", FKD_OPT_STR, &o.name, "general.name of the file"},
         {"context", FKD_OPT_INT, &o.context, "context length the file declares (0 = the model's)"},
-        {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: mse (least-squares scales, errors weighted by w^2 and the importances) | rtn (ggml's round-to-nearest)"},
+        {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: gptq (columns in order, each one's error spread over the rest by the calibration inputs' inverse Hessian) | mse (least-squares scales, errors weighted by w^2 and the inputs' mean squares) | rtn (ggml's round-to-nearest)"},
         {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than the recipe's (an int4 --type keeps wo and w2 at q8_0): TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; w2=q4_1,wo=q4_1: all int4)"},
-        {"imatrix-tokens", FKD_OPT_INT, &o.imatrix_tokens, "with --rule mse: weight int4 errors by each input channel's mean square activation on this many public tokens (0 = none; a byte model without tokenizer has none)"},
-        {"imatrix-seq", FKD_OPT_INT, &o.imatrix_seq, "tokens per window of the importance pass"},
-        {"data", FKD_OPT_STR, &o.data, "corpus directory of the importance pass (its public training split)"},
+        {"calib-tokens", FKD_OPT_INT, &o.calib_tokens, "with --rule gptq or mse: public tokens of the calibration pass (0 = none: round-to-nearest; a byte model without tokenizer has none)"},
+        {"calib-seq", FKD_OPT_INT, &o.calib_seq, "tokens per window of the calibration pass"},
+        {"data", FKD_OPT_STR, &o.data, "corpus directory of the calibration pass (its public training split)"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd export --model M [--tokenizer FILE.gguf] [--type q4_1] "
@@ -175,14 +190,15 @@ int cmd_export(int argc, char **argv)
                            NULL, 0, NULL);
     if (rc != 0) return rc > 0 ? 0 : 2;
     int scheme = fkd_qtype_from_name(o.type_name);
-    int rule_ok = strcmp(o.rule_name, "mse") == 0 || strcmp(o.rule_name, "rtn") == 0;
-    if (!o.model || scheme < 0 || o.context < 0 || !rule_ok || o.imatrix_tokens < 0 ||
-        o.imatrix_seq < 1) {
+    int rule_ok = strcmp(o.rule_name, "gptq") == 0 || strcmp(o.rule_name, "mse") == 0 ||
+                  strcmp(o.rule_name, "rtn") == 0;
+    if (!o.model || scheme < 0 || o.context < 0 || !rule_ok || o.calib_tokens < 0 ||
+        o.calib_seq < 1) {
         fprintf(stderr, "fedkd export: %s\n", !o.model ? "--model is required"
                 : scheme < 0 ? "--type takes f32, f16, q8_0, q4_0 or q4_1"
                 : o.context < 0 ? "--context must not be negative"
-                : !rule_ok ? "--rule takes mse or rtn"
-                : "--imatrix-tokens must not be negative and --imatrix-seq must be positive");
+                : !rule_ok ? "--rule takes gptq, mse or rtn"
+                : "--calib-tokens must not be negative and --calib-seq must be positive");
         return 2;
     }
     return export_model(&o, scheme);

@@ -4,8 +4,8 @@
  * inputs agree, the rules give what they say (RTN: fkd_qmodel_quantize's
  * bytes; MSE: lower importance-weighted error than RTN), a model of another
  * shape is refused, the deploy recipe (fkd_qmodel_quantize_deploy: wo and
- * w2 at Q8_0, error no worse than plain RTN's) and the mixed-precision
- * list parser. */
+ * w2 at Q8_0, GPTQ with calibration text, RTN without) and the
+ * mixed-precision list parser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -177,15 +177,14 @@ static void test_rules(void **state)
 }
 
 /* The deploy recipe: an int4 model keeps wo and w2 at Q8_0, its other
- * block matrices take least squares with the importances (each no worse
- * than the plain round-to-nearest model's, in the error the next layer
- * hears), round-to-nearest without importances; int8 is unchanged. */
+ * block matrices are GPTQ's on the calibration text (windows of the
+ * context, 32 < 256, over the whole short text), round-to-nearest without
+ * text, with a text shorter than a window, or with a mask; int8 is
+ * unchanged and reads no text. */
 static void test_deploy_recipe(void **state)
 {
     fixture *f = *state;
-    fkd_qimatrix im;
     fkd_error err;
-    assert_int_equal(fkd_qimatrix_compute(&im, &f->p, &f->text, N_TOKENS, SEQ, &err), 0);
     int types[FKD_T_COUNT], policy[FKD_T_COUNT];
     fkd_qmodel_deploy_types(types, &f->p.cfg, FKD_QTYPE_Q4_1);
     fkd_qmodel_policy_types(policy, &f->p.cfg, FKD_QTYPE_Q4_1);
@@ -197,63 +196,52 @@ static void test_deploy_recipe(void **state)
     assert_int_equal(types[FKD_T_W1], FKD_QTYPE_Q4_1);
     assert_int_equal(types[FKD_T_TOK_EMB], FKD_QTYPE_Q8_0);
 
-    fkd_qmodel dep, mse, plain, bare, rtn;
-    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, FKD_QTYPE_Q4_1, NULL, &im, &err), 0);
-    assert_int_equal(fkd_qmodel_quantize_with(&mse, &f->p, types, NULL, FKD_QRULE_MSE, &im, &err), 0);
+    int ctx = f->p.cfg.max_seq;
+    assert_int_equal(fkd_qmodel_deploy_calib_tokens(&f->p.cfg, &f->text), N_TOKENS / ctx * ctx);
+    fkd_qmodel dep, gptq, plain, bare, rtn;
+    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, FKD_QTYPE_Q4_1, NULL, &f->text, &err), 0);
+    assert_int_equal(fkd_qmodel_quantize_gptq(&gptq, &f->p, types, &f->text, N_TOKENS / ctx * ctx,
+                                              ctx, &err), 0);
     assert_int_equal(fkd_qmodel_quantize(&plain, &f->p, FKD_QTYPE_Q4_1, NULL, &err), 0);
-    assert_int_equal(dep.data_bytes, mse.data_bytes);
-    assert_memory_equal(dep.memory, mse.memory, mse.data_bytes);
+    assert_int_equal(dep.data_bytes, gptq.data_bytes);
+    assert_memory_equal(dep.memory, gptq.memory, gptq.data_bytes);
     assert_true(dep.data_bytes > plain.data_bytes); /* the price of the two Q8_0 kinds */
-    double e_dep = 0.0, e_plain = 0.0;
-    for (int t = 0; t < FKD_T_COUNT; t++) {
-        assert_int_equal(dep.q[t].type, types[t]);
-        if (!fkd_tensor_is_block_matrix(t)) continue;
-        double a = weighted_err(&dep, &f->p, &im, t), b = weighted_err(&plain, &f->p, &im, t);
-        if (!(a <= b))
-            fail_msg("%s: deploy's weighted error %g, plain RTN's %g", dep.tensors[t].name, a, b);
-        e_dep += a;
-        e_plain += b;
-    }
-    assert_true(e_dep < 0.9 * e_plain); /* measured 0.81 */
-    /* without importances: round-to-nearest codes in the same formats */
-    assert_int_equal(fkd_qmodel_quantize_deploy(&bare, &f->p, FKD_QTYPE_Q4_1, NULL, NULL, &err), 0);
+    for (int t = 0; t < FKD_T_COUNT; t++) assert_int_equal(dep.q[t].type, types[t]);
+    /* without text, or too little, or with a mask: round-to-nearest codes in the same formats */
     assert_int_equal(fkd_qmodel_quantize_with(&rtn, &f->p, types, NULL, FKD_QRULE_RTN, NULL, &err), 0);
-    assert_memory_equal(bare.memory, rtn.memory, rtn.data_bytes);
+    assert_true(memcmp(dep.q[FKD_T_WQ].data, rtn.q[FKD_T_WQ].data, rtn.q[FKD_T_WQ].bytes) != 0);
+    fkd_token_stream few = {.tokens = f->tokens, .n = ctx - 1};
+    assert_int_equal(fkd_qmodel_deploy_calib_tokens(&f->p.cfg, &few), 0);
+    const fkd_token_stream *none[] = {NULL, &few};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fkd_qmodel_quantize_deploy(&bare, &f->p, FKD_QTYPE_Q4_1, NULL, none[i],
+                                                    &err), 0);
+        assert_memory_equal(bare.memory, rtn.memory, rtn.data_bytes);
+        fkd_qmodel_free(&bare);
+    }
     fkd_qmodel_free(&dep);
-    fkd_qmodel_free(&mse);
+    fkd_qmodel_free(&gptq);
     fkd_qmodel_free(&plain);
-    fkd_qmodel_free(&bare);
     fkd_qmodel_free(&rtn);
 
-    /* int8: fkd_qmodel_quantize's model, importances or not */
-    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, FKD_QTYPE_Q8_0, NULL, &im, &err), 0);
+    /* int8: fkd_qmodel_quantize's model, text or not */
+    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, FKD_QTYPE_Q8_0, NULL, &f->text, &err), 0);
     assert_int_equal(fkd_qmodel_quantize(&plain, &f->p, FKD_QTYPE_Q8_0, NULL, &err), 0);
     assert_int_equal(dep.data_bytes, plain.data_bytes);
     assert_memory_equal(dep.memory, plain.memory, plain.data_bytes);
     fkd_qmodel_free(&dep);
     fkd_qmodel_free(&plain);
-    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, 99, NULL, &im, &err), -1);
+    assert_int_equal(fkd_qmodel_quantize_deploy(&dep, &f->p, 99, NULL, &f->text, &err), -1);
     assert_int_equal(err.code, FKD_E_INVALID_ARG);
     assert_null(dep.memory);
 
-    /* the recipe's calibration: windows of the context (32 < 256) over the
-     * whole short text; a text shorter than a window gives no importances */
-    fkd_qimatrix cal;
-    assert_int_equal(fkd_qimatrix_compute_deploy(&cal, &f->p, &f->text, &err), 0);
-    assert_int_equal(cal.tokens, N_TOKENS);
-    fkd_qimatrix_free(&cal);
-    fkd_token_stream few = {.tokens = f->tokens, .n = 31};
-    assert_int_equal(fkd_qimatrix_compute_deploy(&cal, &f->p, &few, &err), 0);
-    assert_null(cal.memory);
-
     char r[FKD_QDEPLOY_RECIPE_MAX];
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q4_1, 4096);
-    assert_string_equal(r, "q4_1 mse, imatrix 4096 tokens, wo w2 q8_0");
+    assert_string_equal(r, "q4_1 gptq, 4096 calibration tokens, wo w2 q8_0");
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q4_0, 0);
     assert_string_equal(r, "q4_0 rtn, wo w2 q8_0");
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q8_0, 4096);
     assert_string_equal(r, "q8_0");
-    fkd_qimatrix_free(&im);
 }
 
 static void test_parse_types(void **state)

@@ -340,6 +340,9 @@ int fkd_qmodel_quantize_gptq(fkd_qmodel *qm, const fkd_params *params, const int
     if (fkd_qcalib_check(m, text, n_tokens, seq_len, err) != 0) return -1;
     /* every tensor as round-to-nearest makes it; the int4 block matrices are then rewritten */
     if (fkd_qmodel_quantize_types(qm, params, types, NULL, err) != 0) return -1;
+    int any_q4 = 0;
+    for (int t = 0; t < FKD_T_COUNT; t++) any_q4 |= fkd_tensor_is_block_matrix(t) && is_q4(types[t]);
+    if (!any_q4) return 0; /* nothing to calibrate */
     int n_seq = n_tokens / seq_len;
     gptq_state st;
     if (state_init(&st, qm, n_seq, seq_len, err) != 0) {

@@ -240,6 +240,8 @@ typedef struct {
     int client_eval_max;             /* clients evaluated for the distribution */
     int progress;                    /* progress line on a terminal */
     int verbose;                     /* engine and agent logs on stderr */
+    int keep_work;                   /* 1: keep out/work's checkpoints and states (GBs for an
+                                        LLM student); 0: a finished run keeps only its logs */
 } fkd_sim_config;
 
 void fkd_sim_config_defaults(fkd_sim_config *cfg);

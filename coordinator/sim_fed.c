@@ -166,6 +166,26 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 static void rm_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Files go unless they are logs (*.jsonl, *.csv); a folder goes once empty
+ * (remove fails on one that still holds a log, which is what we want). */
+static int prune_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)f;
+    if (flag == FTW_DP || !(has_suffix(path, ".jsonl") || has_suffix(path, ".csv"))) remove(path);
+    return 0;
+}
+
+void sim_work_prune(const char *work_dir)
+{
+    nftw(work_dir, prune_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static int write_allowlist(const char *path, const vclient *vc, int n, fkd_error *err)
 {
     fkd_atomic_file af;

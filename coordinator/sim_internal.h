@@ -101,6 +101,9 @@ int sim_write_student_gguf(const sim_ctx *x, fkd_error *err);
 
 /* sim_run.c */
 double sim_rss_bytes(void);            /* resident memory of this process now */
+/* A finished run's work folder down to its logs (*.jsonl, *.csv): an LLM
+ * student's checkpoints, optimizer states and clients' copies are GBs. */
+void sim_work_prune(const char *work_dir);
 void sim_progress(sim_ctx *x, int64_t tokens, const char *what);
 int sim_method_add_round(fkd_sim_method *m, const fkd_sim_round *r, fkd_error *err);
 /* Steps a central method takes per round to match the federated compute. */

@@ -605,6 +605,7 @@ int fkd_sim_run(fkd_sim_result *res, const fkd_sim_config *cfg, fkd_error *err)
     res->sum.cpu_seconds = (fkd_cpu_time_ms() - cpu0) / 1e3;
     if (rc == 0) rc = fkd_sim_write_outputs(res, err);
     if (rc == 0) rc = sim_write_student_gguf(x, err);
+    if (rc == 0 && !cfg->keep_work) sim_work_prune(x->work_dir);
     sim_server_free(x);
     sim_data_free(x);
     free(x);

@@ -25,6 +25,12 @@
 #include "commands.h"
 #include "fkd_compress.h"
 
+/* What the quantization took: its time and the calibration tokens it read. */
+typedef struct {
+    double quant_ms;
+    int calib_tokens;
+} export_stats;
+
 typedef struct {
     const char *model, *tokenizer, *out, *type_name, *name, *rule_name, *tensor_types, *data;
     int context, calib_tokens, calib_seq;
@@ -75,14 +81,21 @@ static int public_text(fkd_token_stream *ts, const export_opts *o, const fkd_bpe
     return rc;
 }
 
+static int has_int4(const int *types)
+{
+    for (int t = 0; t < FKD_T_COUNT; t++)
+        if (types[t] == FKD_QTYPE_Q4_0 || types[t] == FKD_QTYPE_Q4_1) return 1;
+    return 0;
+}
+
 /* The int4 matrices of qm by the rule: gptq and mse read calibration text
  * (a byte model without tokenizer has none: round-to-nearest). */
 static int quantize(fkd_qmodel *qm, const export_opts *o, const fkd_params *p, const int *types,
-                    const fkd_bpe_tables *tables, double *quant_ms, fkd_error *err)
+                    const fkd_bpe_tables *tables, export_stats *stats, fkd_error *err)
 {
     int rtn = strcmp(o->rule_name, "rtn") == 0, gptq = strcmp(o->rule_name, "gptq") == 0;
     fkd_token_stream ts = {0};
-    int use_text = o->calib_tokens > 0 && tables && !rtn;
+    int use_text = o->calib_tokens > 0 && tables && !rtn && has_int4(types);
     if (use_text && public_text(&ts, o, tables, err) != 0) return -1;
     int seq = o->calib_seq < p->cfg.max_seq ? o->calib_seq : p->cfg.max_seq;
     fkd_qimatrix im = {0};
@@ -96,17 +109,18 @@ static int quantize(fkd_qmodel *qm, const export_opts *o, const fkd_params *p, c
             rc = fkd_qmodel_quantize_with(qm, p, types, NULL, rtn ? FKD_QRULE_RTN : FKD_QRULE_MSE,
                                           use_text ? &im : NULL, err);
     }
-    *quant_ms = fkd_time_ms() - t0;
+    stats->quant_ms = fkd_time_ms() - t0;
+    stats->calib_tokens = use_text ? o->calib_tokens : 0;
     fkd_qimatrix_free(&im);
     fkd_token_stream_free(&ts);
     return rc;
 }
 
 /* Quantizes p (the deploy recipe's formats, --tensor-types over them,
- * --rule on --calib-tokens) and writes the file; *quant_ms is the time the
+ * --rule on --calib-tokens) and writes the file; stats: what the
  * quantization took (calibration included). */
 static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
-                        const fkd_bpe_tables *tables, const fkd_gguf *g, double *quant_ms,
+                        const fkd_bpe_tables *tables, const fkd_gguf *g, export_stats *stats,
                         fkd_error *err)
 {
     int types[FKD_T_COUNT];
@@ -114,7 +128,7 @@ static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
     if (o->tensor_types && fkd_qmodel_parse_types(types, &p->cfg, o->tensor_types, err) != 0)
         return -1;
     fkd_qmodel qm;
-    if (quantize(&qm, o, p, types, tables, quant_ms, err) != 0) return -1;
+    if (quantize(&qm, o, p, types, tables, stats, err) != 0) return -1;
     int rc = fkd_gguf_llama_save_qmodel(o->out, &qm, tables, g, o->name, err);
     fkd_qmodel_free(&qm);
     return rc;
@@ -122,18 +136,18 @@ static int write_qmodel(const export_opts *o, const fkd_params *p, int scheme,
 
 /* The tokenizer's GGUF file is opened into g (the tables' strings and the
  * copied keys point into it); NULL tokenizer: a byte model needs none. */
-static int write_file(const export_opts *o, const fkd_params *p, int scheme, double *quant_ms,
+static int write_file(const export_opts *o, const fkd_params *p, int scheme, export_stats *stats,
                       fkd_error *err)
 {
     const char *tok_path = o->tokenizer ? o->tokenizer
                          : fkd_gguf_is_gguf(o->model) ? o->model : NULL;
-    if (!tok_path) return write_qmodel(o, p, scheme, NULL, NULL, quant_ms, err);
+    if (!tok_path) return write_qmodel(o, p, scheme, NULL, NULL, stats, err);
     fkd_gguf g;
     fkd_bpe_tables tables;
     if (fkd_gguf_open(&g, tok_path, err) != 0) return -1;
     int rc = fkd_bpe_tables_from_gguf(&tables, &g, err);
     if (rc == 0) {
-        rc = write_qmodel(o, p, scheme, &tables, &g, quant_ms, err);
+        rc = write_qmodel(o, p, scheme, &tables, &g, stats, err);
         fkd_bpe_tables_free(&tables);
     }
     fkd_gguf_close(&g);
@@ -144,10 +158,10 @@ static int export_model(const export_opts *o, int scheme)
 {
     fkd_error err = {0};
     fkd_params p = {0};
-    double quant_ms = 0.0;
+    export_stats stats = {0};
     int rc = load_weights(&p, o->model, &err);
     if (rc == 0) rc = set_context(&p, o->context, &err);
-    if (rc == 0) rc = write_file(o, &p, scheme, &quant_ms, &err);
+    if (rc == 0) rc = write_file(o, &p, scheme, &stats, &err);
     if (rc == 0) {
         struct stat st;
         long long bytes = stat(o->out, &st) == 0 ? (long long)st.st_size : -1;
@@ -155,8 +169,7 @@ static int export_model(const export_opts *o, int scheme)
                "quant_seconds=%.2f params=%zu layers=%d dim=%d vocab=%d context=%d\n",
                o->out, fkd_qtype_name(scheme), o->rule_name,
                o->tensor_types ? o->tensor_types : "-",
-               strcmp(o->rule_name, "rtn") != 0 ? o->calib_tokens : 0, bytes, /* rtn reads none */
-               quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
+               stats.calib_tokens, bytes, stats.quant_ms / 1000.0, p.n_params, p.cfg.n_layers, p.cfg.dim, p.cfg.vocab, p.cfg.max_seq);
     } else {
         fprintf(stderr, "fedkd export: %s\n", err.msg);
     }

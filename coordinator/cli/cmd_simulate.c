@@ -88,6 +88,7 @@ int cmd_simulate(int argc, char **argv)
         {"client-eval-max", FKD_OPT_INT, &cfg.client_eval_max, "clients in the per-client accuracy distribution"},
         {"quiet", FKD_OPT_FLAG, &quiet, "no progress line"},
         {"verbose", FKD_OPT_FLAG, &cfg.verbose, "coordinator and agent logs on stderr"},
+        {"keep-work", FKD_OPT_FLAG, &cfg.keep_work, "keep the run's working checkpoints and states under OUT/work (by default a finished run keeps only the coordinators' round logs there)"},
     };
     int rc = fkd_cli_parse(argc, argv, opts, (int)(sizeof opts / sizeof opts[0]),
                            "usage: fedkd simulate [options]\n"

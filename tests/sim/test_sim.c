@@ -494,7 +494,12 @@ static void test_end_to_end(void **state)
         assert_int_equal(count(log, "\"server_loss\":"), 2);
         assert_int_equal(count(log, "\"server_loss\":0.000000"), 0);
         free(log);
+        /* a finished run keeps the logs of work/, not its checkpoints */
+        snprintf(path, sizeof path, "%s/work/%s/coordinator/master.ckpt", cfg.out, feds[i]);
+        assert_int_not_equal(access(path, F_OK), 0);
     }
+    snprintf(path, sizeof path, "%s/work/init.ckpt", cfg.out);
+    assert_int_not_equal(access(path, F_OK), 0);
 
     static const char *files[] = {"student-fp32.ckpt", "student-int8.qmdl", "student-int4.qmdl",
                                   "student-f32.gguf", "student-q4_1.gguf"};
@@ -665,6 +670,7 @@ static void test_file_teacher(void **state)
     write_tiny_gguf(path, NULL);
     fkd_sim_config cfg;
     tiny_gguf_config(&cfg, root);
+    cfg.keep_work = 1; /* work/init.ckpt is read below */
     fkd_error err = {0};
     fkd_sim_result res;
     int rc = fkd_sim_run(&res, &cfg, &err);

@@ -15,38 +15,22 @@
 
 #include "fkd_compress.h"
 
-#define N_TOKENS 96
+#include "calib_fixture.h"
+
+#define N_TOKENS CALIB_TOKENS
 #define SEQ 16
 
-typedef struct {
-    fkd_params p;
-    fkd_token_stream text;
-    int32_t tokens[N_TOKENS];
-} fixture;
+typedef calib_fixture fixture;
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    fkd_model_config cfg = {.vocab = 64, .dim = 64, .n_layers = 2, .n_heads = 4,
-                            .n_kv_heads = 2, .ffn_hidden = 96, .max_seq = 32,
-                            .tie_embeddings = 1, .rope_theta = 10000.0f, .norm_eps = 1e-5f};
-    if (fkd_params_init(&f->p, &cfg, NULL) < 0) return -1;
-    fkd_params_randomize(&f->p, 5);
-    fkd_rng rng;
-    fkd_rng_seed(&rng, 6);
-    for (size_t j = 0; j < f->p.tensors[FKD_T_ATTN_NORM].count; j++)
-        f->p.memory[f->p.tensors[FKD_T_ATTN_NORM].offset + j] = 0.2f + 3.0f * fkd_rng_uniform(&rng);
-    for (int i = 0; i < N_TOKENS; i++) f->tokens[i] = (int32_t)(fkd_rng_u64(&rng) % (uint64_t)cfg.vocab);
-    f->text = (fkd_token_stream){.tokens = f->tokens, .n = N_TOKENS};
-    *state = f;
-    return 0;
+    *state = calib_fixture_new(5, 6);
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
-    fkd_params_free(&f->p);
-    free(f);
+    calib_fixture_free(*state);
     return 0;
 }
 

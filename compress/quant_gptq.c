@@ -138,8 +138,10 @@ typedef struct {
     float *group;    /* (FKD_QK) */
 } gptq_scratch;
 
-/* The grid of every row's block starting at column j0: round-to-nearest's
- * scale (and minimum) on the current weights, written into the output. */
+/* The grid of every row's block starting at column j0: the scale (and
+ * minimum) of least squares on the current weights, weighted by H's
+ * diagonal, written into the output (its codes are rewritten as the
+ * columns are reached). */
 static void open_blocks(uint8_t *out, int type, const gptq_scratch *s, size_t rows, int j0,
                         size_t row_bytes, const float *h_diag)
 {

@@ -63,6 +63,8 @@ enum fkd_qtype {
 
 /* 1 when t is one of the formats above. */
 int fkd_qtype_valid(int t);
+/* 1 for the 4-bit block formats (Q4_0, Q4_1). */
+int fkd_qtype_is_int4(int t);
 const char *fkd_qtype_name(int t);              /* "q8_0", ...; "?" when invalid */
 int fkd_qtype_from_name(const char *name);      /* -1 when unknown */
 /* Values per block (1 for F32/F16) and bytes per block. */

@@ -38,18 +38,13 @@ static size_t tensor_bytes(int type, const fkd_tensor_info *ti)
     return rb ? rb * (ti->count / row_len) : 0;
 }
 
-static int is_int4(int type)
-{
-    return type == FKD_QTYPE_Q4_0 || type == FKD_QTYPE_Q4_1;
-}
-
 /* The policy of fkd_compress.h: norms F32, embedding/head at least Q8_0,
  * the other matrices `scheme`; rows that do not split into blocks take F16. */
 static int policy_type(int t, const fkd_tensor_info *ti, int scheme)
 {
     if (!ti->is_matrix) return FKD_QTYPE_F32;
     int type = scheme;
-    if ((t == FKD_T_TOK_EMB || t == FKD_T_HEAD) && is_int4(scheme))
+    if ((t == FKD_T_TOK_EMB || t == FKD_T_HEAD) && fkd_qtype_is_int4(scheme))
         type = FKD_QTYPE_Q8_0;
     if (fkd_qtype_row_bytes(type, tensor_row_len(ti)) == 0) type = FKD_QTYPE_F16;
     return type;
@@ -132,7 +127,7 @@ static void row_weights(float *w, const float *x, const float *imp, size_t n)
 static void quantize_tensor(uint8_t *out, const fkd_qtensor *q, const float *src, int n_layers,
                             int rule, const float *imp, float *scratch)
 {
-    if (!is_int4(q->type) || rule == FKD_QRULE_RTN) {
+    if (!fkd_qtype_is_int4(q->type) || rule == FKD_QRULE_RTN) {
         fkd_quantize_row(out, q->type, src, q->count);
         return;
     }
@@ -273,12 +268,18 @@ void fkd_qmodel_deploy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg
 {
     fkd_qmodel_policy_types(types, cfg, scheme);
     for (int t = 0; t < FKD_T_COUNT; t++)
-        if (deploy_keeps_q8(t) && is_int4(types[t])) types[t] = FKD_QTYPE_Q8_0;
+        if (deploy_keeps_q8(t) && fkd_qtype_is_int4(types[t])) types[t] = FKD_QTYPE_Q8_0;
+}
+
+/* The recipe's calibration windows: FKD_QIMATRIX_DEFAULT_SEQ, or the context. */
+static int deploy_seq(const fkd_model_config *cfg)
+{
+    return cfg->max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? cfg->max_seq : FKD_QIMATRIX_DEFAULT_SEQ;
 }
 
 int64_t fkd_qmodel_deploy_calib_tokens(const fkd_model_config *cfg, const fkd_token_stream *calib)
 {
-    int seq = cfg->max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? cfg->max_seq : FKD_QIMATRIX_DEFAULT_SEQ;
+    int seq = deploy_seq(cfg);
     int64_t n = calib ? calib->n : 0;
     if (n > FKD_QIMATRIX_DEFAULT_TOKENS) n = FKD_QIMATRIX_DEFAULT_TOKENS;
     return n < seq ? 0 : n / seq * seq;
@@ -296,18 +297,16 @@ int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int sch
     /* GPTQ only with calibration text and on whole matrices; otherwise
      * round-to-nearest. An int8 or float scheme needs neither. */
     int64_t n = fkd_qmodel_deploy_calib_tokens(&params->cfg, calib);
-    if (!is_int4(scheme) || mask || n == 0)
+    if (!fkd_qtype_is_int4(scheme) || mask || n == 0)
         return fkd_qmodel_quantize_with(qm, params, types, mask, FKD_QRULE_RTN, NULL, err);
-    int seq = params->cfg.max_seq < FKD_QIMATRIX_DEFAULT_SEQ ? params->cfg.max_seq
-                                                             : FKD_QIMATRIX_DEFAULT_SEQ;
     fkd_token_stream head = *calib;
     head.n = n;
-    return fkd_qmodel_quantize_gptq(qm, params, types, &head, (int)n, seq, err);
+    return fkd_qmodel_quantize_gptq(qm, params, types, &head, (int)n, deploy_seq(&params->cfg), err);
 }
 
 void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t calib_tokens)
 {
-    if (!is_int4(scheme)) {
+    if (!fkd_qtype_is_int4(scheme)) {
         snprintf(out, cap, "%s", fkd_qtype_name(scheme));
         return;
     }

@@ -25,6 +25,11 @@ static float get_f16(const uint8_t *p)
     return fkd_fp16_to_fp32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
+int fkd_qtype_is_int4(int t)
+{
+    return t == FKD_QTYPE_Q4_0 || t == FKD_QTYPE_Q4_1;
+}
+
 int fkd_qtype_valid(int t)
 {
     return t == FKD_QTYPE_F32 || t == FKD_QTYPE_F16 || t == FKD_QTYPE_Q8_0 ||

@@ -218,11 +218,6 @@ static void add_outer(void *ctx, int kind, int layer, const float *x, int T, int
 static const int input_kinds[] = {FKD_T_WQ, FKD_T_WO, FKD_T_W1, FKD_T_W2};
 #define N_INPUT_KINDS 4
 
-static int is_q4(int type)
-{
-    return type == FKD_QTYPE_Q4_0 || type == FKD_QTYPE_Q4_1;
-}
-
 typedef struct {
     fkd_qcalib pass;
     float *stream;   /* (n_seq, T, C): every window's residual stream between blocks */
@@ -311,7 +306,7 @@ static int quantize_kind(fkd_qmodel *qm, const fkd_params *params, gptq_state *s
     for (int j = 0; j < n; j++) st->diag[j] = h[(size_t)j * n + j];
     for (int t = 0; t < FKD_T_COUNT; t++) {
         if (!fkd_tensor_is_block_matrix(t) || fkd_qcalib_input_kind(t) != kind ||
-            !is_q4(qm->q[t].type))
+            !fkd_qtype_is_int4(qm->q[t].type))
             continue;
         if (!have_u) {
             /* a channel that never fires: H_jj = 1 (its weights are coded as 0) */
@@ -343,7 +338,7 @@ int fkd_qmodel_quantize_gptq(fkd_qmodel *qm, const fkd_params *params, const int
     /* every tensor as round-to-nearest makes it; the int4 block matrices are then rewritten */
     if (fkd_qmodel_quantize_types(qm, params, types, NULL, err) != 0) return -1;
     int any_q4 = 0;
-    for (int t = 0; t < FKD_T_COUNT; t++) any_q4 |= fkd_tensor_is_block_matrix(t) && is_q4(types[t]);
+    for (int t = 0; t < FKD_T_COUNT; t++) any_q4 |= fkd_tensor_is_block_matrix(t) && fkd_qtype_is_int4(types[t]);
     if (!any_q4) return 0; /* nothing to calibrate */
     int n_seq = n_tokens / seq_len;
     gptq_state st;

@@ -84,7 +84,7 @@ static int public_text(fkd_token_stream *ts, const export_opts *o, const fkd_bpe
 static int has_int4(const int *types)
 {
     for (int t = 0; t < FKD_T_COUNT; t++)
-        if (types[t] == FKD_QTYPE_Q4_0 || types[t] == FKD_QTYPE_Q4_1) return 1;
+        if (fkd_qtype_is_int4(types[t])) return 1;
     return 0;
 }
 

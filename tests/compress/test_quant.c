@@ -68,6 +68,9 @@ static void test_q4_1_layout(void **state)
     assert_int_equal(fkd_qtype_row_bytes(FKD_QTYPE_Q8_0, 33), 0);
     assert_int_equal(fkd_qtype_from_name("q4_0"), FKD_QTYPE_Q4_0);
     assert_int_equal(fkd_qtype_from_name("q5_k"), -1);
+    assert_true(fkd_qtype_is_int4(FKD_QTYPE_Q4_0) && fkd_qtype_is_int4(FKD_QTYPE_Q4_1));
+    assert_false(fkd_qtype_is_int4(FKD_QTYPE_Q8_0) || fkd_qtype_is_int4(FKD_QTYPE_F16) ||
+                 fkd_qtype_is_int4(FKD_QTYPE_F32) || fkd_qtype_is_int4(99));
 }
 
 /* ---- round trips within the format's bound ------------------------------------ */

@@ -228,13 +228,13 @@ int fkd_qmodel_quantize_gptq(fkd_qmodel *qm, const fkd_params *params, const int
 /* The deployment recipe: what a student is quantized with for a device
  * (the simulation's int4 column and student-q4_1.gguf, `fedkd export`'s
  * default, the coordinator's student.qmdl). For an int4 scheme: the
- * scheme's policy with wo and w2 at Q8_0, the int4 matrices by GPTQ
+ * scheme's policy with wv, wo and w2 at Q8_0, the int4 matrices by GPTQ
  * (fkd_qmodel_quantize_gptq) on the calibration text's first tokens
  * (fkd_qmodel_deploy_calib_tokens: at most FKD_QIMATRIX_DEFAULT_TOKENS, in
  * windows of FKD_QIMATRIX_DEFAULT_SEQ or the model's context). Measured on
  * the simulation's healed SmolLM2 student (docs/benchmarks.md, "int4
- * quality"): +3.9 % perplexity, against +18.5 % for importance-weighted
- * least squares and +25.6 % for round-to-nearest. Without calibration text
+ * quality"): +3.4 % perplexity (+4.3 % with wv at int4), against +19.5 %
+ * for importance-weighted least squares and +27.0 % for round-to-nearest. Without calibration text
  * (calib NULL or shorter than a window), or with a mask, the codes are
  * round-to-nearest. Any other scheme is fkd_qmodel_quantize's, and calib is
  * not read. Public text only: the deployed file must not be fitted to a
@@ -246,7 +246,7 @@ int64_t fkd_qmodel_deploy_calib_tokens(const fkd_model_config *cfg, const fkd_to
 /* The formats fkd_qmodel_quantize_deploy(scheme) gives each tensor of cfg. */
 void fkd_qmodel_deploy_types(int types[FKD_T_COUNT], const fkd_model_config *cfg, int scheme);
 /* The recipe in words for reports, e.g. "q4_1 gptq, 4096 calibration
- * tokens, wo w2 q8_0" (calib_tokens 0: "q4_1 rtn, wo w2 q8_0"); any other
+ * tokens, wv wo w2 q8_0" (calib_tokens 0: "q4_1 rtn, wv wo w2 q8_0"); any other
  * scheme: its name. */
 #define FKD_QDEPLOY_RECIPE_MAX 96
 void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t calib_tokens);

@@ -190,7 +190,7 @@ int cmd_export(int argc, char **argv)
         {"name", FKD_OPT_STR, &o.name, "general.name of the file"},
         {"context", FKD_OPT_INT, &o.context, "context length the file declares (0 = the model's)"},
         {"rule", FKD_OPT_STR, &o.rule_name, "int4 codes: gptq (columns in order, each one's error spread over the rest by the calibration inputs' inverse Hessian) | mse (least-squares scales, errors weighted by w^2 and the inputs' mean squares) | rtn (ggml's round-to-nearest)"},
-        {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than the recipe's (an int4 --type keeps wo and w2 at q8_0): TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; w2=q4_1,wo=q4_1: all int4)"},
+        {"tensor-types", FKD_OPT_STR, &o.tensor_types, "matrices in another format than the recipe's (an int4 --type keeps wv, wo and w2 at q8_0): TENSOR=TYPE,... (wq wk wv wo w1 w3 w2 tok_emb head; w2=q4_1,wo=q4_1: all int4)"},
         {"calib-tokens", FKD_OPT_INT, &o.calib_tokens, "with --rule gptq or mse: public tokens of the calibration pass (0 = none: round-to-nearest; a byte model without tokenizer has none)"},
         {"calib-seq", FKD_OPT_INT, &o.calib_seq, "tokens per window of the calibration pass"},
         {"data", FKD_OPT_STR, &o.data, "corpus directory of the calibration pass (its public training split)"},

@@ -154,7 +154,7 @@ static void test_rules(void **state)
     fkd_qimatrix_free(&im);
 }
 
-/* The deploy recipe: an int4 model keeps wo and w2 at Q8_0, its other
+/* The deploy recipe: an int4 model keeps wv, wo and w2 at Q8_0, its other
  * block matrices are GPTQ's on the calibration text (windows of the
  * context, 32 < 256, over the whole short text), round-to-nearest without
  * text, with a text shorter than a window, or with a mask; int8 is
@@ -167,10 +167,11 @@ static void test_deploy_recipe(void **state)
     fkd_qmodel_deploy_types(types, &f->p.cfg, FKD_QTYPE_Q4_1);
     fkd_qmodel_policy_types(policy, &f->p.cfg, FKD_QTYPE_Q4_1);
     for (int t = 0; t < FKD_T_COUNT; t++) {
-        int want = t == FKD_T_WO || t == FKD_T_W2 ? FKD_QTYPE_Q8_0 : policy[t];
+        int want = t == FKD_T_WV || t == FKD_T_WO || t == FKD_T_W2 ? FKD_QTYPE_Q8_0 : policy[t];
         assert_int_equal(types[t], want);
     }
     assert_int_equal(types[FKD_T_WQ], FKD_QTYPE_Q4_1);
+    assert_int_equal(types[FKD_T_WK], FKD_QTYPE_Q4_1);
     assert_int_equal(types[FKD_T_W1], FKD_QTYPE_Q4_1);
     assert_int_equal(types[FKD_T_TOK_EMB], FKD_QTYPE_Q8_0);
 
@@ -183,7 +184,7 @@ static void test_deploy_recipe(void **state)
     assert_int_equal(fkd_qmodel_quantize(&plain, &f->p, FKD_QTYPE_Q4_1, NULL, &err), 0);
     assert_int_equal(dep.data_bytes, gptq.data_bytes);
     assert_memory_equal(dep.memory, gptq.memory, gptq.data_bytes);
-    assert_true(dep.data_bytes > plain.data_bytes); /* the price of the two Q8_0 kinds */
+    assert_true(dep.data_bytes > plain.data_bytes); /* the price of the three Q8_0 kinds */
     for (int t = 0; t < FKD_T_COUNT; t++) assert_int_equal(dep.q[t].type, types[t]);
     /* without text, or too little, or with a mask: round-to-nearest codes in the same formats */
     assert_int_equal(fkd_qmodel_quantize_with(&rtn, &f->p, types, NULL, FKD_QRULE_RTN, NULL, &err), 0);
@@ -215,9 +216,9 @@ static void test_deploy_recipe(void **state)
 
     char r[FKD_QDEPLOY_RECIPE_MAX];
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q4_1, 4096);
-    assert_string_equal(r, "q4_1 gptq, 4096 calibration tokens, wo w2 q8_0");
+    assert_string_equal(r, "q4_1 gptq, 4096 calibration tokens, wv wo w2 q8_0");
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q4_0, 0);
-    assert_string_equal(r, "q4_0 rtn, wo w2 q8_0");
+    assert_string_equal(r, "q4_0 rtn, wv wo w2 q8_0");
     fkd_qmodel_deploy_recipe(r, sizeof r, FKD_QTYPE_Q8_0, 4096);
     assert_string_equal(r, "q8_0");
 }

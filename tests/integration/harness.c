@@ -73,7 +73,8 @@ void h_init(h_env *e, const char *name, int port_offset)
 
 void h_path(char *out, const h_env *e, const char *name)
 {
-    snprintf(out, H_PATH, "%s/%s", e->dir, name);
+    int len = snprintf(out, H_PATH, "%s/%s", e->dir, name);
+    if (len < 0 || len >= H_PATH) die("path too long", name);
 }
 
 void h_keygen(const h_env *e, const char *name)
@@ -324,7 +325,8 @@ static double field_num(const char *line, const char *key)
 int h_rounds(const h_env *e, const char *state, h_round *out, int max)
 {
     char path[H_PATH];
-    snprintf(path, sizeof path, "%s/%s/rounds.jsonl", e->dir, state);
+    int len = snprintf(path, sizeof path, "%s/%s/rounds.jsonl", e->dir, state);
+    if (len < 0 || len >= (int)sizeof path) die("path too long", state);
     FILE *f = fopen(path, "r");
     if (!f) return 0;
     char line[2048];

@@ -88,7 +88,7 @@ static void test_restart_gives_same_weights(void **state)
     h_path(a, &e, "stateA/student.qmdl");
     h_path(b, &e, "stateB/student.qmdl");
     assert_true(h_same_file(a, b));
-    /* the recipe's formats: Q4_1 matrices, wo and w2 at Q8_0 */
+    /* the recipe's formats: Q4_1 matrices, wv, wo and w2 at Q8_0 */
     fkd_qmodel qm;
     fkd_error err = {0};
     assert_int_equal(fkd_qmodel_load(&qm, a, &err), 0);
@@ -97,6 +97,7 @@ static void test_restart_gives_same_weights(void **state)
     for (int t = 0; t < FKD_T_COUNT; t++)
         if (qm.q[t].count > 0) assert_int_equal(qm.q[t].type, types[t]);
     assert_int_equal(qm.q[FKD_T_WQ].type, FKD_QTYPE_Q4_1);
+    assert_int_equal(qm.q[FKD_T_WV].type, FKD_QTYPE_Q8_0);
     assert_int_equal(qm.q[FKD_T_WO].type, FKD_QTYPE_Q8_0);
     assert_int_equal(qm.q[FKD_T_W2].type, FKD_QTYPE_Q8_0);
     fkd_qmodel_free(&qm);

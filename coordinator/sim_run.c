@@ -87,21 +87,24 @@ void fkd_sim_config_file_defaults(fkd_sim_config *c)
 {
     /* Sized to 30 minutes on 2 cores (3,600 CPU-seconds) from measured CPU
      * time (docs/simulation.md, "With SmolLM2-135M as the teacher"): the
-     * teacher labels about 60 positions per CPU-second, the 45 M student
+     * teacher labels about 140 positions per CPU-second, the 45 M student
      * trains at about 150 tokens per CPU-second (docs/pruning.md), and the
      * evaluations and each federated round's work (quantize, seal, compress)
-     * cost the rest: 8,192 training tokens per method (32 steps of 2 x 128),
-     * as many in the server's phase, 16,384 labelled positions, short
-     * evaluations. A pretrained student takes a fine-tuning learning rate;
-     * a round ships tens of MB, so the deadline allows phone links. */
-    c->rounds = 4;
+     * cost the rest: 16,384 training tokens per method (64 steps of
+     * 2 x 128), as many in the server's phase, 65,536 labelled positions,
+     * short evaluations. Healing is bound by steps on fresh labels: 4 rounds
+     * on 16,384 positions gave fedkd 324, 16 rounds on them 427 (each label
+     * seen four times over), 8 rounds on 65,536 gave 242 (docs/simulation.md,
+     * 7 Dec). A pretrained student takes a fine-tuning learning rate; a round
+     * ships tens of MB, so the deadline allows phone links. */
+    c->rounds = 8;
     c->per_round = 2;
     c->local_steps = 4;
     c->batch = 2;
     c->seq = 128;
     c->lr = 3e-4f;
     c->deadline_s = 600;
-    c->transfer_tokens = 16384;
+    c->transfer_tokens = 65536;
     c->soft_shards = 4;
     c->eval_tokens_final = 2048;
     c->eval_tokens_round = 256;

@@ -191,19 +191,19 @@ static void test_mixed_formats_converted(void **state)
     gguf_tmp_path(dst, sizeof dst, "mixed.gguf");
     assert_int_equal(fkd_gguf_llama_export(src, &params, FKD_QTYPE_Q4_1, NULL, NULL, NULL, "m", &err),
                      0);
-    write_with_f32_tensor(dst, src, "blk.1.attn_v.weight");
+    write_with_f32_tensor(dst, src, "blk.1.attn_q.weight");
     fkd_gguf g;
     assert_int_equal(fkd_gguf_open(&g, dst, &err), 0);
     assert_int_equal(fkd_gguf_llama_load_qmodel(&qm, &g, 0, &err), 0);
-    assert_int_equal(qm.q[FKD_T_WV].type, FKD_QTYPE_Q4_1); /* layer 0's format */
+    assert_int_equal(qm.q[FKD_T_WQ].type, FKD_QTYPE_Q4_1); /* layer 0's format */
     /* The converted slice (layer 1) holds the f32 slice quantized: the
      * dequantizing reader's weights, quantized the same way. */
     assert_int_equal(fkd_gguf_llama_load(&p2, &g, 0, &err), 0);
     fkd_qmodel q2;
     assert_int_equal(fkd_qmodel_quantize(&q2, &p2, FKD_QTYPE_Q4_1, NULL, &err), 0);
-    assert_int_equal(q2.q[FKD_T_WV].type, FKD_QTYPE_Q4_1);
-    size_t slice = qm.q[FKD_T_WV].bytes / (size_t)cfg.n_layers;
-    assert_memory_equal(qm.q[FKD_T_WV].data + slice, q2.q[FKD_T_WV].data + slice, slice);
+    assert_int_equal(q2.q[FKD_T_WQ].type, FKD_QTYPE_Q4_1);
+    size_t slice = qm.q[FKD_T_WQ].bytes / (size_t)cfg.n_layers;
+    assert_memory_equal(qm.q[FKD_T_WQ].data + slice, q2.q[FKD_T_WQ].data + slice, slice);
     fkd_qmodel_free(&q2);
     fkd_qmodel_free(&qm);
     fkd_params_free(&p2);

@@ -234,9 +234,9 @@ int fkd_qmodel_quantize_gptq(fkd_qmodel *qm, const fkd_params *params, const int
  * windows of FKD_QIMATRIX_DEFAULT_SEQ or the model's context). Measured on
  * the simulation's healed SmolLM2 student (docs/benchmarks.md, "int4
  * quality"): +3.4 % perplexity (+4.3 % with wv at int4), against +19.5 %
- * for importance-weighted least squares and +27.0 % for round-to-nearest. Without calibration text
- * (calib NULL or shorter than a window), or with a mask, the codes are
- * round-to-nearest. Any other scheme is fkd_qmodel_quantize's, and calib is
+ * for importance-weighted least squares and +27.0 % for round-to-nearest.
+ * Without calibration text (calib NULL or shorter than a window), or with
+ * a mask, the codes are round-to-nearest. Any other scheme is fkd_qmodel_quantize's, and calib is
  * not read. Public text only: the deployed file must not be fitted to a
  * client's data. */
 int fkd_qmodel_quantize_deploy(fkd_qmodel *qm, const fkd_params *params, int scheme,

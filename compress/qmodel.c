@@ -314,11 +314,17 @@ void fkd_qmodel_deploy_recipe(char *out, size_t cap, int scheme, int64_t calib_t
         snprintf(out, cap, "%s", fkd_qtype_name(scheme));
         return;
     }
+    char q8[64] = "";
+    for (int t = 0; t < FKD_T_COUNT; t++)
+        if (deploy_keeps_q8(t)) {
+            size_t used = strlen(q8);
+            snprintf(q8 + used, sizeof q8 - used, "%s ", fkd_tensor_name(t));
+        }
     if (calib_tokens > 0)
-        snprintf(out, cap, "%s gptq, %lld calibration tokens, wv wo w2 q8_0", fkd_qtype_name(scheme),
-                 (long long)calib_tokens);
+        snprintf(out, cap, "%s gptq, %lld calibration tokens, %sq8_0", fkd_qtype_name(scheme),
+                 (long long)calib_tokens, q8);
     else
-        snprintf(out, cap, "%s rtn, wv wo w2 q8_0", fkd_qtype_name(scheme));
+        snprintf(out, cap, "%s rtn, %sq8_0", fkd_qtype_name(scheme), q8);
 }
 
 size_t fkd_qmodel_scheme_bytes(const fkd_model_config *cfg, int type)

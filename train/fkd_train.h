@@ -63,6 +63,9 @@ enum {
     FKD_T_FFN_NORM, FKD_T_W1, FKD_T_W3, FKD_T_W2, FKD_T_FINAL_NORM, FKD_T_HEAD,
     FKD_T_COUNT
 };
+/* A tensor kind's name in checkpoints and option lists ("tok_emb", "wq",
+ * ...); "" for a number that is not a kind. */
+const char *fkd_tensor_name(int tensor);
 
 typedef struct {
     float *tok_emb;    /* (V, C) */

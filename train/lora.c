@@ -19,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const target_names[FKD_T_COUNT] = {
-    [FKD_T_WQ] = "wq", [FKD_T_WK] = "wk", [FKD_T_WV] = "wv", [FKD_T_WO] = "wo",
-    [FKD_T_W1] = "w1", [FKD_T_W3] = "w3", [FKD_T_W2] = "w2"};
+/* The name of a kind LoRA can target: a block matrix's, or "". */
+static const char *target_name(int t)
+{
+    return fkd_tensor_is_block_matrix(t) ? fkd_tensor_name(t) : "";
+}
 
 fkd_lora_config fkd_lora_defaults(void)
 {
@@ -42,8 +44,8 @@ int fkd_lora_parse_targets(uint8_t targets[FKD_T_COUNT], const char *list, fkd_e
         size_t len = strcspn(p, ",");
         int found = -1;
         for (int t = 0; t < FKD_T_COUNT && found < 0; t++)
-            if (target_names[t] && strlen(target_names[t]) == len &&
-                memcmp(p, target_names[t], len) == 0)
+            if (fkd_tensor_is_block_matrix(t) && strlen(fkd_tensor_name(t)) == len &&
+                memcmp(p, fkd_tensor_name(t), len) == 0)
                 found = t;
         if (found < 0)
             return fkd_error_set(err, FKD_E_INVALID_ARG,
@@ -72,7 +74,7 @@ size_t fkd_lora_layout(fkd_tensor_info tensors[FKD_T_COUNT], const fkd_model_con
     memset(tensors, 0, FKD_T_COUNT * sizeof *tensors);
     for (int t = 0; t < FKD_T_COUNT; t++) {
         fkd_tensor_info *ti = &tensors[t];
-        ti->name = target_names[t] ? target_names[t] : "";
+        ti->name = target_name(t);
         ti->offset = off;
         if (!cfg->targets[t]) continue;
         int rows, cols;

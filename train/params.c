@@ -6,10 +6,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void set_info(fkd_tensor_info *t, const char *name, size_t *offset, int ndim, int d0,
-                     int d1, int d2, int is_matrix)
+static const char *const tensor_names[FKD_T_COUNT] = {
+    [FKD_T_TOK_EMB] = "tok_emb", [FKD_T_ATTN_NORM] = "attn_norm", [FKD_T_WQ] = "wq",
+    [FKD_T_WK] = "wk", [FKD_T_WV] = "wv", [FKD_T_WO] = "wo", [FKD_T_FFN_NORM] = "ffn_norm",
+    [FKD_T_W1] = "w1", [FKD_T_W3] = "w3", [FKD_T_W2] = "w2", [FKD_T_FINAL_NORM] = "final_norm",
+    [FKD_T_HEAD] = "head"};
+
+const char *fkd_tensor_name(int tensor)
 {
-    t->name = name;
+    return tensor >= 0 && tensor < FKD_T_COUNT ? tensor_names[tensor] : "";
+}
+
+static void set_info(fkd_tensor_info *infos, int kind, size_t *offset, int ndim, int d0, int d1,
+                     int d2, int is_matrix)
+{
+    fkd_tensor_info *t = &infos[kind];
+    t->name = tensor_names[kind];
     t->ndim = ndim;
     t->shape[0] = d0;
     t->shape[1] = d1;
@@ -25,23 +37,23 @@ size_t fkd_param_layout(fkd_tensor_info infos[FKD_T_COUNT], const fkd_model_conf
     int C = c->dim, L = c->n_layers, F = c->ffn_hidden, V = c->vocab;
     int hd = C / c->n_heads, QD = c->n_heads * hd, KVD = c->n_kv_heads * hd;
     size_t off = 0;
-    set_info(&infos[FKD_T_TOK_EMB], "tok_emb", &off, 2, V, C, 0, 1);
-    set_info(&infos[FKD_T_ATTN_NORM], "attn_norm", &off, 2, L, C, 0, 0);
-    set_info(&infos[FKD_T_WQ], "wq", &off, 3, L, QD, C, 1);
-    set_info(&infos[FKD_T_WK], "wk", &off, 3, L, KVD, C, 1);
-    set_info(&infos[FKD_T_WV], "wv", &off, 3, L, KVD, C, 1);
-    set_info(&infos[FKD_T_WO], "wo", &off, 3, L, C, QD, 1);
-    set_info(&infos[FKD_T_FFN_NORM], "ffn_norm", &off, 2, L, C, 0, 0);
-    set_info(&infos[FKD_T_W1], "w1", &off, 3, L, F, C, 1);
-    set_info(&infos[FKD_T_W3], "w3", &off, 3, L, F, C, 1);
-    set_info(&infos[FKD_T_W2], "w2", &off, 3, L, C, F, 1);
-    set_info(&infos[FKD_T_FINAL_NORM], "final_norm", &off, 1, C, 0, 0, 0);
+    set_info(infos, FKD_T_TOK_EMB, &off, 2, V, C, 0, 1);
+    set_info(infos, FKD_T_ATTN_NORM, &off, 2, L, C, 0, 0);
+    set_info(infos, FKD_T_WQ, &off, 3, L, QD, C, 1);
+    set_info(infos, FKD_T_WK, &off, 3, L, KVD, C, 1);
+    set_info(infos, FKD_T_WV, &off, 3, L, KVD, C, 1);
+    set_info(infos, FKD_T_WO, &off, 3, L, C, QD, 1);
+    set_info(infos, FKD_T_FFN_NORM, &off, 2, L, C, 0, 0);
+    set_info(infos, FKD_T_W1, &off, 3, L, F, C, 1);
+    set_info(infos, FKD_T_W3, &off, 3, L, F, C, 1);
+    set_info(infos, FKD_T_W2, &off, 3, L, C, F, 1);
+    set_info(infos, FKD_T_FINAL_NORM, &off, 1, C, 0, 0, 0);
     if (c->tie_embeddings) {
-        set_info(&infos[FKD_T_HEAD], "head", &off, 2, 0, C, 0, 1);
+        set_info(infos, FKD_T_HEAD, &off, 2, 0, C, 0, 1);
         infos[FKD_T_HEAD].count = 0;
         infos[FKD_T_HEAD].offset = infos[FKD_T_TOK_EMB].offset;
     } else {
-        set_info(&infos[FKD_T_HEAD], "head", &off, 2, V, C, 0, 1);
+        set_info(infos, FKD_T_HEAD, &off, 2, V, C, 0, 1);
     }
     return off;
 }

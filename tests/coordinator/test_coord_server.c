@@ -309,8 +309,8 @@ static void test_starts_from_server_init(void **unused)
     state_dir(dir, sizeof dir, "from-init");
     state_file(own, sizeof own, dir);
     config(&c, dir, 5);
-    assert_true(strlen(seed) < sizeof c.server_init);
-    memcpy(c.server_init, seed, strlen(seed) + 1);
+    int len = snprintf(c.server_init, sizeof c.server_init, "%s", seed);
+    assert_true(len >= 0 && len < (int)sizeof c.server_init);
     two_rounds(&seeded, &start, &c, &sh);
     assert_memory_equal(seeded.memory, restarted.memory, start.n_params * sizeof(float));
     struct stat st;
